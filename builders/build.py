@@ -1,0 +1,136 @@
+"""Checkpoint → engine directory, with a content-addressed cache.
+
+``build()`` inspects the checkpoint, validates the settings against the chosen engine, and
+either reports a cache hit (same checkpoint content, build arguments and tool versions as the
+manifest already in ``out``, engine files intact) or builds into a temporary directory next
+to ``out`` and swaps it into place, so a failed build never leaves half an engine behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tritonllm import __version__
+from tritonllm.builders.base import Progress, get_builder
+from tritonllm.builders.checkpoint import CheckpointInfo, inspect_checkpoint
+from tritonllm.builders.manifest import (
+    MANIFEST,
+    Manifest,
+    cache_key,
+    list_files,
+    read_manifest,
+)
+from tritonllm.builders.settings import BuildSettings
+from tritonllm.errors import ConfigError, RepositoryError
+
+TOKENIZER_EXTRA = ("tokenizer_config.json", "special_tokens_map.json", "merges.txt",
+                   "generation_config.json", "config.json")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    manifest: Manifest
+    engine_dir: Path
+    cached: bool
+    seconds: float
+
+
+def _previous(out: Path) -> Manifest | None:
+    if not (out / MANIFEST).is_file():
+        return None
+    try:
+        return read_manifest(out)
+    except RepositoryError:
+        return None
+
+
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ConfigError(
+            f"out: {out} is not empty and holds no {MANIFEST}; refusing to overwrite it "
+            "(choose an empty or new directory)"
+        )
+    parent = out.parent if not out.exists() else out
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"out: {parent} is not writable")
+
+
+def _copy_tokenizer(info: CheckpointInfo, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (*info.tokenizer_files, *TOKENIZER_EXTRA):
+        src = info.path / name
+        if src.is_file():
+            shutil.copy2(src, dest / name)
+
+
+def build(settings: BuildSettings, progress: Progress | None = None) -> BuildResult:
+    """Build (or reuse) the engine described by ``settings``."""
+    say = progress or (lambda _m: None)
+    t0 = time.perf_counter()
+    builder = get_builder(settings.engine)
+    out = Path(settings.out)
+    _check_out_dir(out)
+
+    say("checking checkpoint")
+    prev = _previous(out)
+    info = inspect_checkpoint(
+        Path(settings.checkpoint),
+        previous_digests=prev.file_digests if prev else None,
+        trust_remote_code=settings.trust_remote_code,
+    )
+    limits = builder.check(settings, info)
+    tools = builder.tool_versions()
+    key = cache_key(builder.name, info.content_hash, settings.build_args(), tools)
+    if (prev is not None and not settings.force and prev.cache_key == key
+            and not prev.missing_files(out)):
+        return BuildResult(prev, out, cached=True, seconds=time.perf_counter() - t0)
+
+    builder.ensure_available()
+    t_inspect = time.perf_counter() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        log = work / "build.log"
+        t1 = time.perf_counter()
+        commands = builder.build(settings, info, limits, work, log, say)
+        t_build = time.perf_counter() - t1
+        say("writing manifest")
+        _copy_tokenizer(info, work / "tokenizer")
+        manifest = Manifest(
+            engine=builder.name,
+            cache_key=key,
+            checkpoint={
+                "path": str(info.path),
+                "architecture": info.architecture,
+                "family": info.family,
+                "content_hash": info.content_hash,
+                "files": {n: vars(d) for n, d in sorted(info.files.items())},
+            },
+            build_args=settings.build_args(),
+            tools=tools,
+            limits=limits,
+            engine_files=list_files(work),
+            commands=commands,
+            timings={"inspect_s": round(t_inspect, 3), "build_s": round(t_build, 3),
+                     "total_s": round(time.perf_counter() - t0, 3)},
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            tritonllm_version=__version__,
+        )
+        manifest.write(work)
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return BuildResult(manifest, out, cached=False, seconds=time.perf_counter() - t0)

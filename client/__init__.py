@@ -1,0 +1,1 @@
+"""Client library for tritonllm (and any tensorrtllm_backend) model repositories."""

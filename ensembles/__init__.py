@@ -1,0 +1,1 @@
+"""Logic behind the Python-backend models: tokenizing, stop words, detokenizing, the CPU engine."""

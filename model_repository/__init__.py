@@ -1,0 +1,1 @@
+"""Template Triton model repository (data): one folder per model."""

@@ -1,0 +1,1 @@
+"""Load generation, perf_analyzer / genai-perf drivers, reports and SLO gates."""
