@@ -8,7 +8,6 @@ to ``out`` and swaps it into place, so a failed build never leaves half an engin
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -58,11 +57,18 @@ def _check_out_dir(out: Path) -> None:
             f"out: {out} is not empty and holds no {MANIFEST}; refusing to overwrite it "
             "(choose an empty or new directory)"
         )
-    parent = out.parent if not out.exists() else out
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"out: {parent} is not writable")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"out: {parent} is a file, not a directory")
+            break
+    # Try for real: os.access says yes to root even where writes fail (read-only mounts, /proc).
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=".tritonllm-probe-", dir=out.parent))
+        probe.rmdir()
+    except OSError as e:
+        raise ConfigError(f"out: cannot write to {out.parent} ({e.strerror})") from e
 
 
 def _copy_tokenizer(info: CheckpointInfo, dest: Path) -> None:
