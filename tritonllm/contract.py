@@ -1,0 +1,707 @@
+"""The request/response contract of a rendered model repository, declared once, as data.
+
+Every tensor of every Triton model we render (name, dtype, dims, optional) and the wiring of
+the ensemble live here. The ``config.pbtxt`` templates, the repository validator, the
+Python-backend models and the client all read this module; nothing else spells a tensor.
+
+Source. Names, dtypes, dims, ``optional``, ``reshape`` and ``allow_ragged_batch`` follow
+NVIDIA's ``inflight_batcher_llm`` model repository, so its clients and genai-perf work
+unchanged:
+
+    NVIDIA/TensorRT-LLM  triton_backend/all_models/inflight_batcher_llm/
+        ensemble/config.pbtxt          @ 2a9abd9536aa62ad3e4b9314be9286b1b1be523b
+        tensorrt_llm/config.pbtxt      @ 2a9abd9536aa62ad3e4b9314be9286b1b1be523b
+        preprocessing/config.pbtxt     @ 808059da341493bbf8deb9380aef745e4f546909
+        postprocessing/config.pbtxt    @ 89fd9b74ab7ae753b4c6b3db25a400dca7ea54a0
+        tensorrt_llm_bls/config.pbtxt  @ bff88ea886779f832686acb3f165e2b919c95b77
+    (formerly all_models/inflight_batcher_llm in triton-inference-server/tensorrtllm_backend)
+
+Where NVIDIA leaves a dtype to a placeholder we fix it: ``${logits_datatype}`` is
+:data:`LOGITS_DTYPE` (FP32; the renderer may override it for :data:`LOGITS_TENSORS`),
+``${prompt_embedding_table_data_type}`` and ``${encoder_input_features_data_type}`` are FP16.
+Deliberate differences, each marked in the data below:
+
+* the multimodal tensors of ``preprocessing`` (IMAGE_*, VIDEO_BYTES, PIXEL_VALUES, ...) are
+  left out: no ensemble step maps them and we serve text models only. The BLS model keeps
+  its multimodal inputs so such requests are refused with an error rather than as unknown.
+* the ensemble's second ``kv_cache_alloc_total_blocks`` output (a duplicate upstream) is
+  declared once.
+* our additions carry ``ours=True``: ``finish_reason`` (``"stop"``, ``"length"``,
+  ``"cancelled"``; empty while a stream is running) from the CPU LLM model and the BLS model.
+  Outputs are always optional for a client: a model may leave any of them out of a response.
+
+Shapes. Every model batches (``max_batch_size > 0``), so dims exclude the batch dimension and
+one request is shaped ``[1, *dims]``: ``text_input`` arrives as ``[1, 1]``. Inputs with
+``reshape=()`` (most scalars of the LLM model) reach the backend as shape ``[batch]``.
+
+Targets. ``targets`` says where a tensor exists: ``"gpu"`` (TensorRT-LLM, ``tensorrtllm``
+backend) and/or ``"cpu"`` (OpenVINO GenAI in a Python-backend model of the same name).
+The CPU LLM model declares every GPU tensor, so clients see one contract; the inputs it cannot
+honour are listed in :data:`CPU_UNSUPPORTED_INPUTS` and refused per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+
+TARGETS = ("gpu", "cpu")
+BOTH: frozenset[str] = frozenset(TARGETS)
+CPU_ONLY: frozenset[str] = frozenset({"cpu"})
+
+DTYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+          "FP16", "BF16", "FP32", "FP64", "STRING")
+LOGITS_DTYPE = "FP32"
+
+ENSEMBLE = "ensemble"
+PREPROCESSING = "preprocessing"
+LLM = "tensorrt_llm"
+POSTPROCESSING = "postprocessing"
+BLS = "tensorrt_llm_bls"
+MODEL_NAMES = (ENSEMBLE, PREPROCESSING, LLM, POSTPROCESSING, BLS)
+
+
+def short_dtype(dtype: str) -> str:
+    """``"TYPE_INT32"`` or ``"INT32"`` → ``"INT32"``; ValueError on anything else."""
+    d = dtype.upper().removeprefix("TYPE_")
+    if d not in DTYPES:
+        raise ValueError(f"unknown Triton dtype {dtype!r}")
+    return d
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One input or output of a Triton model.
+
+    Attributes:
+        name: the tensor name on the wire.
+        dtype: Triton dtype in short form (``"INT32"``); :attr:`triton_dtype` gives
+            ``"TYPE_INT32"``. Either form is accepted on construction.
+        dims: shape without the batch dimension; -1 is variable.
+        optional: inputs only; the client may leave it out.
+        reshape: the shape the backend sees (``()`` for a scalar per request), or None.
+        ragged: ``allow_ragged_batch``.
+        ours: our addition, not in NVIDIA's models.
+        targets: the targets on which this tensor exists.
+    """
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+    optional: bool = False
+    reshape: tuple[int, ...] | None = None
+    ragged: bool = False
+    ours: bool = False
+    targets: frozenset[str] = BOTH
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", short_dtype(self.dtype))
+        object.__setattr__(self, "dims", tuple(self.dims))
+        if self.reshape is not None:
+            object.__setattr__(self, "reshape", tuple(self.reshape))
+        if not self.dims or any(d == 0 or d < -1 for d in self.dims):
+            raise ValueError(f"{self.name}: dims must be >= 1 or -1, got {self.dims}")
+
+    @property
+    def triton_dtype(self) -> str:
+        return f"TYPE_{self.dtype}"
+
+    def on(self, target: str) -> bool:
+        return target in self.targets
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """The inputs and outputs of one model, in declaration order."""
+
+    name: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+    def inputs_for(self, target: str) -> tuple[Tensor, ...]:
+        return tuple(t for t in self.inputs if t.on(target))
+
+    def outputs_for(self, target: str) -> tuple[Tensor, ...]:
+        return tuple(t for t in self.outputs if t.on(target))
+
+    def input(self, name: str) -> Tensor:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise KeyError(f"{self.name} has no input {name!r}")
+
+    def output(self, name: str) -> Tensor:
+        for t in self.outputs:
+            if t.name == name:
+                return t
+        raise KeyError(f"{self.name} has no output {name!r}")
+
+    def has_input(self, name: str) -> bool:
+        return any(t.name == name for t in self.inputs)
+
+    def has_output(self, name: str) -> bool:
+        return any(t.name == name for t in self.outputs)
+
+    @property
+    def required_inputs(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs if not t.optional)
+
+
+def _t(name: str, dtype: str, *dims: int, **kw: object) -> Tensor:
+    return Tensor(name, dtype, tuple(dims), **kw)  # type: ignore[arg-type]
+
+
+def _opt(name: str, dtype: str, *dims: int, **kw: object) -> Tensor:
+    return Tensor(name, dtype, tuple(dims), optional=True, **kw)  # type: ignore[arg-type]
+
+
+def _scalar(name: str, dtype: str, **kw: object) -> Tensor:
+    """An optional per-request scalar of the LLM model: dims [1], reshape [] (as NVIDIA)."""
+    return Tensor(name, dtype, (1,), optional=True, reshape=(), **kw)  # type: ignore[arg-type]
+
+
+# --- tensors shared by several models --------------------------------------------------------
+
+# Outputs of the LLM model that the ensemble and the BLS model pass through unchanged.
+_PASSTHROUGH_OUTPUTS: tuple[Tensor, ...] = (
+    _t("cum_log_probs", "FP32", -1),
+    _t("output_log_probs", "FP32", -1, -1),
+    _t("context_logits", LOGITS_DTYPE, -1, -1),
+    _t("generation_logits", LOGITS_DTYPE, -1, -1, -1),
+    _t("batch_index", "INT32", 1),
+    _t("sequence_index", "INT32", 1),
+    _t("kv_cache_alloc_new_blocks", "INT32", 1),
+    _t("kv_cache_reused_blocks", "INT32", 1),
+    _t("kv_cache_alloc_total_blocks", "INT32", 1),
+    _t("arrival_time_ns", "INT64", 1),
+    _t("first_scheduled_time_ns", "INT64", 1),
+    _t("first_token_time_ns", "INT64", 1),
+    _t("last_token_time_ns", "INT64", 1),
+    _t("acceptance_rate", "FP32", 1),
+    _t("total_accepted_draft_tokens", "INT32", 1),
+    _t("total_draft_tokens", "INT32", 1),
+    _t("num_input_tokens", "INT32", 1),
+    _t("num_output_tokens", "INT32", 1),
+)
+
+FINISH_REASON = "finish_reason"
+FINISH_REASONS = ("stop", "length", "cancelled")
+
+#: Tensors whose dtype NVIDIA leaves to ``${logits_datatype}``.
+LOGITS_TENSORS = frozenset({"context_logits", "generation_logits", "draft_logits"})
+
+
+# --- ensemble ---------------------------------------------------------------------------------
+
+ENSEMBLE_CONTRACT = ModelContract(
+    ENSEMBLE,
+    inputs=(
+        _t("text_input", "STRING", 1),
+        _opt("decoder_text_input", "STRING", 1),
+        _t("max_tokens", "INT32", 1),
+        _opt("num_return_sequences", "INT32", 1),
+        _opt("bad_words", "STRING", -1),
+        _opt("stop_words", "STRING", -1),
+        _opt("exclude_input_in_output", "BOOL", 1),
+        _opt("end_id", "INT32", 1),
+        _opt("pad_id", "INT32", 1),
+        _opt("top_k", "INT32", 1),
+        _opt("top_p", "FP32", 1),
+        _opt("temperature", "FP32", 1),
+        _opt("length_penalty", "FP32", 1),
+        _opt("repetition_penalty", "FP32", 1),
+        _opt("min_tokens", "INT32", 1),
+        _opt("presence_penalty", "FP32", 1),
+        _opt("frequency_penalty", "FP32", 1),
+        _opt("seed", "UINT64", 1),
+        _opt("return_log_probs", "BOOL", 1),
+        _opt("return_context_logits", "BOOL", 1),
+        _opt("return_generation_logits", "BOOL", 1),
+        _opt("return_perf_metrics", "BOOL", 1),
+        _opt("return_num_input_tokens", "BOOL", 1),
+        _opt("return_num_output_tokens", "BOOL", 1),
+        _opt("beam_width", "INT32", 1),
+        _opt("stream", "BOOL", 1),
+        _opt("prompt_embedding_table", "FP16", -1, -1),
+        _opt("prompt_table_extra_id", "UINT64", 1),
+        _opt("prompt_vocab_size", "INT32", 1),
+        _opt("embedding_bias_words", "STRING", -1),
+        _opt("embedding_bias_weights", "FP32", -1),
+        _opt("lora_task_id", "UINT64", 1),
+        _opt("lora_weights", "FP16", -1, -1, ragged=True),
+        _opt("lora_config", "INT32", -1, 3, ragged=True),
+        _opt("guided_decoding_guide_type", "STRING", 1, ragged=True),
+        _opt("guided_decoding_guide", "STRING", 1, ragged=True),
+    ),
+    outputs=(
+        _t("text_output", "STRING", -1),
+        *_PASSTHROUGH_OUTPUTS,
+        _t(FINISH_REASON, "STRING", 1, ours=True, targets=CPU_ONLY),
+    ),
+)
+
+
+# --- preprocessing (Python) -------------------------------------------------------------------
+
+PREPROCESSING_CONTRACT = ModelContract(
+    PREPROCESSING,
+    inputs=(
+        _t("QUERY", "STRING", 1),
+        _opt("DECODER_QUERY", "STRING", 1),
+        _t("REQUEST_OUTPUT_LEN", "INT32", 1),
+        _opt("BAD_WORDS_DICT", "STRING", -1),
+        _opt("STOP_WORDS_DICT", "STRING", -1),
+        _opt("EMBEDDING_BIAS_WORDS", "STRING", -1),
+        _opt("EMBEDDING_BIAS_WEIGHTS", "FP32", -1),
+        _opt("END_ID", "INT32", 1),
+        _opt("PAD_ID", "INT32", 1),
+        _opt("PROMPT_TABLE_EXTRA_ID", "UINT64", 1),
+    ),
+    outputs=(
+        _t("INPUT_ID", "INT32", -1),
+        _t("REQUEST_INPUT_LEN", "INT32", 1),
+        _t("DECODER_INPUT_ID", "INT32", -1),
+        _t("REQUEST_DECODER_INPUT_LEN", "INT32", 1),
+        _t("BAD_WORDS_IDS", "INT32", 2, -1),
+        _t("STOP_WORDS_IDS", "INT32", 2, -1),
+        _t("EMBEDDING_BIAS", "FP32", -1),
+        _t("REQUEST_OUTPUT_LEN", "INT32", -1),
+        _t("OUT_END_ID", "INT32", 1),
+        _t("OUT_PAD_ID", "INT32", 1),
+        _t("OUT_PROMPT_TABLE_EXTRA_IDS", "UINT64", -1),
+    ),
+)
+
+
+# --- the LLM model: tensorrt_llm (GPU: tensorrtllm backend; CPU: Python backend) --------------
+
+LLM_CONTRACT = ModelContract(
+    LLM,
+    inputs=(
+        _opt("input_ids", "INT32", -1, ragged=True),
+        _opt("encoder_input_features", "FP16", -1, -1, ragged=True),
+        _scalar("encoder_output_lengths", "INT32"),
+        _t("input_lengths", "INT32", 1, reshape=()),
+        _t("request_output_len", "INT32", 1, reshape=()),
+        _scalar("num_return_sequences", "INT32"),
+        _opt("draft_input_ids", "INT32", -1, ragged=True),
+        _opt("decoder_input_ids", "INT32", -1, ragged=True),
+        _scalar("decoder_input_lengths", "INT32"),
+        _opt("draft_logits", LOGITS_DTYPE, -1, -1, ragged=True),
+        _scalar("draft_acceptance_threshold", "FP32"),
+        _scalar("end_id", "INT32"),
+        _scalar("pad_id", "INT32"),
+        _opt("stop_words_list", "INT32", 2, -1, ragged=True),
+        _opt("bad_words_list", "INT32", 2, -1, ragged=True),
+        _opt("embedding_bias", "FP32", -1, ragged=True),
+        _scalar("beam_width", "INT32"),
+        _scalar("temperature", "FP32"),
+        _scalar("runtime_top_k", "INT32"),
+        _scalar("runtime_top_p", "FP32"),
+        _scalar("runtime_top_p_min", "FP32"),
+        _scalar("runtime_top_p_decay", "FP32"),
+        _scalar("runtime_top_p_reset_ids", "INT32"),
+        _scalar("len_penalty", "FP32"),
+        _scalar("early_stopping", "BOOL"),
+        _scalar("repetition_penalty", "FP32"),
+        _scalar("min_tokens", "INT32"),
+        _scalar("beam_search_diversity_rate", "FP32"),
+        _scalar("presence_penalty", "FP32"),
+        _scalar("frequency_penalty", "FP32"),
+        _scalar("seed", "UINT64"),
+        _scalar("return_log_probs", "BOOL"),
+        _scalar("return_context_logits", "BOOL"),
+        _scalar("return_generation_logits", "BOOL"),
+        _scalar("return_perf_metrics", "BOOL"),
+        _scalar("return_num_input_tokens", "BOOL"),
+        _scalar("return_num_output_tokens", "BOOL"),
+        _scalar("exclude_input_in_output", "BOOL"),
+        _scalar("stop", "BOOL"),
+        _scalar("streaming", "BOOL"),
+        _opt("prompt_embedding_table", "FP16", -1, -1, ragged=True),
+        _opt("prompt_table_extra_ids", "UINT64", -1, ragged=True),
+        _scalar("prompt_vocab_size", "INT32"),
+        _opt("cross_attention_mask", "BOOL", -1, -1, ragged=True),
+        _opt("mrope_rotary_cos_sin", "FP32", -1),
+        _opt("mrope_position_deltas", "INT64", 1),
+        _scalar("lora_task_id", "UINT64"),
+        _opt("lora_weights", "FP16", -1, -1, ragged=True),
+        _opt("lora_config", "INT32", -1, 3, ragged=True),
+        _opt("context_phase_params", "UINT8", -1, ragged=True),
+        _opt("skip_cross_attn_blocks", "BOOL", 1, ragged=True),
+        _opt("retention_token_range_starts", "INT32", -1, ragged=True),
+        _opt("retention_token_range_ends", "INT32", -1, ragged=True),
+        _opt("retention_token_range_priorities", "INT32", -1, ragged=True),
+        _opt("retention_token_range_durations_ms", "INT32", -1, ragged=True),
+        _opt("retention_decode_priority", "INT32", 1, ragged=True),
+        _opt("retention_decode_duration_ms", "INT32", 1, ragged=True),
+        _opt("guided_decoding_guide_type", "STRING", 1, ragged=True),
+        _opt("guided_decoding_guide", "STRING", 1, ragged=True),
+        _opt("lookahead_window_size", "INT32", 1, ragged=True),
+        _opt("lookahead_ngram_size", "INT32", 1, ragged=True),
+        _opt("lookahead_verification_set_size", "INT32", 1, ragged=True),
+    ),
+    outputs=(
+        _t("output_ids", "INT32", -1, -1),
+        _t("sequence_length", "INT32", -1),
+        *_PASSTHROUGH_OUTPUTS[:6],  # cum_log_probs .. sequence_index
+        _t("context_phase_params", "UINT8", -1),
+        *_PASSTHROUGH_OUTPUTS[6:],  # kv_cache_alloc_new_blocks .. num_output_tokens
+        _t(FINISH_REASON, "STRING", 1, ours=True, targets=CPU_ONLY),
+    ),
+)
+
+#: LLM inputs the CPU engine cannot honour. The CPU model refuses a request that carries one
+#: of them with a value other than its neutral one (given here; None: any value is refused).
+CPU_UNSUPPORTED_INPUTS: dict[str, object] = {
+    "encoder_input_features": None,
+    "encoder_output_lengths": None,
+    "num_return_sequences": 1,
+    "draft_input_ids": None,
+    "decoder_input_ids": None,
+    "decoder_input_lengths": None,
+    "draft_logits": None,
+    "draft_acceptance_threshold": None,
+    "embedding_bias": None,
+    "beam_width": 1,
+    "runtime_top_p_min": None,
+    "runtime_top_p_decay": None,
+    "runtime_top_p_reset_ids": None,
+    "len_penalty": None,
+    "early_stopping": None,
+    "beam_search_diversity_rate": None,
+    "return_context_logits": False,
+    "return_generation_logits": False,
+    "return_perf_metrics": False,
+    "prompt_embedding_table": None,
+    "prompt_table_extra_ids": None,
+    "prompt_vocab_size": None,
+    "cross_attention_mask": None,
+    "mrope_rotary_cos_sin": None,
+    "mrope_position_deltas": None,
+    "lora_task_id": None,
+    "lora_weights": None,
+    "lora_config": None,
+    "context_phase_params": None,
+    "skip_cross_attn_blocks": None,
+    "retention_token_range_starts": None,
+    "retention_token_range_ends": None,
+    "retention_token_range_priorities": None,
+    "retention_token_range_durations_ms": None,
+    "retention_decode_priority": None,
+    "retention_decode_duration_ms": None,
+    "guided_decoding_guide_type": None,
+    "guided_decoding_guide": None,
+    "lookahead_window_size": None,
+    "lookahead_ngram_size": None,
+    "lookahead_verification_set_size": None,
+}
+
+
+# --- postprocessing (Python) ------------------------------------------------------------------
+
+POSTPROCESSING_CONTRACT = ModelContract(
+    POSTPROCESSING,
+    inputs=(
+        _t("TOKENS_BATCH", "INT32", -1, -1),
+        _t("SEQUENCE_LENGTH", "INT32", -1),
+    ),
+    outputs=(
+        _t("OUTPUT", "STRING", -1),
+    ),
+)
+
+
+# --- tensorrt_llm_bls (Python, BLS): the ensemble's contract, called directly ----------------
+
+BLS_CONTRACT = ModelContract(
+    BLS,
+    inputs=(
+        _t("text_input", "STRING", 1),
+        _opt("decoder_text_input", "STRING", 1),
+        _opt("image_input", "FP16", -1, 3, -1, -1),
+        _opt("image_bytes_input", "UINT8", -1, -1, -1, -1),
+        _opt("image_url_input", "STRING", 1),
+        _opt("image_sizes_input", "INT64", -1, 2),
+        _opt("video_bytes_input", "UINT8", -1, -1, -1, -1),
+        _t("max_tokens", "INT32", 1),
+        _opt("bad_words", "STRING", -1),
+        _opt("stop_words", "STRING", -1),
+        _opt("exclude_input_in_output", "BOOL", 1),
+        _opt("end_id", "INT32", 1),
+        _opt("pad_id", "INT32", 1),
+        _opt("top_k", "INT32", 1),
+        _opt("top_p", "FP32", 1),
+        _opt("temperature", "FP32", 1),
+        _opt("length_penalty", "FP32", 1),
+        _opt("repetition_penalty", "FP32", 1),
+        _opt("min_tokens", "INT32", 1),
+        _opt("presence_penalty", "FP32", 1),
+        _opt("frequency_penalty", "FP32", 1),
+        _opt("seed", "UINT64", 1),
+        _scalar("return_log_probs", "BOOL"),
+        _scalar("return_context_logits", "BOOL"),
+        _scalar("return_generation_logits", "BOOL"),
+        _scalar("num_return_sequences", "INT32"),
+        _opt("beam_width", "INT32", 1),
+        _opt("stream", "BOOL", 1),
+        _opt("prompt_embedding_table", "FP16", -1, -1),
+        _opt("prompt_vocab_size", "INT32", 1),
+        _opt("prompt_table_extra_id", "UINT64", 1),
+        _opt("embedding_bias_words", "STRING", -1),
+        _opt("embedding_bias_weights", "FP32", -1),
+        _opt("num_draft_tokens", "INT32", 1),
+        _scalar("use_draft_logits", "BOOL"),
+        _scalar("lora_task_id", "UINT64"),
+        _opt("lora_weights", "FP16", -1, -1, ragged=True),
+        _opt("lora_config", "INT32", -1, 3, ragged=True),
+        _scalar("return_perf_metrics", "BOOL"),
+        _scalar("return_num_input_tokens", "BOOL"),
+        _scalar("return_num_output_tokens", "BOOL"),
+        _opt("guided_decoding_guide_type", "STRING", 1),
+        _opt("guided_decoding_guide", "STRING", 1),
+    ),
+    outputs=(
+        _t("text_output", "STRING", -1),
+        *_PASSTHROUGH_OUTPUTS,
+        _t(FINISH_REASON, "STRING", 1, ours=True),
+    ),
+)
+
+#: BLS inputs that no target honours (multimodal); the BLS model refuses them per request.
+BLS_UNSUPPORTED_INPUTS = frozenset({
+    "image_input", "image_bytes_input", "image_url_input", "image_sizes_input",
+    "video_bytes_input",
+})
+
+CONTRACTS: dict[str, ModelContract] = {
+    c.name: c
+    for c in (ENSEMBLE_CONTRACT, PREPROCESSING_CONTRACT, LLM_CONTRACT, POSTPROCESSING_CONTRACT,
+              BLS_CONTRACT)
+}
+
+
+# --- the ensemble wiring ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    """One ensemble step: ``input_map`` / ``output_map`` as (model tensor, ensemble tensor)."""
+
+    model: str
+    input_map: tuple[tuple[str, str], ...]
+    output_map: tuple[tuple[str, str], ...]
+
+    def for_target(self, target: str) -> Step:
+        """Drop the wires whose model tensor does not exist on ``target``."""
+        c = CONTRACTS[self.model]
+        ins = tuple((m, e) for m, e in self.input_map if c.input(m).on(target))
+        outs = tuple((m, e) for m, e in self.output_map if c.output(m).on(target))
+        return replace(self, input_map=ins, output_map=outs)
+
+
+def _same(*names: str) -> tuple[tuple[str, str], ...]:
+    return tuple((n, n) for n in names)
+
+
+_PASSTHROUGH_NAMES = tuple(t.name for t in _PASSTHROUGH_OUTPUTS)
+
+ENSEMBLE_STEPS: tuple[Step, ...] = (
+    Step(
+        PREPROCESSING,
+        input_map=(
+            ("QUERY", "text_input"),
+            ("DECODER_QUERY", "decoder_text_input"),
+            ("REQUEST_OUTPUT_LEN", "max_tokens"),
+            ("BAD_WORDS_DICT", "bad_words"),
+            ("STOP_WORDS_DICT", "stop_words"),
+            ("EMBEDDING_BIAS_WORDS", "embedding_bias_words"),
+            ("EMBEDDING_BIAS_WEIGHTS", "embedding_bias_weights"),
+            ("END_ID", "end_id"),
+            ("PAD_ID", "pad_id"),
+            ("PROMPT_TABLE_EXTRA_ID", "prompt_table_extra_id"),
+        ),
+        output_map=(
+            ("REQUEST_INPUT_LEN", "_REQUEST_INPUT_LEN"),
+            ("INPUT_ID", "_INPUT_ID"),
+            ("REQUEST_DECODER_INPUT_LEN", "_REQUEST_DECODER_INPUT_LEN"),
+            ("DECODER_INPUT_ID", "_DECODER_INPUT_ID"),
+            ("REQUEST_OUTPUT_LEN", "_REQUEST_OUTPUT_LEN"),
+            ("STOP_WORDS_IDS", "_STOP_WORDS_IDS"),
+            ("BAD_WORDS_IDS", "_BAD_WORDS_IDS"),
+            ("EMBEDDING_BIAS", "_EMBEDDING_BIAS"),
+            ("OUT_END_ID", "_PREPROCESSOR_END_ID"),
+            ("OUT_PAD_ID", "_PREPROCESSOR_PAD_ID"),
+            ("OUT_PROMPT_TABLE_EXTRA_IDS", "_OUT_PROMPT_TABLE_EXTRA_IDS"),
+        ),
+    ),
+    Step(
+        LLM,
+        input_map=(
+            ("input_ids", "_INPUT_ID"),
+            ("decoder_input_ids", "_DECODER_INPUT_ID"),
+            ("input_lengths", "_REQUEST_INPUT_LEN"),
+            ("decoder_input_lengths", "_REQUEST_DECODER_INPUT_LEN"),
+            ("exclude_input_in_output", "exclude_input_in_output"),
+            ("request_output_len", "_REQUEST_OUTPUT_LEN"),
+            ("end_id", "_PREPROCESSOR_END_ID"),
+            ("pad_id", "_PREPROCESSOR_PAD_ID"),
+            ("embedding_bias", "_EMBEDDING_BIAS"),
+            ("runtime_top_k", "top_k"),
+            ("runtime_top_p", "top_p"),
+            ("temperature", "temperature"),
+            ("len_penalty", "length_penalty"),
+            ("repetition_penalty", "repetition_penalty"),
+            ("min_tokens", "min_tokens"),
+            ("presence_penalty", "presence_penalty"),
+            ("frequency_penalty", "frequency_penalty"),
+            ("seed", "seed"),
+            ("return_log_probs", "return_log_probs"),
+            ("return_context_logits", "return_context_logits"),
+            ("return_generation_logits", "return_generation_logits"),
+            ("return_perf_metrics", "return_perf_metrics"),
+            ("return_num_input_tokens", "return_num_input_tokens"),
+            ("return_num_output_tokens", "return_num_output_tokens"),
+            ("num_return_sequences", "num_return_sequences"),
+            ("beam_width", "beam_width"),
+            ("streaming", "stream"),
+            ("prompt_embedding_table", "prompt_embedding_table"),
+            ("prompt_vocab_size", "prompt_vocab_size"),
+            ("stop_words_list", "_STOP_WORDS_IDS"),
+            ("bad_words_list", "_BAD_WORDS_IDS"),
+            ("prompt_table_extra_ids", "_OUT_PROMPT_TABLE_EXTRA_IDS"),
+            ("lora_task_id", "lora_task_id"),
+            ("lora_weights", "lora_weights"),
+            ("lora_config", "lora_config"),
+            ("guided_decoding_guide_type", "guided_decoding_guide_type"),
+            ("guided_decoding_guide", "guided_decoding_guide"),
+        ),
+        output_map=(
+            ("output_ids", "_TOKENS_BATCH"),
+            ("sequence_length", "_SEQUENCE_LENGTH"),
+            *_same(*_PASSTHROUGH_NAMES),
+            (FINISH_REASON, FINISH_REASON),
+        ),
+    ),
+    Step(
+        POSTPROCESSING,
+        input_map=(
+            ("TOKENS_BATCH", "_TOKENS_BATCH"),
+            ("SEQUENCE_LENGTH", "_SEQUENCE_LENGTH"),
+        ),
+        output_map=(
+            ("OUTPUT", "text_output"),
+        ),
+    ),
+)
+
+
+def ensemble_steps(target: str) -> tuple[Step, ...]:
+    """The ensemble's steps on ``target`` (wires to tensors absent there are dropped)."""
+    _check_target(target)
+    return tuple(s.for_target(target) for s in ENSEMBLE_STEPS)
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
+
+
+# --- lookups ----------------------------------------------------------------------------------
+
+def contract(model: str) -> ModelContract:
+    """The contract of ``model`` (one of :data:`MODEL_NAMES`)."""
+    try:
+        return CONTRACTS[model]
+    except KeyError:
+        raise KeyError(f"no contract for model {model!r}; known: {', '.join(CONTRACTS)}") from None
+
+
+def get_input(model: str, name: str) -> Tensor:
+    return contract(model).input(name)
+
+
+def get_output(model: str, name: str) -> Tensor:
+    return contract(model).output(name)
+
+
+def find_tensor(
+    name: str, models: Iterable[str] = MODEL_NAMES
+) -> Iterator[tuple[str, str, Tensor]]:
+    """Every (model, "input"|"output", tensor) named ``name``."""
+    for m in models:
+        c = CONTRACTS[m]
+        for t in c.inputs:
+            if t.name == name:
+                yield m, "input", t
+        for t in c.outputs:
+            if t.name == name:
+                yield m, "output", t
+
+
+def with_logits_dtype(tensors: Iterable[Tensor], dtype: str) -> tuple[Tensor, ...]:
+    """``tensors`` with the dtype of :data:`LOGITS_TENSORS` set to ``dtype``."""
+    d = short_dtype(dtype)
+    return tuple(replace(t, dtype=d) if t.name in LOGITS_TENSORS else t for t in tensors)
+
+
+@dataclass(frozen=True)
+class TargetModels:
+    """All five contracts resolved for one target and logits dtype (what templates render)."""
+
+    target: str
+    logits_dtype: str = LOGITS_DTYPE
+    models: dict[str, ModelContract] = field(init=False)
+
+    def __post_init__(self) -> None:
+        _check_target(self.target)
+        resolved = {
+            name: ModelContract(
+                name,
+                with_logits_dtype(c.inputs_for(self.target), self.logits_dtype),
+                with_logits_dtype(c.outputs_for(self.target), self.logits_dtype),
+            )
+            for name, c in CONTRACTS.items()
+        }
+        object.__setattr__(self, "models", resolved)
+
+    def __getitem__(self, model: str) -> ModelContract:
+        return self.models[model]
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return ensemble_steps(self.target)
+
+
+__all__ = [
+    "BLS",
+    "BLS_CONTRACT",
+    "BLS_UNSUPPORTED_INPUTS",
+    "CONTRACTS",
+    "CPU_UNSUPPORTED_INPUTS",
+    "ENSEMBLE",
+    "ENSEMBLE_CONTRACT",
+    "ENSEMBLE_STEPS",
+    "FINISH_REASON",
+    "FINISH_REASONS",
+    "LLM",
+    "LLM_CONTRACT",
+    "LOGITS_DTYPE",
+    "LOGITS_TENSORS",
+    "MODEL_NAMES",
+    "POSTPROCESSING",
+    "POSTPROCESSING_CONTRACT",
+    "PREPROCESSING",
+    "PREPROCESSING_CONTRACT",
+    "TARGETS",
+    "ModelContract",
+    "Step",
+    "TargetModels",
+    "Tensor",
+    "contract",
+    "ensemble_steps",
+    "find_tensor",
+    "get_input",
+    "get_output",
+    "short_dtype",
+    "with_logits_dtype",
+]
