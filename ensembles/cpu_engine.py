@@ -1,0 +1,392 @@
+"""The CPU in-flight batching engine: OpenVINO GenAI's ContinuousBatchingPipeline on one thread.
+
+One engine thread owns the pipeline. Callers (Triton's ``execute()``) only hand requests and
+cancellations over through a locked inbox and return; the engine thread adds them to the
+running batch between steps, so a request joins while others decode (iteration-level
+batching, paged KV cache). After each ``step()`` the thread reads what every request
+produced and calls that request's ``on_event`` with the new token ids.
+
+Threading contract:
+  * ``submit`` / ``cancel`` / ``stats`` may be called from any thread; they never block on
+    a step (they take a lock that the engine thread holds only to swap lists).
+  * ``on_event`` callbacks run on the engine thread, in order, exactly one of them with
+    ``finished=True`` per request; they must be quick (send a response, put on a queue).
+  * ``step()`` holds the GIL while it runs (see DESIGN.md), so other Python threads of the
+    process wait up to one step; ``stats().max_step_ms`` reports the worst step seen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+FINISH_CANCELLED = "cancelled"
+FINISH_ERROR = "error"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the pipeline is created. Defaults favour exactness (f32 KV cache) over memory."""
+
+    engine_dir: Path
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 8192
+    cache_size_gb: float = 1.0
+    kv_cache_precision: str = "f32"
+    inference_precision: str = "f32"
+    enable_prefix_caching: bool = False
+    num_threads: int = 0  # 0: OpenVINO's default (all cores)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request generation settings, already validated (see ensembles.requests).
+
+    Sampling happens when ``temperature > 0`` together with ``top_k != 1``, or when top_k > 1
+    or top_p < 1 is asked for; everything else is greedy (TensorRT-LLM's default as well).
+    """
+
+    max_new_tokens: int
+    min_new_tokens: int = 0
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    end_ids: tuple[int, ...] = ()
+    stop_sequences: tuple[tuple[int, ...], ...] = ()
+    return_log_probs: bool = False
+
+    @property
+    def do_sample(self) -> bool:
+        if self.temperature == 0.0 or self.top_k == 1:
+            return False
+        return ((self.temperature is not None and self.temperature > 0)
+                or (self.top_k is not None and self.top_k > 1)
+                or (self.top_p is not None and self.top_p < 1.0))
+
+
+@dataclass
+class TokenEvent:
+    """New output of one request. ``token_ids`` are the ids since the previous event."""
+
+    request_id: int
+    token_ids: list[int]
+    finished: bool
+    finish_reason: str | None = None
+    log_probs: list[float] = field(default_factory=list)
+    error: str | None = None
+    prompt_tokens: int = 0
+    output_tokens: int = 0  # total so far
+
+
+EventCallback = Callable[[TokenEvent], None]
+
+
+@dataclass
+class EngineStats:
+    active: int
+    waiting: int
+    requests_total: int
+    generated_tokens_total: int
+    steps: int
+    max_step_ms: float
+    kv_cache_usage: float  # percent of KV blocks in use after the last step
+    pipeline_requests: int  # sequences the pipeline itself still holds
+    ttft_ms: list[float]  # since the previous stats() call
+
+
+@dataclass
+class _Request:
+    rid: int
+    prompt: list[int]
+    params: SamplingParams
+    on_event: EventCallback
+    stream: bool
+    submitted: float
+    handle: Any = None
+    generated: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)  # not yet delivered (non-streaming)
+    pending_lp: list[float] = field(default_factory=list)
+    first_token_at: float | None = None
+    done: bool = False
+
+
+class CpuEngine:
+    """In-flight batched generation over an OpenVINO GenAI continuous-batching pipeline."""
+
+    def __init__(self, config: EngineConfig, pipeline: Any | None = None) -> None:
+        self.config = config
+        self._pipe = pipeline if pipeline is not None else self._make_pipeline(config)
+        self._ids = itertools.count(1)
+        self._cv = threading.Condition()
+        self._inbox: list[_Request] = []
+        self._cancels: set[int] = set()
+        self._active: dict[int, _Request] = {}
+        self._closing = False
+        self._flush = False
+        self._kv_usage = 0.0
+        self._pipeline_requests = 0
+        self._requests_total = 0
+        self._tokens_total = 0
+        self._steps = 0
+        self._max_step_ms = 0.0
+        self._ttft_ms: list[float] = []
+        self._thread = threading.Thread(target=self._run, name="tritonllm-cpu-engine", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _make_pipeline(config: EngineConfig) -> Any:
+        import openvino as ov
+        import openvino_genai as ovg
+
+        sched = ovg.SchedulerConfig()
+        sched.max_num_seqs = config.max_num_seqs
+        sched.max_num_batched_tokens = config.max_num_batched_tokens
+        sched.cache_size = max(1, round(config.cache_size_gb))
+        sched.enable_prefix_caching = config.enable_prefix_caching
+        props: dict[str, Any] = {
+            "KV_CACHE_PRECISION": getattr(ov.Type, config.kv_cache_precision),
+            "INFERENCE_PRECISION_HINT": getattr(ov.Type, config.inference_precision),
+        }
+        if config.num_threads:
+            props["INFERENCE_NUM_THREADS"] = config.num_threads
+        return ovg.ContinuousBatchingPipeline(str(config.engine_dir), sched, "CPU", props)
+
+    # ---- caller side (any thread) -------------------------------------------------------
+
+    def submit(self, prompt_ids: Sequence[int], params: SamplingParams, on_event: EventCallback,
+               stream: bool = True) -> int:
+        """Queue a request; returns its id. Events arrive on the engine thread."""
+        req = _Request(next(self._ids), list(prompt_ids), params, on_event, stream,
+                       time.perf_counter())
+        with self._cv:
+            if self._closing:
+                raise RuntimeError("engine is shut down")
+            self._inbox.append(req)
+            self._cv.notify()
+        return req.rid
+
+    def cancel(self, request_id: int) -> None:
+        """Abort a request; its KV blocks are freed at the next step. Unknown ids are ignored."""
+        with self._cv:
+            self._cancels.add(request_id)
+            self._cv.notify()
+
+    def stats(self) -> EngineStats:
+        with self._cv:
+            waiting = len(self._inbox)
+            ttft, self._ttft_ms = self._ttft_ms, []
+            active = len(self._active)
+        return EngineStats(active, waiting, self._requests_total, self._tokens_total,
+                           self._steps, self._max_step_ms, self._kv_usage,
+                           self._pipeline_requests, ttft)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel everything in flight, let the pipeline release it, stop the thread."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    # ---- engine thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not (self._inbox or self._cancels or self._active or self._closing
+                           or self._flush):
+                    self._cv.wait()
+                inbox, self._inbox = self._inbox, []
+                cancels, self._cancels = self._cancels, set()
+                closing = self._closing
+            for req in inbox:
+                self._add(req)
+            if closing:
+                cancels |= set(self._active)
+            for rid in cancels:
+                self._cancel(rid)
+            if self._active or self._flush:
+                flush, self._flush = self._flush, False
+                self._step()
+                if flush and not self._active:
+                    # A cancelled or stopped sequence keeps its KV blocks until the next step,
+                    # and the pipeline's metrics lag one more: step the idle pipeline once so
+                    # both read empty.
+                    self._step()
+            if closing:
+                return
+
+    def _add(self, req: _Request) -> None:
+        import numpy as np
+        import openvino as ov
+
+        try:
+            handle = self._pipe.add_request(
+                req.rid, ov.Tensor(np.asarray([req.prompt], dtype=np.int64)),
+                self._generation_config(req.params))
+        except Exception as e:  # a request the pipeline refuses fails alone
+            self._emit(req, TokenEvent(req.rid, [], True, FINISH_ERROR, error=str(e),
+                                       prompt_tokens=len(req.prompt)))
+            return
+        req.handle = handle
+        self._active[req.rid] = req
+        self._requests_total += 1
+
+    def _cancel(self, rid: int) -> None:
+        req = self._active.pop(rid, None)
+        if req is None:
+            with self._cv:  # cancelled before it was added: drop it from the inbox
+                for queued in self._inbox:
+                    if queued.rid == rid:
+                        self._inbox.remove(queued)
+                        self._emit(queued, TokenEvent(rid, [], True, FINISH_CANCELLED))
+                        break
+            return
+        req.handle.cancel()
+        self._flush = True
+        self._finish(req, FINISH_CANCELLED)
+
+    def _step(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._pipe.step()
+        except Exception as e:
+            log.exception("engine step failed")
+            for req in list(self._active.values()):
+                self._active.pop(req.rid)
+                self._finish(req, FINISH_ERROR, error=f"engine step failed: {e}")
+            return
+        now = time.perf_counter()
+        self._steps += 1
+        self._max_step_ms = max(self._max_step_ms, (now - t0) * 1000)
+        for req in list(self._active.values()):
+            self._collect(req, now)
+        metrics = self._pipe.get_metrics()
+        self._kv_usage = float(metrics.cache_usage)
+        self._pipeline_requests = int(metrics.requests)
+
+    def _collect(self, req: _Request, now: float) -> None:
+        import openvino_genai as ovg
+
+        status = req.handle.get_status()
+        new: list[int] = []
+        lps: list[float] = []
+        reason: str | None = None
+        if req.handle.can_read():
+            for out in req.handle.read().values():
+                new.extend(int(t) for t in out.generated_ids)
+                if req.params.return_log_probs:
+                    lps.extend(float(x) for x in out.generated_log_probs)
+                if out.finish_reason == ovg.GenerationFinishReason.LENGTH:
+                    reason = FINISH_LENGTH
+                elif out.finish_reason == ovg.GenerationFinishReason.STOP:
+                    reason = FINISH_STOP
+        if new and req.first_token_at is None:
+            req.first_token_at = now
+            self._ttft_ms.append((now - req.submitted) * 1000)
+        if new:
+            cut = self._stop_sequence_end(req, new)
+            if cut is not None:
+                new, lps = new[:cut], lps[:cut]
+                req.handle.stop()
+                self._flush = True
+                reason = FINISH_STOP
+        req.generated.extend(new)
+        self._tokens_total += len(new)
+        finished = reason is not None or status != ovg.GenerationStatus.RUNNING
+        if finished and reason is None:
+            reason = (FINISH_ERROR if status == ovg.GenerationStatus.IGNORED
+                      else FINISH_CANCELLED if status == ovg.GenerationStatus.CANCEL
+                      else FINISH_STOP)
+        if req.stream:
+            if new or finished:
+                self._emit(req, TokenEvent(req.rid, new, finished, reason, lps,
+                                           prompt_tokens=len(req.prompt),
+                                           output_tokens=len(req.generated)))
+        else:
+            req.pending.extend(new)
+            req.pending_lp.extend(lps)
+            if finished:
+                self._emit(req, TokenEvent(req.rid, req.pending, True, reason, req.pending_lp,
+                                           prompt_tokens=len(req.prompt),
+                                           output_tokens=len(req.generated)))
+        if finished:
+            req.done = True
+            self._active.pop(req.rid, None)
+            if status == ovg.GenerationStatus.IGNORED:
+                log.warning("request %d was dropped by the pipeline (KV cache too small?)",
+                            req.rid)
+
+    @staticmethod
+    def _stop_sequence_end(req: _Request, new: list[int]) -> int | None:
+        """Index into ``new`` just past the first completed stop sequence, if any."""
+        if not req.params.stop_sequences:
+            return None
+        history = req.generated
+        for i in range(len(new)):
+            tail = history + new[: i + 1]
+            for seq in req.params.stop_sequences:
+                if len(seq) <= len(tail) and tuple(tail[-len(seq):]) == seq:
+                    return i + 1
+        return None
+
+    def _finish(self, req: _Request, reason: str, error: str | None = None) -> None:
+        if req.done:
+            return
+        req.done = True
+        tokens = [] if req.stream else req.pending
+        self._emit(req, TokenEvent(req.rid, tokens, True, reason, error=error,
+                                   prompt_tokens=len(req.prompt),
+                                   output_tokens=len(req.generated)))
+
+    @staticmethod
+    def _emit(req: _Request, event: TokenEvent) -> None:
+        try:
+            req.on_event(event)
+        except Exception:  # a failing consumer must not take the engine down
+            log.exception("on_event callback for request %d failed", req.rid)
+
+    @staticmethod
+    def _generation_config(p: SamplingParams) -> Any:
+        import openvino_genai as ovg
+
+        cfg = ovg.GenerationConfig()
+        cfg.max_new_tokens = p.max_new_tokens
+        cfg.min_new_tokens = p.min_new_tokens
+        if p.end_ids:
+            cfg.eos_token_id = p.end_ids[0]
+            cfg.stop_token_ids = set(p.end_ids)
+        else:
+            cfg.ignore_eos = True
+        if p.do_sample:
+            cfg.do_sample = True
+            cfg.temperature = p.temperature if p.temperature is not None else 1.0
+            if p.top_k:
+                cfg.top_k = p.top_k
+            cfg.top_p = p.top_p if p.top_p is not None else 1.0
+        else:
+            cfg.do_sample = False
+        if p.seed is not None:
+            cfg.rng_seed = p.seed
+        if p.repetition_penalty is not None:
+            cfg.repetition_penalty = p.repetition_penalty
+        if p.presence_penalty is not None:
+            cfg.presence_penalty = p.presence_penalty
+        if p.frequency_penalty is not None:
+            cfg.frequency_penalty = p.frequency_penalty
+        if p.return_log_probs:
+            cfg.logprobs = 1
+        return cfg
