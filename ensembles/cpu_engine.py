@@ -325,6 +325,7 @@ class CpuEngine:
                                            output_tokens=len(req.generated)))
         if finished:
             req.done = True
+            self._flush = True
             self._active.pop(req.rid, None)
             if status == ovg.GenerationStatus.IGNORED:
                 log.warning("request %d was dropped by the pipeline (KV cache too small?)",
