@@ -135,3 +135,8 @@ def build_cmd(checkpoint: Path, engine: str, out: Path, **options: Any) -> None:
     lim = m.limits
     click.echo(f"  limits: batch {lim.max_batch_size}, input {lim.max_input_len}, "
                f"sequence {lim.max_seq_len}, vocab {lim.vocab_size}, eos {list(lim.eos_token_ids)}")
+
+
+from tritonllm.cli_serve import serve_cmd  # noqa: E402  (registered last: no import cycle)
+
+main.add_command(serve_cmd)
