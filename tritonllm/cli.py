@@ -140,3 +140,7 @@ def build_cmd(checkpoint: Path, engine: str, out: Path, **options: Any) -> None:
 from tritonllm.cli_serve import serve_cmd  # noqa: E402  (registered last: no import cycle)
 
 main.add_command(serve_cmd)
+from tritonllm.cli_repo import repo_cmd, validate_cmd  # noqa: E402
+
+main.add_command(repo_cmd)
+main.add_command(validate_cmd)

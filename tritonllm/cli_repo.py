@@ -1,0 +1,183 @@
+"""``tritonllm repo`` (render a Triton model repository) and ``tritonllm validate`` (check one).
+
+Option names are the fields of :class:`tritonllm.settings.RepoSettings` with dashes; an option
+left out keeps that field's default, so defaults live in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from tritonllm.settings import (
+    BATCH_SCHEDULER_POLICIES,
+    BATCHING_STRATEGIES,
+    KV_CACHE_PRECISIONS,
+    LOGITS_DATATYPES,
+    TIMEOUT_ACTIONS,
+    RepoSettings,
+)
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RepoSettings)}
+_NONE_MEANS = {"target": "from the engine", "max_batch_size": "the engine's",
+               "default_priority_level": "the middle level", "engine_path": "copy the engine",
+               "server_repo_path": "--out's absolute path"}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _non_negative(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value < 0:
+        raise click.BadParameter(f"must be at least 0, got {value}")
+    return value
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be at least 1, got {value}")
+    return value
+
+
+def _setting(name: str, help: str, *decls: str, **kw: Any) -> Callable[[F], F]:
+    """A click option for RepoSettings field ``name``; its help shows the field's default."""
+    default = _DEFAULTS[name]
+    if default is None:
+        shown = _NONE_MEANS.get(name, "the backend's")
+    else:
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+    flag = f"--{name.replace('_', '-')}"
+    return click.option(*(decls or (flag,)), name, default=None,
+                        help=f"{help} [default: {shown}]", **kw)
+
+
+def _bool(name: str, help: str, on: str | None = None, off: str | None = None
+          ) -> Callable[[F], F]:
+    dashed = name.replace("_", "-")
+    return _setting(name, help, f"{on or '--' + dashed}/{off or '--no-' + dashed}")
+
+
+def _parse_kv(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+              ) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+@click.command("repo")
+@click.argument("engine_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Repository to write (new, empty, or rendered before: replaced).")
+@_setting("target", "gpu (tensorrtllm backend) or cpu (Python backend); must suit the engine.",
+          type=click.Choice(["gpu", "cpu"]))
+@_bool("streaming", "Decoupled LLM and BLS models: the ensemble streams tokens.")
+@_setting("max_batch_size", "Triton max_batch_size of every model (<= the engine's).",
+          type=int, callback=_positive)
+@_setting("max_queue_delay_microseconds", "Dynamic-batching delay of the LLM and BLS models.",
+          "--max-queue-delay-us", type=int, callback=_non_negative)
+@_setting("preprocessing_max_queue_delay_microseconds", "Dynamic-batching delay, preprocessing.",
+          "--preprocessing-queue-delay-us", type=int, callback=_non_negative)
+@_setting("postprocessing_max_queue_delay_microseconds", "Dynamic-batching delay, postprocessing.",
+          "--postprocessing-queue-delay-us", type=int, callback=_non_negative)
+@_setting("max_queue_size", "Queue bound per model; 0 is unbounded.", type=int,
+          callback=_non_negative)
+@_setting("queue_timeout_microseconds", "Drop requests queued longer; 0 is never.",
+          "--queue-timeout-us", type=int, callback=_non_negative)
+@_setting("timeout_action", "What a queue timeout does.", type=click.Choice(TIMEOUT_ACTIONS))
+@_setting("priority_levels", "Request priority levels; 0 is none.", type=int,
+          callback=_non_negative)
+@_setting("default_priority_level", "Priority of requests that name none (middle level).",
+          type=int, callback=_positive)
+@_setting("preprocessing_instance_count", "Preprocessing instances.",
+          "--preprocessing-instances", type=int, callback=_positive)
+@_setting("postprocessing_instance_count", "Postprocessing instances.",
+          "--postprocessing-instances", type=int, callback=_positive)
+@_setting("bls_instance_count", "BLS instances.", "--bls-instances", type=int,
+          callback=_positive)
+@_setting("llm_instance_count", "LLM model instances.", "--llm-instances", type=int,
+          callback=_positive)
+@_bool("exclude_input_in_output", "Return only generated text unless a request says otherwise.",
+       off="--include-input-in-output")
+@_bool("add_special_tokens", "Add special tokens when encoding prompts.")
+@_bool("skip_special_tokens", "Drop special tokens when decoding.",
+       off="--keep-special-tokens")
+@_bool("accumulate_tokens", "BLS streams the whole text so far instead of deltas.")
+@_setting("logits_datatype", "dtype of context/generation logits.",
+          type=click.Choice(LOGITS_DATATYPES))
+@_setting("batching_strategy", "TensorRT-LLM gpt_model_type.",
+          type=click.Choice(BATCHING_STRATEGIES))
+@_setting("max_beam_width", "TensorRT-LLM max_beam_width.", type=int, callback=_positive)
+@_setting("kv_cache_free_gpu_mem_fraction", "Share of free GPU memory for the KV cache.",
+          type=float)
+@_setting("max_tokens_in_paged_kv_cache", "KV cache size in tokens.", type=int,
+          callback=_positive)
+@_setting("max_attention_window_size", "Sliding attention window in tokens.", type=int,
+          callback=_positive)
+@_setting("batch_scheduler_policy", "TensorRT-LLM batch scheduler policy.",
+          type=click.Choice(BATCH_SCHEDULER_POLICIES))
+@_bool("enable_kv_cache_reuse", "Reuse KV blocks of shared prefixes (cpu: prefix caching).",
+       off="--disable-kv-cache-reuse")
+@_bool("enable_chunked_context", "Chunk long prompts (cpu: dynamic split-fuse).",
+       off="--disable-chunked-context")
+@_setting("cancellation_check_period_ms", "How often cancelled requests are noticed.",
+          type=int, callback=_positive)
+@_setting("gpu_device_ids", "Comma-separated GPU ids for the TensorRT-LLM backend.")
+@_setting("decoding_mode", "TensorRT-LLM decoding_mode (top_k, top_p, beam_search, ...).")
+@click.option("--trtllm-param", "extra_llm_parameters", multiple=True, callback=_parse_kv,
+              metavar="KEY=VALUE", help="Any other tensorrtllm backend parameter (official keys).")
+@_setting("kv_cache_precision", "CPU KV cache precision.", type=click.Choice(KV_CACHE_PRECISIONS))
+@_setting("cache_size_gb", "CPU KV cache size in GB.", type=float)
+@_setting("num_threads", "CPU inference threads.", type=int, callback=_positive)
+@_setting("engine_path", "Reference the engine at this path (e.g. a container mount) instead "
+          "of copying it.")
+@_setting("server_repo_path", "Where tritonserver sees this repository, e.g. /models "
+          "(GPU gpt_model_path is absolute).")
+def repo_cmd(engine_dir: Path, out: Path, **options: Any) -> None:
+    """Render a Triton model repository for the engine in ENGINE_DIR into --out."""
+    from tritonllm.builders.repository import render_repository
+    from tritonllm.builders.validate import validate_repository
+    from tritonllm.cli import progress_line
+
+    chosen = {k: v for k, v in options.items() if v is not None}
+    if not chosen.get("extra_llm_parameters"):
+        chosen.pop("extra_llm_parameters", None)
+    settings = RepoSettings(**chosen)
+    with progress_line() as say:
+        render_repository(engine_dir, out, settings, progress=say)
+    marker = json.loads((out / ".tritonllm-repo.json").read_text(encoding="utf-8"))
+    click.echo(f"rendered {marker['target']} repository in {out} "
+               f"(engine {'copied' if marker['engine_copied'] else 'at ' + marker['engine_ref']})")
+    problems = validate_repository(out)
+    for p in problems:
+        click.secho(f"warning: {p}", err=True, fg="yellow")
+    if problems:
+        click.echo(f"  {len(problems)} problem(s): see `tritonllm validate {out}`", err=True)
+    click.echo(f"  serve: tritonserver --model-repository {out.resolve()}")
+
+
+@click.command("validate")
+@click.argument("repo", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as a JSON list.")
+def validate_cmd(repo: Path, as_json: bool) -> None:
+    """Check the model repository REPO; print every problem, exit 1 if there is any."""
+    from tritonllm.builders.validate import validate_repository
+
+    problems = validate_repository(repo)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(p) for p in problems], indent=2))
+    else:
+        for p in problems:
+            click.echo(str(p))
+        if problems:
+            click.secho(f"{repo}: {len(problems)} problem(s)", err=True, fg="red")
+        else:
+            click.echo(f"{repo}: ok")
+    if problems:
+        raise SystemExit(1)
