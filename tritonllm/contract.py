@@ -606,6 +606,37 @@ def _check_target(target: str) -> None:
         raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
 
 
+# --- parameter keys of NVIDIA's models (same source files) -----------------------------------
+
+#: Every ``parameters`` key of the official ``tensorrt_llm/config.pbtxt`` (tensorrtllm backend),
+#: in its order. The GPU template writes only these keys.
+TRTLLM_PARAMETER_KEYS: tuple[str, ...] = (
+    "max_beam_width", "FORCE_CPU_ONLY_INPUT_TENSORS", "gpt_model_type", "gpt_model_path",
+    "encoder_model_path", "max_tokens_in_paged_kv_cache", "max_attention_window_size",
+    "sink_token_length", "batch_scheduler_policy", "kv_cache_free_gpu_mem_fraction",
+    "cross_kv_cache_fraction", "kv_cache_host_memory_bytes", "kv_cache_onboard_blocks",
+    "exclude_input_in_output", "cancellation_check_period_ms", "stats_check_period_ms",
+    "iter_stats_max_iterations", "request_stats_max_iterations", "enable_kv_cache_reuse",
+    "normalize_log_probs", "enable_chunked_context", "gpu_device_ids", "participant_ids",
+    "num_nodes", "lora_cache_optimal_adapter_size", "lora_cache_max_adapter_size",
+    "lora_cache_gpu_memory_fraction", "lora_cache_host_memory_bytes", "lora_prefetch_dir",
+    "decoding_mode", "executor_worker_path", "lookahead_window_size", "lookahead_ngram_size",
+    "lookahead_verification_set_size", "medusa_choices", "eagle_choices", "gpu_weights_percent",
+    "enable_context_fmha_fp32_acc", "multi_block_mode", "cuda_graph_mode",
+    "cuda_graph_cache_size", "speculative_decoding_fast_logits", "tokenizer_dir",
+    "guided_decoding_backend", "xgrammar_tokenizer_info_path",
+)
+
+#: Official keys of the Python models; ours extend them (see tritonllm.settings).
+OFFICIAL_PYTHON_PARAMETER_KEYS: dict[str, tuple[str, ...]] = {
+    PREPROCESSING: ("tokenizer_dir", "add_special_tokens", "multimodal_model_path",
+                    "gpt_model_path", "max_num_images"),
+    POSTPROCESSING: ("tokenizer_dir", "skip_special_tokens"),
+    BLS: ("accumulate_tokens", "tensorrt_llm_model_name", "tensorrt_llm_draft_model_name",
+          "multimodal_encoders_name"),
+}
+
+
 # --- lookups ----------------------------------------------------------------------------------
 
 def contract(model: str) -> ModelContract:
@@ -688,11 +719,13 @@ __all__ = [
     "LOGITS_DTYPE",
     "LOGITS_TENSORS",
     "MODEL_NAMES",
+    "OFFICIAL_PYTHON_PARAMETER_KEYS",
     "POSTPROCESSING",
     "POSTPROCESSING_CONTRACT",
     "PREPROCESSING",
     "PREPROCESSING_CONTRACT",
     "TARGETS",
+    "TRTLLM_PARAMETER_KEYS",
     "ModelContract",
     "Step",
     "TargetModels",

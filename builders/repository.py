@@ -1,0 +1,434 @@
+"""Engine directory → Triton model repository, from the templates in ``model_repository/``.
+
+``render_repository(engine_dir, out, settings)`` reads the engine's manifest (limits, ids),
+renders every ``config.pbtxt.j2`` with jinja2 ``StrictUndefined`` from the tensor contract
+(:mod:`tritonllm.contract`) and :class:`~tritonllm.settings.RepoSettings`, parses each result
+into Triton's ``ModelConfig`` with protobuf ``text_format`` before writing it, copies the
+Python models' code, the tokenizer and (unless told otherwise) the engine, and swaps the
+finished repository into place, so a failed render never leaves half a repository behind.
+The same engine and settings give byte-identical output.
+
+Layout of a rendered repository (both targets)::
+
+    OUT/
+      ensemble/config.pbtxt, ensemble/1/                 (empty version dir, as Triton needs)
+      preprocessing/config.pbtxt, preprocessing/1/*.py
+      tensorrt_llm/config.pbtxt                          (gpu: backend tensorrtllm;
+      tensorrt_llm/1/*.py                                 cpu: backend python + model code)
+      tensorrt_llm/1/engine/                             the engine dir: manifest.json +
+                                                          config.json, rank*.engine (gpu) or
+                                                          openvino_*.xml/.bin (cpu)
+      tensorrt_llm/1/tokenizer/                          HF tokenizer + generation_config.json
+      postprocessing/config.pbtxt, postprocessing/1/*.py
+      tensorrt_llm_bls/config.pbtxt, tensorrt_llm_bls/1/*.py
+      .tritonllm-repo.json                               what was rendered (ignored by Triton)
+
+Paths in parameters. The Python models get paths relative to the repository root
+(``tokenizer_dir: tensorrt_llm/1/tokenizer``, cpu ``engine_dir: tensorrt_llm/1/engine``) and
+resolve them against it (:func:`tritonllm.settings.resolve_path`), so the repository can be
+moved or mounted anywhere. The tensorrtllm backend needs an absolute ``gpt_model_path``:
+``<server_repo_path>/tensorrt_llm/1/engine``, where ``server_repo_path`` is where the server
+sees the repository (e.g. ``/models`` in a container; default: OUT's absolute path).
+``engine_path`` references an engine elsewhere (a mount) instead of copying it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tritonllm.builders.manifest import MANIFEST, Manifest, read_manifest
+
+from tritonllm import contract as C
+from tritonllm.errors import ConfigError, RepositoryError
+from tritonllm.settings import (
+    ENGINE_TARGETS,
+    BLSParams,
+    CpuLLMParams,
+    PostprocessingParams,
+    PreprocessingParams,
+    RepoSettings,
+    format_value,
+)
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "model_repository"
+MARKER = ".tritonllm-repo.json"
+ENGINE_SUBDIR = "tensorrt_llm/1/engine"
+TOKENIZER_SUBDIR = "tensorrt_llm/1/tokenizer"
+PYTHON_MODELS = (C.PREPROCESSING, C.POSTPROCESSING, C.BLS)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RenderedModel:
+    name: str
+    template: str
+    text: str
+
+
+def pbtxt_string(value: object) -> str:
+    """Escape a value for a double-quoted protobuf text-format string."""
+    s = str(value)
+    return s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["pbstr"] = pbtxt_string
+    return env
+
+
+def template_name(model: str, target: str) -> str:
+    """``<model>/config.<target>.pbtxt.j2`` if it exists, else ``<model>/config.pbtxt.j2``."""
+    specific = f"{model}/config.{target}.pbtxt.j2"
+    return specific if (TEMPLATES / specific).is_file() else f"{model}/config.pbtxt.j2"
+
+
+def parse_config(text: str, where: str) -> Any:
+    """Parse config.pbtxt text into Triton's ModelConfig; RepositoryError names the spot."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    try:
+        return text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as e:
+        raise RepositoryError(f"{where}: not a valid Triton ModelConfig: {e}") from e
+
+
+def resolve_target(manifest: Manifest, settings: RepoSettings) -> str:
+    engine_target = ENGINE_TARGETS.get(manifest.engine)
+    if engine_target is None:
+        raise RepositoryError(f"engine {manifest.engine!r} has no repository target")
+    if settings.target is not None and settings.target != engine_target:
+        raise ConfigError(
+            f"target: {settings.target!r} cannot serve a {manifest.engine!r} engine "
+            f"(its target is {engine_target!r})"
+        )
+    return engine_target
+
+
+def default_ids(manifest: Manifest) -> tuple[int | None, int | None]:
+    """(end_id, pad_id) from the manifest: first eos id; pad id, else the end id."""
+    lim = manifest.limits
+    end_id = lim.eos_token_ids[0] if lim.eos_token_ids else None
+    pad_id = lim.pad_token_id if lim.pad_token_id is not None else end_id
+    return end_id, pad_id
+
+
+def trtllm_parameters(settings: RepoSettings, gpt_model_path: str) -> dict[str, str]:
+    """The GPU model's parameters: official keys only, in the official order; None left out."""
+    s = settings
+    values: dict[str, object | None] = {
+        "max_beam_width": s.max_beam_width,
+        "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
+        "gpt_model_type": s.batching_strategy,
+        "gpt_model_path": gpt_model_path,
+        "max_tokens_in_paged_kv_cache": s.max_tokens_in_paged_kv_cache,
+        "max_attention_window_size": s.max_attention_window_size,
+        "sink_token_length": s.sink_token_length,
+        "batch_scheduler_policy": s.batch_scheduler_policy,
+        "kv_cache_free_gpu_mem_fraction": s.kv_cache_free_gpu_mem_fraction,
+        "kv_cache_host_memory_bytes": s.kv_cache_host_memory_bytes,
+        "kv_cache_onboard_blocks": s.kv_cache_onboard_blocks,
+        "exclude_input_in_output": s.exclude_input_in_output,
+        "cancellation_check_period_ms": s.cancellation_check_period_ms,
+        "stats_check_period_ms": s.stats_check_period_ms,
+        "iter_stats_max_iterations": s.iter_stats_max_iterations,
+        "request_stats_max_iterations": s.request_stats_max_iterations,
+        "enable_kv_cache_reuse": s.enable_kv_cache_reuse,
+        "normalize_log_probs": s.normalize_log_probs,
+        "enable_chunked_context": s.enable_chunked_context,
+        "gpu_device_ids": s.gpu_device_ids,
+        "decoding_mode": s.decoding_mode,
+        "gpu_weights_percent": s.gpu_weights_percent,
+        "enable_context_fmha_fp32_acc": s.enable_context_fmha_fp32_acc,
+        "multi_block_mode": s.multi_block_mode,
+        "cuda_graph_mode": s.cuda_graph_mode,
+        "cuda_graph_cache_size": s.cuda_graph_cache_size,
+    }
+    for key, value in s.extra_llm_parameters.items():
+        if key not in C.TRTLLM_PARAMETER_KEYS:
+            raise ConfigError(
+                f"extra_llm_parameters: {key!r} is not a parameter of the tensorrtllm backend"
+            )
+        if key == "gpt_model_path":
+            raise ConfigError("extra_llm_parameters: set gpt_model_path with engine_path")
+        if values.get(key) is not None:
+            raise ConfigError(
+                f"extra_llm_parameters: {key!r} has its own option; set that instead"
+            )
+        values[key] = value
+    order = {k: i for i, k in enumerate(C.TRTLLM_PARAMETER_KEYS)}
+    return {
+        k: format_value(v)
+        for k, v in sorted(values.items(), key=lambda kv: order[kv[0]])
+        if v is not None
+    }
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    """Everything decided before any file is written."""
+
+    target: str
+    max_batch_size: int
+    end_id: int | None
+    pad_id: int | None
+    engine_ref: str  # what the LLM model's config names as its engine
+    copy_engine: bool
+
+
+def plan_render(manifest: Manifest, out: Path, settings: RepoSettings) -> RenderPlan:
+    target = resolve_target(manifest, settings)
+    lim = manifest.limits
+    mbs = settings.max_batch_size or lim.max_batch_size
+    if mbs > lim.max_batch_size:
+        raise ConfigError(
+            f"max_batch_size: {mbs} exceeds the engine's max_batch_size {lim.max_batch_size}"
+        )
+    end_id, pad_id = default_ids(manifest)
+    copy_engine = settings.engine_path is None
+    if settings.engine_path is not None:
+        engine_ref = settings.engine_path
+        if target == "gpu" and not engine_ref.startswith("/"):
+            raise ConfigError(
+                f"engine_path: the tensorrtllm backend needs an absolute path, got {engine_ref!r}"
+            )
+    elif target == "gpu":
+        root = settings.server_repo_path or Path(out).resolve().as_posix()
+        engine_ref = f"{root.rstrip('/')}/{ENGINE_SUBDIR}"
+    else:
+        engine_ref = ENGINE_SUBDIR
+    return RenderPlan(target, mbs, end_id, pad_id, engine_ref, copy_engine)
+
+
+def _batching(settings: RepoSettings, delay: int) -> dict[str, object]:
+    return {
+        "max_queue_delay_microseconds": delay,
+        "priority_levels": settings.priority_levels,
+        "default_priority_level": settings.resolved_default_priority_level,
+        "max_queue_size": settings.max_queue_size,
+        "timeout_microseconds": settings.queue_timeout_microseconds,
+        "timeout_action": settings.timeout_action,
+    }
+
+
+def model_parameters(
+    manifest: Manifest, plan: RenderPlan, settings: RepoSettings
+) -> dict[str, dict[str, str]]:
+    """The ``parameters`` of each model, as the templates write them."""
+    s, lim = settings, manifest.limits
+    tok = Path(TOKENIZER_SUBDIR)
+    params: dict[str, dict[str, str]] = {
+        C.ENSEMBLE: {},
+        C.PREPROCESSING: PreprocessingParams(
+            tokenizer_dir=tok, add_special_tokens=s.add_special_tokens, end_id=plan.end_id,
+            pad_id=plan.pad_id, max_input_len=lim.max_input_len, max_seq_len=lim.max_seq_len,
+        ).to_triton_parameters(),
+        C.POSTPROCESSING: PostprocessingParams(
+            tokenizer_dir=tok, skip_special_tokens=s.skip_special_tokens,
+        ).to_triton_parameters(),
+        C.BLS: BLSParams(
+            tokenizer_dir=tok, accumulate_tokens=s.accumulate_tokens,
+            skip_special_tokens=s.skip_special_tokens, streaming=s.streaming,
+        ).to_triton_parameters(),
+    }
+    if plan.target == "gpu":
+        params[C.LLM] = trtllm_parameters(s, plan.engine_ref)
+    elif s.extra_llm_parameters:
+        raise ConfigError("extra_llm_parameters: only the gpu target (TensorRT-LLM) takes them")
+    else:
+        params[C.LLM] = CpuLLMParams(
+            engine_dir=Path(plan.engine_ref),
+            max_num_seqs=plan.max_batch_size,
+            max_num_batched_tokens=lim.max_num_tokens,
+            max_input_len=lim.max_input_len,
+            max_seq_len=lim.max_seq_len,
+            kv_cache_precision=s.kv_cache_precision,
+            cache_size_gb=s.cache_size_gb,
+            enable_prefix_caching=s.enable_kv_cache_reuse,
+            dynamic_split_fuse=True if s.enable_chunked_context is None
+            else s.enable_chunked_context,
+            end_id=plan.end_id,
+            pad_id=plan.pad_id,
+            streaming=s.streaming,
+            exclude_input_in_output=s.exclude_input_in_output,
+            cancellation_check_period_ms=s.cancellation_check_period_ms,
+            num_threads=s.num_threads,
+        ).to_triton_parameters()
+    return params
+
+
+def render_configs(
+    manifest: Manifest, plan: RenderPlan, settings: RepoSettings
+) -> list[RenderedModel]:
+    """Render and parse every model's config.pbtxt (nothing is written)."""
+    import jinja2
+
+    env = _environment()
+    models = C.TargetModels(plan.target, settings.logits_datatype)
+    params = model_parameters(manifest, plan, settings)
+    s = settings
+    common = {
+        "max_batch_size": plan.max_batch_size,
+        "streaming": s.streaming,
+        "target": plan.target,
+        "llm_name": C.LLM,
+    }
+    per_model: dict[str, dict[str, object]] = {
+        C.ENSEMBLE: {"steps": models.steps},
+        C.PREPROCESSING: {
+            "batching": _batching(s, s.preprocessing_max_queue_delay_microseconds),
+            "instance_count": s.preprocessing_instance_count,
+        },
+        C.LLM: {
+            "batching": _batching(s, s.max_queue_delay_microseconds),
+            "instance_count": s.llm_instance_count,
+        },
+        C.POSTPROCESSING: {
+            "batching": _batching(s, s.postprocessing_max_queue_delay_microseconds),
+            "instance_count": s.postprocessing_instance_count,
+        },
+        C.BLS: {
+            "batching": _batching(s, s.max_queue_delay_microseconds),
+            "instance_count": s.bls_instance_count,
+        },
+    }
+    rendered = []
+    for name in C.MODEL_NAMES:
+        tname = template_name(name, plan.target)
+        try:
+            text = env.get_template(tname).render(
+                template=tname, model=models[name], params=params[name],
+                **common, **per_model[name],
+            )
+        except jinja2.TemplateError as e:
+            raise RepositoryError(f"model_repository/{tname}: {e}") from e
+        config = parse_config(text, f"{name}/config.pbtxt (from model_repository/{tname})")
+        if config.name != name:
+            raise RepositoryError(f"model_repository/{tname}: renders name {config.name!r}")
+        rendered.append(RenderedModel(name, tname, text))
+    return rendered
+
+
+def _copy_model_code(model: str, dest: Path) -> list[str]:
+    """Copy ``model_repository/<model>/1/**/*.py`` into ``dest/<model>/1/``."""
+    src = TEMPLATES / model / "1"
+    copied = []
+    if src.is_dir():
+        for f in sorted(src.rglob("*.py")):
+            if "__pycache__" in f.parts:
+                continue
+            rel = f.relative_to(src)
+            target = dest / model / "1" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+            copied.append(f"{model}/1/{rel.as_posix()}")
+    return copied
+
+
+def _copy_engine(engine_dir: Path, manifest: Manifest, dest: Path) -> None:
+    """The engine files listed in the manifest (minus its tokenizer) + the manifest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    tok_prefix = manifest.tokenizer_dir.rstrip("/") + "/"
+    for rel in sorted(manifest.engine_files):
+        if rel.startswith(tok_prefix):
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(engine_dir / rel, target)
+    shutil.copy2(engine_dir / MANIFEST, dest / MANIFEST)
+
+
+def _copy_tokenizer(engine_dir: Path, manifest: Manifest, dest: Path) -> None:
+    src = engine_dir / manifest.tokenizer_dir
+    if not src.is_dir() or not any(src.iterdir()):
+        raise RepositoryError(f"{src}: no tokenizer in the engine dir; rebuild with --force")
+    shutil.copytree(src, dest)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise ConfigError(
+            f"out: {out} is not empty and was not rendered by tritonllm; refusing to "
+            "overwrite it (choose an empty or new directory)"
+        )
+
+
+def render_repository(
+    engine_dir: Path,
+    out: Path,
+    settings: RepoSettings | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Render the model repository for the engine in ``engine_dir`` into ``out``.
+
+    ``out`` must be new, empty, or a repository rendered earlier (which is replaced).
+    Raises ConfigError (bad settings for this engine) or RepositoryError.
+    """
+    say = progress or (lambda _m: None)
+    settings = settings or RepoSettings()
+    engine_dir, out = Path(engine_dir), Path(out)
+    manifest = read_manifest(engine_dir)
+    missing = manifest.missing_files(engine_dir)
+    if missing:
+        raise RepositoryError(
+            f"{engine_dir}: engine files missing or changed since the build: "
+            f"{', '.join(missing[:5])}; rebuild with --force"
+        )
+    _check_out(out)
+    plan = plan_render(manifest, out, settings)
+    say(f"rendering {plan.target} repository")
+    rendered = render_configs(manifest, plan, settings)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.rendering-", dir=out.parent))
+    try:
+        code: list[str] = []
+        for r in rendered:
+            (work / r.name / "1").mkdir(parents=True, exist_ok=True)
+            (work / r.name / "config.pbtxt").write_text(r.text, encoding="utf-8")
+            if r.name in PYTHON_MODELS or (r.name == C.LLM and plan.target == "cpu"):
+                code += _copy_model_code(r.name, work)
+        say("copying tokenizer")
+        _copy_tokenizer(engine_dir, manifest, work / TOKENIZER_SUBDIR)
+        if plan.copy_engine:
+            say("copying engine")
+            _copy_engine(engine_dir, manifest, work / ENGINE_SUBDIR)
+        marker = {
+            "target": plan.target,
+            "engine": manifest.engine,
+            "engine_cache_key": manifest.cache_key,
+            "engine_ref": plan.engine_ref,
+            "engine_copied": plan.copy_engine,
+            "model_code": code,
+            "settings": {k: v for k, v in asdict(settings).items() if k != "extra_llm_parameters"}
+            | {"extra_llm_parameters": dict(settings.extra_llm_parameters)},
+        }
+        (work / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n",
+                                   encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    say(f"wrote {out}")
+    return out
