@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from tritonllm.errors import ServerError
-from tritonllm.server import MODEL_CONTROL_MODES, ServerOptions, TritonServer
+from tritonllm.server import MODEL_CONTROL_MODES, ServerOptions, TritonServer, describe_exit
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ServerOptions)}
 _PORT = click.IntRange(0, 65535)
@@ -87,7 +87,7 @@ def serve_cmd(repo: Path, tritonserver_args: tuple[str, ...], **options: Any) ->
             ready = True
             _print_endpoints(server, time.perf_counter() - t0)
             code = server.wait()
-            raise ServerError(f"tritonserver exited by itself with code {code}; "
+            raise ServerError(f"tritonserver {describe_exit(code)} while serving; "
                               f"log: {server.log_path}")
         except KeyboardInterrupt:
             click.echo("stopping tritonserver", err=True)

@@ -31,6 +31,7 @@ the tail of the log; the server has been stopped by then.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -59,6 +60,7 @@ __all__ = [
     "TritonInstall",
     "TritonServer",
     "busy_port_from_log",
+    "describe_exit",
     "find_tritonserver",
     "free_port",
     "load_failures_from_log",
@@ -74,14 +76,18 @@ POLL_INTERVAL_S = 0.1
 KILL_WAIT_S = 5.0
 LOG_TAIL_LINES = 30
 
-# tritonserver flags that ServerOptions sets; passing them in extra_args as well is an error.
+# tritonserver flags that ServerOptions sets: passing them in extra_args too is a ConfigError.
+_OWNED = {"repo": "the REPO argument (ServerOptions.repo)"}
+_OWNED.update({f: f"--{f.replace('_', '-')} (ServerOptions.{f})" for f in (
+    "http_port", "grpc_port", "metrics_port", "host", "log_verbose", "model_control_mode",
+    "backend_dir", "log_file")})
 _MANAGED_FLAGS = {
-    "--model-repository": "repo", "--model-store": "repo",
-    "--http-port": "http_port", "--grpc-port": "grpc_port", "--metrics-port": "metrics_port",
-    "--http-address": "host", "--grpc-address": "host", "--metrics-address": "host",
-    "--log-verbose": "log_verbose", "--model-control-mode": "model_control_mode",
-    "--backend-directory": "backend_dir", "--log-file": "log_file",
-    "--allow-http": "http_port (readiness is polled over HTTP)",
+    "--model-repository": _OWNED["repo"], "--model-store": _OWNED["repo"],
+    "--http-port": _OWNED["http_port"], "--grpc-port": _OWNED["grpc_port"],
+    "--metrics-port": _OWNED["metrics_port"], "--http-address": _OWNED["host"],
+    "--grpc-address": _OWNED["host"], "--metrics-address": _OWNED["host"],
+    "--log-verbose": _OWNED["log_verbose"], "--model-control-mode": _OWNED["model_control_mode"],
+    "--backend-directory": _OWNED["backend_dir"], "--log-file": _OWNED["log_file"],
 }
 
 
@@ -259,10 +265,6 @@ def _check_port_free(host: str, port: int, service: str) -> None:
 # Options and the command line
 
 
-def _flag_name(arg: str) -> str | None:
-    return arg.split("=", 1)[0] if arg.startswith("--") else None
-
-
 def _flag_value(args: Sequence[str], flag: str) -> str | None:
     """The last value given to ``flag`` (``--f=v`` or ``--f v``) in ``args``."""
     value = None
@@ -311,10 +313,13 @@ class ServerOptions:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
         for arg in self.extra_args:
-            flag = _flag_name(arg)
+            flag = arg.split("=", 1)[0]
             if flag in _MANAGED_FLAGS:
-                raise ConfigError(f"tritonserver argument {flag} is managed by tritonllm: set "
+                raise ConfigError(f"tritonserver argument {flag} is managed by tritonllm: use "
                                   f"{_MANAGED_FLAGS[flag]} instead")
+            if flag == "--allow-http":
+                raise ConfigError("tritonserver argument --allow-http is managed by tritonllm: "
+                                  "it polls readiness over HTTP")
 
     @property
     def metrics_enabled(self) -> bool:
@@ -377,7 +382,7 @@ def _http(url: str, body: bytes | None = None, timeout: float = 2.0) -> tuple[in
     except urllib.error.HTTPError as e:
         with e:
             return int(e.code), bytes(e.read())
-    except (OSError, urllib.error.URLError):  # refused, reset, timed out
+    except (OSError, http.client.HTTPException):  # refused, reset, timed out, garbled
         return None
 
 
@@ -389,10 +394,6 @@ _BUSY_RE = re.compile(r"failed to start (?P<service>\w+) service:.*?Socket '(?P<
                       r" already in use", re.IGNORECASE)
 
 
-def _unescape(text: str) -> str:
-    return text.replace("\\n", "\n").replace('\\"', '"')
-
-
 def load_failures_from_log(text: str) -> list[ModelStatus]:
     """Models the log says failed to load, with their errors (the last one per model)."""
     failures: dict[str, ModelStatus] = {}
@@ -400,7 +401,7 @@ def load_failures_from_log(text: str) -> list[ModelStatus]:
         m = _FAILED_RE.search(line)
         if m:
             failures[m["name"]] = ModelStatus(m["name"], m["version"], "UNAVAILABLE",
-                                              _unescape(m["reason"]))
+                                              m["reason"].replace("\\n", "\n"))
     return list(failures.values())
 
 
@@ -428,13 +429,20 @@ def _failure_message(failed: Sequence[ModelStatus]) -> str:
     return f"{head}\n{details}"
 
 
+def describe_exit(code: int) -> str:
+    """'exited with code 1' / 'was killed by SIGKILL' for a Popen return code."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
 def _last_error_line(text: str) -> str | None:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for prefix in ("error:", "E"):
-        for line in reversed(lines):
-            if line.startswith(prefix) and (prefix != "E" or line[1:2].isdigit()):
-                return line
-    return None
+    """tritonserver's fatal "error: ..." line, else its last E-level log line."""
+    lines = [ln.strip() for ln in reversed(text.splitlines())]
+    fatal = [ln for ln in lines if ln.startswith("error:")]
+    logged = [ln for ln in lines if re.match(r"E\d{4} ", ln)]
+    return next(iter(fatal or logged), None)
 
 
 class _LogFollower:
@@ -482,7 +490,10 @@ def _live_group_members(pgid: int) -> list[int]:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL whatever is left of the server's process group; reap the server."""
+    """Kill what is left of the server's process group and reap the server.
+
+    The group is signalled only while it has members (so its id cannot have been reused).
+    """
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -490,15 +501,17 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=KILL_WAIT_S)
     deadline = time.monotonic() + KILL_WAIT_S
     while True:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        members = _live_group_members(proc.pid)
+        if members:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         if proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=POLL_INTERVAL_S)
-            continue
-        if not _live_group_members(proc.pid) or time.monotonic() > deadline:
+        elif not members or time.monotonic() > deadline:
             return
-        time.sleep(POLL_INTERVAL_S)  # killed stubs are reaped by their new parent
+        else:
+            time.sleep(POLL_INTERVAL_S)  # killed stubs are reaped by their new parent
 
 
 # ---------------------------------------------------------------------------------------------
@@ -734,7 +747,7 @@ class TritonServer:
         if failed:
             return ServerError(_failure_message(failed) + self._tail_note())
         last = _last_error_line(text)
-        return ServerError(f"tritonserver exited with code {code}"
+        return ServerError(f"tritonserver {describe_exit(code)} before it was ready"
                            + (f": {last}" if last else "") + self._tail_note())
 
     def wait(self, timeout: float | None = None) -> int:
@@ -772,16 +785,8 @@ class TritonServer:
             _kill_group(proc)
             if run.finalizer is not None:
                 run.finalizer.detach()
-            if run.keep_log and run.log_path.parent == run.work_dir:
-                for item in run.work_dir.iterdir():
-                    if item == run.log_path:
-                        continue
-                    if item.is_dir() and not item.is_symlink():
-                        shutil.rmtree(item, ignore_errors=True)
-                    else:
-                        item.unlink(missing_ok=True)
-            else:
-                shutil.rmtree(run.work_dir, ignore_errors=True)
+            keep = run.keep_log and run.log_path.parent == run.work_dir
+            shutil.rmtree(run.work_dir / "backends" if keep else run.work_dir, ignore_errors=True)
             self._run, self._last = None, run
         return proc.returncode
 

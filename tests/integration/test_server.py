@@ -287,3 +287,18 @@ def test_serve_command_reports_a_broken_model_in_one_line(
     assert len(errors) == 1 and "Traceback" not in err
     assert errors[0].startswith("error: model 'broken' failed to load:")
     assert "marker-5c1d" in errors[0]
+
+
+def test_serve_command_fails_when_the_server_dies(good_repo: Path, cli_cleanup: list[_Cli],
+                                                  tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    cli = _Cli(str(good_repo), *PORT_ARGS, "--log-file", str(log))
+    cli_cleanup.append(cli)
+    pid = int(cli.read_until("pid").split()[-1])
+    os.kill(pid, signal.SIGKILL)
+    code, err = cli.finish()
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        f"error: tritonserver was killed by SIGKILL while serving; log: {log}")
+    assert _live_group(pid) == []  # the model's stub too
+    assert log.is_file()

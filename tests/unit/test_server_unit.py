@@ -21,6 +21,7 @@ from tritonllm.server import (
     TritonInstall,
     TritonServer,
     busy_port_from_log,
+    describe_exit,
     find_tritonserver,
     load_failures_from_log,
     prepare_backend_dir,
@@ -212,8 +213,9 @@ def test_command_line_respects_the_users_flags(tmp_path: Path) -> None:
     ({"model_control_mode": "auto"}, "model_control_mode"),
     ({"log_verbose": -1}, "log_verbose"),
     ({"startup_timeout": 0}, "startup_timeout"),
-    ({"extra_args": ("--http-port=9000",)}, "--http-port.*http_port"),
-    ({"extra_args": ("--model-repository", "x")}, "--model-repository.*repo"),
+    ({"extra_args": ("--http-port=9000",)}, "--http-port.*use --http-port"),
+    ({"extra_args": ("--model-repository", "x")}, "--model-repository.*REPO argument"),
+    ({"extra_args": ("--allow-http=false",)}, "--allow-http.*polls readiness over HTTP"),
 ])
 def test_bad_options_name_the_option(tmp_path: Path, kwargs: dict[str, object],
                                      names: str) -> None:
@@ -256,6 +258,12 @@ def test_busy_port_from_log(line: str, message: str) -> None:
     assert busy_port_from_log(FAILED_LINE) is None
 
 
+def test_describe_exit() -> None:
+    assert describe_exit(1) == "exited with code 1"
+    assert describe_exit(-9) == "was killed by SIGKILL"
+    assert describe_exit(-200) == "exited with code -200"
+
+
 def test_busy_port_is_reported_before_starting(tmp_path: Path) -> None:
     started = tmp_path / "started"
     exe = _executable(tmp_path / "bin" / "tritonserver", f"#!/bin/sh\ntouch {started}\n")
@@ -293,7 +301,8 @@ def test_serve_rejects_a_managed_tritonserver_flag(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["serve", str(tmp_path), "--", "--http-port=1"])
     assert r.exit_code == 1
     assert r.output.strip().splitlines() == [
-        "error: tritonserver argument --http-port is managed by tritonllm: set http_port instead"]
+        "error: tritonserver argument --http-port is managed by tritonllm: use --http-port "
+        "(ServerOptions.http_port) instead"]
 
 
 def test_serve_checks_its_options(tmp_path: Path) -> None:
