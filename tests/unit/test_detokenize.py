@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
 from tritonllm.ensembles.detokenize import IncrementalDetokenizer, decode, decode_tokens_batch
 
 TEXTS = [

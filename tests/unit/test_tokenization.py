@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
+
 from tritonllm.ensembles.tokenization import (
     SpecialIds,
     Tokenization,
@@ -19,7 +20,6 @@ from tritonllm.ensembles.tokenization import (
     parse_word_list,
     read_special_ids,
 )
-
 from tritonllm.errors import CheckpointError
 
 PROMPTS = ["hello world", "Café crème brûlée", "日本語 東京 推論", "🙂 🚀 ✨", "a", " lead"]
