@@ -42,9 +42,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tritonllm.builders.manifest import MANIFEST, Manifest, read_manifest
-
 from tritonllm import contract as C
+from tritonllm.builders.manifest import MANIFEST, Manifest, read_manifest
 from tritonllm.errors import ConfigError, RepositoryError
 from tritonllm.settings import (
     ENGINE_TARGETS,

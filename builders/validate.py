@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tritonllm.builders.manifest import MANIFEST, Manifest, read_manifest
-
 from tritonllm import contract as C
+from tritonllm.builders.manifest import MANIFEST, Manifest, read_manifest
 from tritonllm.errors import ConfigError, RepositoryError
 from tritonllm.settings import (
     BATCHING_STRATEGIES,
@@ -102,6 +101,7 @@ class _Validator:
         self.repo = repo
         self.problems: list[Problem] = []
         self.models: dict[str, _Model] = {}
+        self.unparsable: set[str] = set()  # folders whose config.pbtxt did not parse
         self.manifest: Manifest | None = None
 
     def add(self, model: str, file: str, field: str, message: str) -> None:
@@ -132,6 +132,7 @@ class _Validator:
                 where = f"line {e.GetLine()}" if e.GetLine() else "syntax"
                 msg = str(e).split(" : ", 1)[-1]
                 self.add(d.name, CONFIG, where, f"not a valid Triton ModelConfig: {msg}")
+                self.unparsable.add(d.name)
                 continue
             if config.name and config.name != d.name:
                 self.add(d.name, CONFIG, "name",
@@ -213,10 +214,14 @@ class _Validator:
             parsed = cls.from_triton_parameters(raw, model_dir=m.path)
         except ConfigError as e:
             msg = str(e).removeprefix(f"{cls.MODEL}: ")
-            if "placeholder" in msg:
+            if "placeholder" in msg or _PLACEHOLDER.search(msg):
                 return  # reported with its line already
             key = _PARAM_KEY.search(msg)
-            self.add(m.name, CONFIG, f"parameters.{key.group(1)}" if key else "parameters", msg)
+            if key is None:
+                self.add(m.name, CONFIG, "parameters", msg)
+            else:
+                msg = msg.removeprefix(f"parameter {key.group(1)!r}").lstrip(": ")
+                self.add(m.name, CONFIG, f"parameters.{key.group(1)}", msg)
             return
         streaming = getattr(parsed, "streaming", None)
         if streaming is not None and streaming != m.decoupled:
@@ -298,8 +303,9 @@ class _Validator:
             where = f"ensemble_scheduling.step[{i}]"
             model = self.models.get(step.model_name)
             if model is None:
-                self.add(C.ENSEMBLE, CONFIG, f"{where}.model_name",
-                         f"model {step.model_name!r} is not in the repository")
+                if step.model_name not in self.unparsable:
+                    self.add(C.ENSEMBLE, CONFIG, f"{where}.model_name",
+                             f"model {step.model_name!r} is not in the repository")
                 for _key, value in step.input_map.items():
                     consumers[value] = consumers.get(value, 0) + 1
                 for _key, value in step.output_map.items():
@@ -399,7 +405,8 @@ class _Validator:
                              ("postprocessing_model_name", C.POSTPROCESSING),
                              ("tensorrt_llm_draft_model_name", "")):
             name = params.get(key, default)
-            if name and name not in self.models and "${" not in name:
+            if name and name not in self.models and name not in self.unparsable \
+                    and "${" not in name:
                 self.add(C.BLS, CONFIG, f"parameters.{key}",
                          f"model {name!r} is not in the repository")
         if llm is not None:

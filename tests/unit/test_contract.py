@@ -1,0 +1,418 @@
+"""The contract module against NVIDIA's inflight_batcher_llm, and rendered configs against it.
+
+``OFFICIAL`` is a snapshot of the tensor tables (name, dtype, dims, flags) and the ensemble
+wiring of NVIDIA's ``ensemble`` and ``tensorrt_llm`` models, parsed from
+tensorrtllm_backend ``all_models/inflight_batcher_llm/{ensemble,tensorrt_llm}/config.pbtxt`` @
+c2e65b88d85255be30cf50440a91662abeb497dd plus the tensors TensorRT-LLM
+``triton_backend/all_models/inflight_batcher_llm`` @ 2a9abd9536aa62ad3e4b9314be9286b1b1be523b
+added since (``return_num_input_tokens``, ``return_num_output_tokens``, ``num_input_tokens``,
+``num_output_tokens``), with ``${logits_datatype}`` as FP32 and
+``${prompt_embedding_table_data_type}`` / ``${encoder_input_features_data_type}`` as FP16.
+Flags: ``opt`` optional, ``scalar`` reshape to [], ``ragged`` allow_ragged_batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tritonllm import contract as C
+from tritonllm.builders.repository import parse_config, render_repository
+from tritonllm.settings import PARAMS_BY_MODEL, RepoSettings
+
+OFFICIAL = """
+ensemble:
+    in  text_input                           STRING  [1]
+    in  decoder_text_input                   STRING  [1] opt
+    in  max_tokens                           INT32   [1]
+    in  num_return_sequences                 INT32   [1] opt
+    in  bad_words                            STRING  [-1] opt
+    in  stop_words                           STRING  [-1] opt
+    in  exclude_input_in_output              BOOL    [1] opt
+    in  end_id                               INT32   [1] opt
+    in  pad_id                               INT32   [1] opt
+    in  top_k                                INT32   [1] opt
+    in  top_p                                FP32    [1] opt
+    in  temperature                          FP32    [1] opt
+    in  length_penalty                       FP32    [1] opt
+    in  repetition_penalty                   FP32    [1] opt
+    in  min_tokens                           INT32   [1] opt
+    in  presence_penalty                     FP32    [1] opt
+    in  frequency_penalty                    FP32    [1] opt
+    in  seed                                 UINT64  [1] opt
+    in  return_log_probs                     BOOL    [1] opt
+    in  return_context_logits                BOOL    [1] opt
+    in  return_generation_logits             BOOL    [1] opt
+    in  return_perf_metrics                  BOOL    [1] opt
+    in  return_num_input_tokens              BOOL    [1] opt
+    in  return_num_output_tokens             BOOL    [1] opt
+    in  beam_width                           INT32   [1] opt
+    in  stream                               BOOL    [1] opt
+    in  prompt_embedding_table               FP16    [-1,-1] opt
+    in  prompt_table_extra_id                UINT64  [1] opt
+    in  prompt_vocab_size                    INT32   [1] opt
+    in  embedding_bias_words                 STRING  [-1] opt
+    in  embedding_bias_weights               FP32    [-1] opt
+    in  lora_task_id                         UINT64  [1] opt
+    in  lora_weights                         FP16    [-1,-1] opt ragged
+    in  lora_config                          INT32   [-1,3] opt ragged
+    in  guided_decoding_guide_type           STRING  [1] opt ragged
+    in  guided_decoding_guide                STRING  [1] opt ragged
+    out text_output                          STRING  [-1]
+    out cum_log_probs                        FP32    [-1]
+    out output_log_probs                     FP32    [-1,-1]
+    out context_logits                       FP32    [-1,-1]
+    out generation_logits                    FP32    [-1,-1,-1]
+    out batch_index                          INT32   [1]
+    out sequence_index                       INT32   [1]
+    out kv_cache_alloc_new_blocks            INT32   [1]
+    out kv_cache_reused_blocks               INT32   [1]
+    out kv_cache_alloc_total_blocks          INT32   [1]
+    out arrival_time_ns                      INT64   [1]
+    out first_scheduled_time_ns              INT64   [1]
+    out first_token_time_ns                  INT64   [1]
+    out last_token_time_ns                   INT64   [1]
+    out acceptance_rate                      FP32    [1]
+    out total_accepted_draft_tokens          INT32   [1]
+    out total_draft_tokens                   INT32   [1]
+    out num_input_tokens                     INT32   [1]
+    out num_output_tokens                    INT32   [1]
+    map preprocessing.in  BAD_WORDS_DICT bad_words
+    map preprocessing.in  PROMPT_TABLE_EXTRA_ID prompt_table_extra_id
+    map preprocessing.in  DECODER_QUERY decoder_text_input
+    map preprocessing.in  STOP_WORDS_DICT stop_words
+    map preprocessing.in  END_ID end_id
+    map preprocessing.in  EMBEDDING_BIAS_WEIGHTS embedding_bias_weights
+    map preprocessing.in  REQUEST_OUTPUT_LEN max_tokens
+    map preprocessing.in  PAD_ID pad_id
+    map preprocessing.in  EMBEDDING_BIAS_WORDS embedding_bias_words
+    map preprocessing.in  QUERY text_input
+    map preprocessing.out INPUT_ID _INPUT_ID
+    map preprocessing.out EMBEDDING_BIAS _EMBEDDING_BIAS
+    map preprocessing.out REQUEST_DECODER_INPUT_LEN _REQUEST_DECODER_INPUT_LEN
+    map preprocessing.out OUT_PROMPT_TABLE_EXTRA_IDS _OUT_PROMPT_TABLE_EXTRA_IDS
+    map preprocessing.out OUT_PAD_ID _PREPROCESSOR_PAD_ID
+    map preprocessing.out REQUEST_OUTPUT_LEN _REQUEST_OUTPUT_LEN
+    map preprocessing.out BAD_WORDS_IDS _BAD_WORDS_IDS
+    map preprocessing.out OUT_END_ID _PREPROCESSOR_END_ID
+    map preprocessing.out REQUEST_INPUT_LEN _REQUEST_INPUT_LEN
+    map preprocessing.out STOP_WORDS_IDS _STOP_WORDS_IDS
+    map preprocessing.out DECODER_INPUT_ID _DECODER_INPUT_ID
+    map tensorrt_llm.in  runtime_top_p top_p
+    map tensorrt_llm.in  repetition_penalty repetition_penalty
+    map tensorrt_llm.in  runtime_top_k top_k
+    map tensorrt_llm.in  prompt_table_extra_ids _OUT_PROMPT_TABLE_EXTRA_IDS
+    map tensorrt_llm.in  lora_config lora_config
+    map tensorrt_llm.in  lora_weights lora_weights
+    map tensorrt_llm.in  bad_words_list _BAD_WORDS_IDS
+    map tensorrt_llm.in  request_output_len _REQUEST_OUTPUT_LEN
+    map tensorrt_llm.in  exclude_input_in_output exclude_input_in_output
+    map tensorrt_llm.in  guided_decoding_guide guided_decoding_guide
+    map tensorrt_llm.in  streaming stream
+    map tensorrt_llm.in  return_log_probs return_log_probs
+    map tensorrt_llm.in  seed seed
+    map tensorrt_llm.in  lora_task_id lora_task_id
+    map tensorrt_llm.in  return_perf_metrics return_perf_metrics
+    map tensorrt_llm.in  return_num_input_tokens return_num_input_tokens
+    map tensorrt_llm.in  return_num_output_tokens return_num_output_tokens
+    map tensorrt_llm.in  decoder_input_lengths _REQUEST_DECODER_INPUT_LEN
+    map tensorrt_llm.in  frequency_penalty frequency_penalty
+    map tensorrt_llm.in  len_penalty length_penalty
+    map tensorrt_llm.in  prompt_embedding_table prompt_embedding_table
+    map tensorrt_llm.in  num_return_sequences num_return_sequences
+    map tensorrt_llm.in  beam_width beam_width
+    map tensorrt_llm.in  min_tokens min_tokens
+    map tensorrt_llm.in  stop_words_list _STOP_WORDS_IDS
+    map tensorrt_llm.in  decoder_input_ids _DECODER_INPUT_ID
+    map tensorrt_llm.in  input_ids _INPUT_ID
+    map tensorrt_llm.in  temperature temperature
+    map tensorrt_llm.in  embedding_bias _EMBEDDING_BIAS
+    map tensorrt_llm.in  prompt_vocab_size prompt_vocab_size
+    map tensorrt_llm.in  return_generation_logits return_generation_logits
+    map tensorrt_llm.in  presence_penalty presence_penalty
+    map tensorrt_llm.in  input_lengths _REQUEST_INPUT_LEN
+    map tensorrt_llm.in  return_context_logits return_context_logits
+    map tensorrt_llm.in  end_id _PREPROCESSOR_END_ID
+    map tensorrt_llm.in  pad_id _PREPROCESSOR_PAD_ID
+    map tensorrt_llm.in  guided_decoding_guide_type guided_decoding_guide_type
+    map tensorrt_llm.out sequence_length _SEQUENCE_LENGTH
+    map tensorrt_llm.out context_logits context_logits
+    map tensorrt_llm.out last_token_time_ns last_token_time_ns
+    map tensorrt_llm.out total_draft_tokens total_draft_tokens
+    map tensorrt_llm.out num_input_tokens num_input_tokens
+    map tensorrt_llm.out num_output_tokens num_output_tokens
+    map tensorrt_llm.out output_log_probs output_log_probs
+    map tensorrt_llm.out output_ids _TOKENS_BATCH
+    map tensorrt_llm.out cum_log_probs cum_log_probs
+    map tensorrt_llm.out total_accepted_draft_tokens total_accepted_draft_tokens
+    map tensorrt_llm.out first_scheduled_time_ns first_scheduled_time_ns
+    map tensorrt_llm.out kv_cache_alloc_new_blocks kv_cache_alloc_new_blocks
+    map tensorrt_llm.out arrival_time_ns arrival_time_ns
+    map tensorrt_llm.out generation_logits generation_logits
+    map tensorrt_llm.out acceptance_rate acceptance_rate
+    map tensorrt_llm.out sequence_index sequence_index
+    map tensorrt_llm.out kv_cache_alloc_total_blocks kv_cache_alloc_total_blocks
+    map tensorrt_llm.out kv_cache_reused_blocks kv_cache_reused_blocks
+    map tensorrt_llm.out first_token_time_ns first_token_time_ns
+    map tensorrt_llm.out batch_index batch_index
+    map postprocessing.in  SEQUENCE_LENGTH _SEQUENCE_LENGTH
+    map postprocessing.in  TOKENS_BATCH _TOKENS_BATCH
+    map postprocessing.out OUTPUT text_output
+tensorrt_llm:
+    in  input_ids                            INT32   [-1] opt ragged
+    in  encoder_input_features               FP16    [-1,-1] opt ragged
+    in  encoder_output_lengths               INT32   [1] opt scalar
+    in  input_lengths                        INT32   [1] scalar
+    in  request_output_len                   INT32   [1] scalar
+    in  num_return_sequences                 INT32   [1] opt scalar
+    in  draft_input_ids                      INT32   [-1] opt ragged
+    in  decoder_input_ids                    INT32   [-1] opt ragged
+    in  decoder_input_lengths                INT32   [1] opt scalar
+    in  draft_logits                         FP32    [-1,-1] opt ragged
+    in  draft_acceptance_threshold           FP32    [1] opt scalar
+    in  end_id                               INT32   [1] opt scalar
+    in  pad_id                               INT32   [1] opt scalar
+    in  stop_words_list                      INT32   [2,-1] opt ragged
+    in  bad_words_list                       INT32   [2,-1] opt ragged
+    in  embedding_bias                       FP32    [-1] opt ragged
+    in  beam_width                           INT32   [1] opt scalar
+    in  temperature                          FP32    [1] opt scalar
+    in  runtime_top_k                        INT32   [1] opt scalar
+    in  runtime_top_p                        FP32    [1] opt scalar
+    in  runtime_top_p_min                    FP32    [1] opt scalar
+    in  runtime_top_p_decay                  FP32    [1] opt scalar
+    in  runtime_top_p_reset_ids              INT32   [1] opt scalar
+    in  len_penalty                          FP32    [1] opt scalar
+    in  early_stopping                       BOOL    [1] opt scalar
+    in  repetition_penalty                   FP32    [1] opt scalar
+    in  min_tokens                           INT32   [1] opt scalar
+    in  beam_search_diversity_rate           FP32    [1] opt scalar
+    in  presence_penalty                     FP32    [1] opt scalar
+    in  frequency_penalty                    FP32    [1] opt scalar
+    in  seed                                 UINT64  [1] opt scalar
+    in  return_log_probs                     BOOL    [1] opt scalar
+    in  return_context_logits                BOOL    [1] opt scalar
+    in  return_generation_logits             BOOL    [1] opt scalar
+    in  return_perf_metrics                  BOOL    [1] opt scalar
+    in  return_num_input_tokens              BOOL    [1] opt scalar
+    in  return_num_output_tokens             BOOL    [1] opt scalar
+    in  exclude_input_in_output              BOOL    [1] opt scalar
+    in  stop                                 BOOL    [1] opt scalar
+    in  streaming                            BOOL    [1] opt scalar
+    in  prompt_embedding_table               FP16    [-1,-1] opt ragged
+    in  prompt_table_extra_ids               UINT64  [-1] opt ragged
+    in  prompt_vocab_size                    INT32   [1] opt scalar
+    in  cross_attention_mask                 BOOL    [-1,-1] opt ragged
+    in  mrope_rotary_cos_sin                 FP32    [-1] opt
+    in  mrope_position_deltas                INT64   [1] opt
+    in  lora_task_id                         UINT64  [1] opt scalar
+    in  lora_weights                         FP16    [-1,-1] opt ragged
+    in  lora_config                          INT32   [-1,3] opt ragged
+    in  context_phase_params                 UINT8   [-1] opt ragged
+    in  skip_cross_attn_blocks               BOOL    [1] opt ragged
+    in  retention_token_range_starts         INT32   [-1] opt ragged
+    in  retention_token_range_ends           INT32   [-1] opt ragged
+    in  retention_token_range_priorities     INT32   [-1] opt ragged
+    in  retention_token_range_durations_ms   INT32   [-1] opt ragged
+    in  retention_decode_priority            INT32   [1] opt ragged
+    in  retention_decode_duration_ms         INT32   [1] opt ragged
+    in  guided_decoding_guide_type           STRING  [1] opt ragged
+    in  guided_decoding_guide                STRING  [1] opt ragged
+    in  lookahead_window_size                INT32   [1] opt ragged
+    in  lookahead_ngram_size                 INT32   [1] opt ragged
+    in  lookahead_verification_set_size      INT32   [1] opt ragged
+    out output_ids                           INT32   [-1,-1]
+    out sequence_length                      INT32   [-1]
+    out cum_log_probs                        FP32    [-1]
+    out output_log_probs                     FP32    [-1,-1]
+    out context_logits                       FP32    [-1,-1]
+    out generation_logits                    FP32    [-1,-1,-1]
+    out batch_index                          INT32   [1]
+    out sequence_index                       INT32   [1]
+    out context_phase_params                 UINT8   [-1]
+    out kv_cache_alloc_new_blocks            INT32   [1]
+    out kv_cache_reused_blocks               INT32   [1]
+    out kv_cache_alloc_total_blocks          INT32   [1]
+    out arrival_time_ns                      INT64   [1]
+    out first_scheduled_time_ns              INT64   [1]
+    out first_token_time_ns                  INT64   [1]
+    out last_token_time_ns                   INT64   [1]
+    out acceptance_rate                      FP32    [1]
+    out total_accepted_draft_tokens          INT32   [1]
+    out total_draft_tokens                   INT32   [1]
+    out num_input_tokens                     INT32   [1]
+    out num_output_tokens                    INT32   [1]
+"""
+
+
+def official() -> dict[str, dict[str, list[tuple[str, ...]]]]:
+    """{"ensemble": {"in": [...], "out": [...], "map": [...]}, "tensorrt_llm": {...}}"""
+    out: dict[str, dict[str, list[tuple[str, ...]]]] = {}
+    model = ""
+    for line in OFFICIAL.strip().splitlines():
+        if not line.startswith(" "):
+            model = line.rstrip(":")
+            out[model] = {"in": [], "out": [], "map": []}
+            continue
+        kind, *rest = line.split()
+        out[model][kind].append(tuple(rest))
+    return out
+
+
+def row(t: C.Tensor, kind: str) -> tuple[str, ...]:
+    flags = []
+    if kind == "in" and t.optional:
+        flags.append("opt")
+    if t.reshape is not None:
+        flags.append("scalar" if t.reshape == () else "reshape")
+    if kind == "in" and t.ragged:
+        flags.append("ragged")
+    return (t.name, t.dtype, f"[{','.join(map(str, t.dims))}]", *flags)
+
+
+@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm"])
+def test_contract_matches_nvidia(model: str) -> None:
+    off = official()[model]
+    ours = C.contract(model)
+    assert [row(t, "in") for t in ours.inputs_for("gpu")] == off["in"]
+    assert [row(t, "out") for t in ours.outputs_for("gpu")] == off["out"]
+
+
+def test_ensemble_wiring_matches_nvidia() -> None:
+    want = official()["ensemble"]["map"]
+    got = []
+    for step in C.ensemble_steps("gpu"):
+        got += [(f"{step.model}.in", k, v) for k, v in step.input_map]
+        got += [(f"{step.model}.out", k, v) for k, v in step.output_map]
+    assert sorted(got) == sorted(want)
+
+
+def test_our_additions_are_marked_and_cpu_only_in_the_ensemble() -> None:
+    ours = [(m, t.name) for m, c in C.CONTRACTS.items() for t in (*c.inputs, *c.outputs) if t.ours]
+    assert sorted(ours) == [("ensemble", "finish_reason"), ("tensorrt_llm", "finish_reason"),
+                            ("tensorrt_llm_bls", "finish_reason")]
+    assert not C.ENSEMBLE_CONTRACT.output("finish_reason").on("gpu")
+    assert C.BLS_CONTRACT.output("finish_reason").on("gpu")
+
+
+@pytest.mark.parametrize("target", C.TARGETS)
+def test_ensemble_graph_is_closed(target: str) -> None:
+    models = C.TargetModels(target)
+    used, produced = set(), set()
+    for step in models.steps:
+        contract = models[step.model]
+        for key, value in step.input_map:
+            used.add(value)
+            contract.input(key)
+        for key, value in step.output_map:
+            produced.add(value)
+            contract.output(key)
+        mapped = {k for k, _ in step.input_map}
+        assert set(contract.required_inputs) <= mapped
+    ens = models["ensemble"]
+    assert {t.name for t in ens.inputs} <= used, "every ensemble input feeds a step"
+    assert {t.name for t in ens.outputs} <= produced, "every ensemble output is written"
+    internal = produced - {t.name for t in ens.outputs}
+    assert internal <= used, "no intermediate tensor is left unused"
+
+
+def test_genai_perf_inputs_have_dims_one() -> None:
+    for name in ("stream", "exclude_input_in_output", "text_input", "max_tokens"):
+        assert C.get_input("ensemble", name).dims == (1,)
+
+
+def test_every_official_optional_ensemble_input_is_declared_optional() -> None:
+    for name, *_rest in official()["ensemble"]["in"]:
+        t = C.get_input("ensemble", name)
+        assert t.optional == (name not in ("text_input", "max_tokens"))
+
+
+def test_cpu_unsupported_inputs_are_llm_inputs() -> None:
+    for name in C.CPU_UNSUPPORTED_INPUTS:
+        assert C.LLM_CONTRACT.input(name).optional
+    for name in C.BLS_UNSUPPORTED_INPUTS:
+        assert C.BLS_CONTRACT.input(name).optional
+
+
+def test_lookups() -> None:
+    assert C.get_input("tensorrt_llm", "input_ids").triton_dtype == "TYPE_INT32"
+    assert C.get_output("postprocessing", "OUTPUT").dims == (-1,)
+    assert {(m, k) for m, k, _ in C.find_tensor("end_id")} == {
+        ("ensemble", "input"), ("tensorrt_llm", "input"), ("tensorrt_llm_bls", "input")}
+    assert C.Tensor("x", "TYPE_FP16", (1,)).dtype == "FP16"
+    with pytest.raises(KeyError, match="no input 'nope'"):
+        C.get_input("ensemble", "nope")
+    with pytest.raises(KeyError, match="no contract for model"):
+        C.contract("nope")
+    with pytest.raises(ValueError, match="unknown Triton dtype"):
+        C.Tensor("x", "INT3", (1,))
+    with pytest.raises(ValueError, match="dims"):
+        C.Tensor("x", "INT32", (0,))
+    logits = C.TargetModels("gpu", "FP16")["ensemble"].output("context_logits")
+    assert logits.dtype == "FP16"
+
+
+def test_python_parameter_keys_extend_the_official_ones() -> None:
+    for model in ("postprocessing", "tensorrt_llm_bls"):
+        ours = set(PARAMS_BY_MODEL[model].keys())
+        official_keys = set(C.OFFICIAL_PYTHON_PARAMETER_KEYS[model])
+        assert official_keys - {"multimodal_encoders_name"} <= ours
+    assert {"tokenizer_dir", "add_special_tokens"} <= set(PARAMS_BY_MODEL["preprocessing"].keys())
+
+
+# --- rendered GPU configs against the contract (and so against NVIDIA) --------------------------
+
+@pytest.fixture(scope="module")
+def gpu_repo(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_repo_render import make_fake_engine
+
+    root = tmp_path_factory.mktemp("contract")
+    engine = make_fake_engine(tiny_model, root / "engine", "trtllm")
+    return render_repository(engine, root / "repo", RepoSettings(server_repo_path="/models"))
+
+
+def config_rows(cfg: object, kind: str) -> list[tuple[str, ...]]:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    rows = []
+    for t in (cfg.input if kind == "in" else cfg.output):  # type: ignore[attr-defined]
+        flags = []
+        if kind == "in" and t.optional:
+            flags.append("opt")
+        if t.HasField("reshape"):
+            flags.append("scalar" if not len(t.reshape.shape) else "reshape")
+        if kind == "in" and t.allow_ragged_batch:
+            flags.append("ragged")
+        dtype = mc.DataType.Name(t.data_type).removeprefix("TYPE_")
+        rows.append((t.name, dtype, f"[{','.join(map(str, t.dims))}]", *flags))
+    return rows
+
+
+@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm"])
+def test_rendered_gpu_configs_carry_the_official_tensors(model: str, gpu_repo: Path) -> None:
+    cfg = parse_config((gpu_repo / model / "config.pbtxt").read_text(), model)
+    off = official()[model]
+    assert config_rows(cfg, "in") == off["in"]
+    assert config_rows(cfg, "out") == off["out"]
+
+
+def test_rendered_gpu_ensemble_wiring_is_nvidias(gpu_repo: Path) -> None:
+    cfg = parse_config((gpu_repo / "ensemble" / "config.pbtxt").read_text(), "ensemble")
+    got = []
+    for step in cfg.ensemble_scheduling.step:
+        got += [(f"{step.model_name}.in", k, v) for k, v in step.input_map.items()]
+        got += [(f"{step.model_name}.out", k, v) for k, v in step.output_map.items()]
+    assert sorted(got) == sorted(official()["ensemble"]["map"])
+
+
+def test_rendered_gpu_llm_uses_official_parameter_keys(gpu_repo: Path) -> None:
+    cfg = parse_config((gpu_repo / "tensorrt_llm" / "config.pbtxt").read_text(), "llm")
+    assert cfg.backend == "tensorrtllm"
+    keys = list(cfg.parameters)
+    assert set(keys) <= set(C.TRTLLM_PARAMETER_KEYS)
+    assert {"gpt_model_type", "gpt_model_path", "batch_scheduler_policy",
+            "kv_cache_free_gpu_mem_fraction", "enable_kv_cache_reuse",
+            "exclude_input_in_output", "cancellation_check_period_ms"} <= set(keys)
+    assert cfg.parameters["gpt_model_type"].string_value == "inflight_fused_batching"
+    assert cfg.model_transaction_policy.decoupled is True
