@@ -1,0 +1,405 @@
+"""Validating one request's tensors into a typed :class:`GenerationRequest`, as pure functions.
+
+The Python-backend models (preprocessing, the BLS model, the CPU LLM model) hand
+:func:`parse_request` the tensors of one request, ``{name: numpy array}``, and get back either a
+typed request or a :class:`RequestError` that names the bad tensor, which the adapter turns into
+an error response for that request only (the rest of the batch carries on).
+
+Tensor names are those of NVIDIA's ``inflight_batcher_llm`` models, one table per model
+(:data:`CONTRACTS`): ``ensemble`` (also the BLS model: ``text_input``, ``max_tokens``, ``stream``,
+``top_k``, ...), ``preprocessing`` (``QUERY``, ``REQUEST_OUTPUT_LEN``, ``STOP_WORDS_DICT``, ...)
+and ``tensorrt_llm`` (``input_ids``, ``request_output_len``, ``streaming``, ``runtime_top_k``,
+..., plus the older aliases ``random_seed`` and ``min_length``). Tensors not in the table are
+ignored here; refusing inputs an engine cannot honour is the contract's business.
+
+Values arrive as numpy arrays with the batch dimension (``[1]`` or ``[1, 1]`` for a scalar; a
+STRING is an object array of ``bytes``). Dtypes are checked by kind: integer fields take any
+integer dtype (value range checked), float fields any float dtype, flags only BOOL, strings only
+STRING. A tensor holding more than one request's values is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tritonllm.ensembles.tokenization import parse_word_list
+from tritonllm.errors import ConfigError, TritonLLMError
+
+__all__ = [
+    "CONTRACTS",
+    "GenerationRequest",
+    "RequestError",
+    "RequestLimits",
+    "SamplingParams",
+    "parse_request",
+]
+
+_INT32_MAX = 2**31 - 1
+_UINT64_MAX = 2**64 - 1
+
+
+class RequestError(TritonLLMError, ValueError):
+    """One request is invalid; ``field`` is the tensor (or parameter) to blame."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What the served model allows and what a request defaults to.
+
+    ``max_tokens_cap`` bounds ``max_tokens`` before the prompt is known (default
+    ``max_seq_len``). Raises ConfigError for inconsistent limits.
+    """
+
+    max_input_len: int
+    max_seq_len: int
+    vocab_size: int
+    end_id: int
+    pad_id: int
+    max_tokens_cap: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_input_len <= self.max_seq_len:
+            raise ConfigError(f"max_input_len: {self.max_input_len} must be in 1..max_seq_len "
+                              f"({self.max_seq_len})")
+        if self.vocab_size <= 0:
+            raise ConfigError(f"vocab_size: {self.vocab_size} must be positive")
+        for name in ("end_id", "pad_id"):
+            value = getattr(self, name)
+            if not 0 <= value < self.vocab_size:
+                raise ConfigError(f"{name}: {value} is outside the vocabulary "
+                                  f"0..{self.vocab_size - 1}")
+
+    @property
+    def output_cap(self) -> int:
+        """The largest ``max_tokens`` accepted for any prompt."""
+        return self.max_tokens_cap if self.max_tokens_cap is not None else self.max_seq_len
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling knobs; None means the request did not set it (the engine's default applies)."""
+
+    top_k: int | None = None
+    top_p: float | None = None
+    temperature: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    length_penalty: float | None = None
+    min_tokens: int | None = None
+    seed: int | None = None
+    beam_width: int = 1
+    num_return_sequences: int = 1
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One validated request.
+
+    A text request (ensemble, BLS, preprocessing) has ``prompt`` and, once encoded (see
+    :meth:`with_prompt_ids`), ``prompt_ids``; an LLM-model request has ``prompt_ids`` only. Stop
+    and bad words come as text (``stop_words``, empty strings dropped) or as ids (``stop_ids``,
+    from ``stop_words_list``). ``sources`` maps each field to the tensor it came from, for errors
+    raised after parsing.
+    """
+
+    max_tokens: int
+    end_id: int
+    pad_id: int
+    prompt: str | None = None
+    prompt_ids: tuple[int, ...] | None = None
+    streaming: bool = False
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop_words: tuple[str, ...] = ()
+    bad_words: tuple[str, ...] = ()
+    stop_ids: tuple[tuple[int, ...], ...] = ()
+    bad_ids: tuple[tuple[int, ...], ...] = ()
+    exclude_input_in_output: bool | None = None
+    return_log_probs: bool = False
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def source(self, attr: str) -> str:
+        """The tensor name a field came from (the field name itself if it was defaulted)."""
+        return self.sources.get(attr, attr)
+
+    def with_prompt_ids(self, ids: Sequence[int], limits: RequestLimits) -> GenerationRequest:
+        """This request with its prompt encoded; checks the prompt and total lengths."""
+        prompt_ids = tuple(int(i) for i in ids)
+        _check_lengths(prompt_ids, self.max_tokens, limits,
+                       self.source("prompt_ids") if self.prompt is None else self.source("prompt"),
+                       self.source("max_tokens"))
+        return replace(self, prompt_ids=prompt_ids)
+
+
+# --- the tensor tables --------------------------------------------------------------------------
+
+#: Per model: request field -> accepted tensor names (the official one first, then aliases).
+#: Sampling fields are stored under "sampling.<name>".
+CONTRACTS: dict[str, dict[str, tuple[str, ...]]] = {}
+
+_SAMPLING_COMMON = {
+    "sampling.temperature": ("temperature",),
+    "sampling.repetition_penalty": ("repetition_penalty",),
+    "sampling.presence_penalty": ("presence_penalty",),
+    "sampling.frequency_penalty": ("frequency_penalty",),
+    "sampling.beam_width": ("beam_width",),
+    "sampling.num_return_sequences": ("num_return_sequences",),
+}
+CONTRACTS["ensemble"] = {
+    "prompt": ("text_input",), "max_tokens": ("max_tokens",), "streaming": ("stream",),
+    "end_id": ("end_id",), "pad_id": ("pad_id",),
+    "stop_words": ("stop_words",), "bad_words": ("bad_words",),
+    "exclude_input_in_output": ("exclude_input_in_output",),
+    "return_log_probs": ("return_log_probs",),
+    "sampling.top_k": ("top_k",), "sampling.top_p": ("top_p",),
+    "sampling.length_penalty": ("length_penalty",), "sampling.min_tokens": ("min_tokens",),
+    "sampling.seed": ("seed",), **_SAMPLING_COMMON,
+}
+CONTRACTS["tensorrt_llm_bls"] = CONTRACTS["ensemble"]
+CONTRACTS["preprocessing"] = {
+    "prompt": ("QUERY",), "max_tokens": ("REQUEST_OUTPUT_LEN",),
+    "stop_words": ("STOP_WORDS_DICT",), "bad_words": ("BAD_WORDS_DICT",),
+    "end_id": ("END_ID",), "pad_id": ("PAD_ID",),
+}
+CONTRACTS["tensorrt_llm"] = {
+    "prompt_ids": ("input_ids",), "input_lengths": ("input_lengths",),
+    "max_tokens": ("request_output_len",), "streaming": ("streaming",),
+    "end_id": ("end_id",), "pad_id": ("pad_id",),
+    "stop_ids": ("stop_words_list",), "bad_ids": ("bad_words_list",),
+    "exclude_input_in_output": ("exclude_input_in_output",),
+    "return_log_probs": ("return_log_probs",),
+    "sampling.top_k": ("runtime_top_k",), "sampling.top_p": ("runtime_top_p",),
+    "sampling.length_penalty": ("len_penalty",),
+    "sampling.min_tokens": ("min_tokens", "min_length"),
+    "sampling.seed": ("seed", "random_seed"), **_SAMPLING_COMMON,
+}
+
+_REQUIRED = ("prompt", "prompt_ids", "max_tokens")
+
+
+# --- readers: one array -> one typed value, or RequestError(name) -----------------------------
+
+def _one(name: str, arr: npt.NDArray[Any]) -> Any:
+    if arr.size != 1:
+        raise RequestError(name, f"expected one value for this request, "
+                                 f"got shape {list(arr.shape)}")
+    return arr.reshape(-1)[0]
+
+
+def _int(name: str, arr: npt.NDArray[Any], lo: int = -_INT32_MAX - 1, hi: int = _INT32_MAX) -> int:
+    if arr.dtype.kind not in "iu":
+        raise RequestError(name, f"expected an integer tensor, got {arr.dtype}")
+    value = int(_one(name, arr))
+    if not lo <= value <= hi:
+        raise RequestError(name, f"{value} is outside {lo}..{hi}")
+    return value
+
+
+def _float(name: str, arr: npt.NDArray[Any]) -> float:
+    if arr.dtype.kind != "f":
+        raise RequestError(name, f"expected a floating-point tensor, got {arr.dtype}")
+    value = float(_one(name, arr))
+    if not math.isfinite(value):
+        raise RequestError(name, f"must be finite, got {value}")
+    return value
+
+
+def _bool(name: str, arr: npt.NDArray[Any]) -> bool:
+    if arr.dtype.kind != "b":
+        raise RequestError(name, f"expected a BOOL tensor, got {arr.dtype}")
+    return bool(_one(name, arr))
+
+
+def _str(name: str, item: object) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, bytes | np.bytes_):
+        try:
+            return bytes(item).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(name, f"is not valid UTF-8 (byte {exc.start})") from None
+    raise RequestError(name, f"expected strings, got {type(item).__name__}")
+
+
+def _strings(name: str, arr: npt.NDArray[Any]) -> list[str]:
+    if arr.dtype.kind not in "OSU":
+        raise RequestError(name, f"expected a STRING tensor, got {arr.dtype}")
+    if arr.ndim > 2 or (arr.ndim == 2 and arr.shape[0] != 1):
+        raise RequestError(name, f"expected one request's strings, got shape {list(arr.shape)}")
+    return [_str(name, item) for item in arr.reshape(-1).tolist()]
+
+
+def _text(name: str, arr: npt.NDArray[Any]) -> str:
+    if arr.dtype.kind not in "OSU":
+        raise RequestError(name, f"expected a STRING tensor, got {arr.dtype}")
+    text = _str(name, _one(name, arr))
+    if not text:
+        raise RequestError(name, "must not be empty")
+    return text
+
+
+def _ids(name: str, arr: npt.NDArray[Any], vocab_size: int) -> tuple[int, ...]:
+    if arr.dtype.kind not in "iu":
+        raise RequestError(name, f"expected an integer tensor, got {arr.dtype}")
+    if arr.ndim > 2 or (arr.ndim == 2 and arr.shape[0] != 1):
+        raise RequestError(name, f"expected one request's ids, got shape {list(arr.shape)}")
+    ids = tuple(int(i) for i in arr.reshape(-1).tolist())
+    if not ids:
+        raise RequestError(name, "must not be empty")
+    _check_vocab(name, ids, vocab_size)
+    return ids
+
+
+def _word_ids(name: str, arr: npt.NDArray[Any], vocab_size: int) -> tuple[tuple[int, ...], ...]:
+    if arr.ndim == 3 and arr.shape[0] != 1:
+        raise RequestError(name, f"expected one request's word list, got shape {list(arr.shape)}")
+    try:
+        words = parse_word_list(arr)[0]
+    except ValueError as exc:
+        raise RequestError(name, str(exc)) from None
+    out = tuple(tuple(w) for w in words)
+    _check_vocab(name, [i for w in out for i in w], vocab_size)
+    return out
+
+
+def _check_vocab(name: str, ids: Sequence[int], vocab_size: int) -> None:
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise RequestError(name, f"id {bad[0]} is outside the vocabulary 0..{vocab_size - 1}")
+
+
+def _check_lengths(prompt_ids: Sequence[int], max_tokens: int, limits: RequestLimits,
+                   prompt_field: str, max_tokens_field: str) -> None:
+    n = len(prompt_ids)
+    if n == 0:
+        raise RequestError(prompt_field, "encodes to no tokens")
+    if n > limits.max_input_len:
+        raise RequestError(prompt_field, f"prompt has {n} tokens, more than max_input_len "
+                                         f"({limits.max_input_len})")
+    if n + max_tokens > limits.max_seq_len:
+        raise RequestError(max_tokens_field, f"prompt ({n} tokens) + max_tokens ({max_tokens}) "
+                                             f"exceeds max_seq_len ({limits.max_seq_len})")
+
+
+# --- parse ---------------------------------------------------------------------------------------
+
+def parse_request(
+    tensors: Mapping[str, npt.NDArray[Any]],
+    limits: RequestLimits,
+    *,
+    model: str = "ensemble",
+    encode: Callable[[str], Sequence[int]] | None = None,
+) -> GenerationRequest:
+    """Validate one request of ``model`` (a key of :data:`CONTRACTS`).
+
+    With ``encode`` a text prompt is tokenized and the prompt and total lengths are checked now;
+    without it, call :meth:`GenerationRequest.with_prompt_ids` later. Raises RequestError naming
+    the first bad tensor; raises KeyError for an unknown ``model``.
+    """
+    table = CONTRACTS[model]
+    raw: dict[str, tuple[str, npt.NDArray[Any]]] = {}
+    for attr, names in table.items():
+        for name in names:
+            if name in tensors and tensors[name] is not None:
+                raw[attr] = (name, np.asarray(tensors[name]))
+                break
+    for attr in _REQUIRED:
+        if attr in table and attr not in raw:
+            raise RequestError(table[attr][0], "is required")
+    sources = {attr: name for attr, (name, _) in raw.items()}
+
+    def get(attr: str, read: Callable[[str, npt.NDArray[Any]], Any]) -> Any:
+        return read(*raw[attr]) if attr in raw else None
+
+    v = limits.vocab_size
+    max_tokens = _int(*raw["max_tokens"])
+    if not 1 <= max_tokens <= limits.output_cap:
+        raise RequestError(raw["max_tokens"][0],
+                           f"must be in 1..{limits.output_cap}, got {max_tokens}")
+    end_id = get("end_id", lambda n, a: _int(n, a, 0, v - 1))
+    pad_id = get("pad_id", lambda n, a: _int(n, a, 0, v - 1))
+    sampling = _parse_sampling(raw, max_tokens)
+
+    prompt = get("prompt", _text)
+    prompt_ids = get("prompt_ids", lambda n, a: _ids(n, a, v))
+    if prompt_ids is not None:
+        length = get("input_lengths", lambda n, a: _int(n, a, 1, len(prompt_ids)))
+        prompt_ids = prompt_ids[:length] if length is not None else prompt_ids
+    request = GenerationRequest(
+        max_tokens=max_tokens,
+        end_id=limits.end_id if end_id is None else end_id,
+        pad_id=limits.pad_id if pad_id is None else pad_id,
+        prompt=prompt,
+        streaming=bool(get("streaming", _bool)),
+        sampling=sampling,
+        stop_words=tuple(w for w in get("stop_words", _strings) or () if w),
+        bad_words=tuple(w for w in get("bad_words", _strings) or () if w),
+        stop_ids=get("stop_ids", lambda n, a: _word_ids(n, a, v)) or (),
+        bad_ids=get("bad_ids", lambda n, a: _word_ids(n, a, v)) or (),
+        exclude_input_in_output=get("exclude_input_in_output", _bool),
+        return_log_probs=bool(get("return_log_probs", _bool)),
+        sources=sources,
+    )
+    if prompt_ids is not None:
+        return request.with_prompt_ids(prompt_ids, limits)
+    if encode is not None and prompt is not None:
+        return request.with_prompt_ids(encode(prompt), limits)
+    return request
+
+
+def _parse_sampling(
+    raw: Mapping[str, tuple[str, npt.NDArray[Any]]], max_tokens: int
+) -> SamplingParams:
+    values: dict[str, Any] = {}
+    for attr, (name, arr) in raw.items():
+        if attr.startswith("sampling."):
+            key = attr.removeprefix("sampling.")
+            kind, check = _SAMPLING_RULES[key]
+            value = (_float(name, arr) if kind == "float"
+                     else _int(name, arr, 0, _UINT64_MAX) if kind == "uint64"
+                     else _int(name, arr))
+            problem = check(value, max_tokens)
+            if problem:
+                raise RequestError(name, f"{problem}, got {value}")
+            values[key] = value
+    return SamplingParams(**values)
+
+
+def _only_one(what: str) -> Callable[[Any, int], str | None]:
+    def check(value: Any, _max_tokens: int) -> str | None:
+        if value < 1:
+            return "must be >= 1"
+        return f"{what} is not supported" if value > 1 else None
+    return check
+
+
+def _no_check(_value: Any, _max_tokens: int) -> None:
+    return None
+
+
+#: sampling field -> (value kind, check(value, max_tokens) -> problem or None)
+_SAMPLING_RULES: dict[str, tuple[str, Callable[[Any, int], str | None]]] = {
+    "top_k": ("int", lambda x, _: "must be >= 0" if x < 0 else None),
+    "top_p": ("float", lambda x, _: "must be in (0, 1]" if not 0 < x <= 1 else None),
+    "temperature": ("float", lambda x, _: "must be >= 0" if x < 0 else None),
+    "repetition_penalty": ("float", lambda x, _: "must be > 0" if x <= 0 else None),
+    "presence_penalty": ("float", _no_check),
+    "frequency_penalty": ("float", _no_check),
+    "length_penalty": ("float", _no_check),
+    "min_tokens": ("int", lambda x, m: "must be >= 0" if x < 0
+                   else f"must not exceed max_tokens ({m})" if x > m else None),
+    "seed": ("uint64", _no_check),
+    "beam_width": ("int", _only_one("beam search (beam_width > 1)")),
+    "num_return_sequences": ("int", _only_one("more than one sequence per request")),
+}
