@@ -185,6 +185,11 @@ _PASSTHROUGH_OUTPUTS: tuple[Tensor, ...] = (
 )
 
 FINISH_REASON = "finish_reason"
+#: Ours (CPU): a streamed response's ``output_ids`` start with this many ids that earlier
+#: responses already turned into text; postprocessing decodes them as context only, so the
+#: streamed text deltas add up exactly to the non-streamed text (split UTF-8, leading spaces).
+CONTEXT_LENGTH = "context_length"
+POST_CONTEXT_LENGTH = "CONTEXT_LENGTH"
 FINISH_REASONS = ("stop", "length", "cancelled")
 
 #: Tensors whose dtype NVIDIA leaves to ``${logits_datatype}``.
@@ -348,6 +353,7 @@ LLM_CONTRACT = ModelContract(
         _t("context_phase_params", "UINT8", -1),
         *_PASSTHROUGH_OUTPUTS[6:],  # kv_cache_alloc_new_blocks .. num_output_tokens
         _t(FINISH_REASON, "STRING", 1, ours=True, targets=CPU_ONLY),
+        _t(CONTEXT_LENGTH, "INT32", 1, ours=True, targets=CPU_ONLY),
     ),
 )
 
@@ -405,6 +411,7 @@ POSTPROCESSING_CONTRACT = ModelContract(
     inputs=(
         _t("TOKENS_BATCH", "INT32", -1, -1),
         _t("SEQUENCE_LENGTH", "INT32", -1),
+        _opt(POST_CONTEXT_LENGTH, "INT32", 1, ours=True, targets=CPU_ONLY),
     ),
     outputs=(
         _t("OUTPUT", "STRING", -1),
@@ -580,6 +587,7 @@ ENSEMBLE_STEPS: tuple[Step, ...] = (
             ("sequence_length", "_SEQUENCE_LENGTH"),
             *_same(*_PASSTHROUGH_NAMES),
             (FINISH_REASON, FINISH_REASON),
+            (CONTEXT_LENGTH, "_CONTEXT_LENGTH"),
         ),
     ),
     Step(
@@ -587,6 +595,7 @@ ENSEMBLE_STEPS: tuple[Step, ...] = (
         input_map=(
             ("TOKENS_BATCH", "_TOKENS_BATCH"),
             ("SEQUENCE_LENGTH", "_SEQUENCE_LENGTH"),
+            (POST_CONTEXT_LENGTH, "_CONTEXT_LENGTH"),
         ),
         output_map=(
             ("OUTPUT", "text_output"),

@@ -40,6 +40,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -233,12 +234,20 @@ def server_environment(install: TritonInstall,
     """The environment ``tritonserver`` runs in: ``environ`` (default ``os.environ``) with
 
     - ``PATH`` starting with the running interpreter's ``bin`` (how the stub finds the venv), and
-    - ``LD_LIBRARY_PATH`` starting with the wheel's ``nvidia_pytriton.libs`` (wheel layout only).
+    - ``LD_LIBRARY_PATH`` starting with the running interpreter's own ``libpython`` directory
+      and the wheel's ``nvidia_pytriton.libs`` (wheel layout only). The stub links
+      ``libpython3.X.so.1.0``; without the first entry it may pick the system's copy, whose
+      patch level differs from the interpreter's extension modules (``_ssl`` then fails to
+      import with an undefined symbol).
     """
     env = dict(os.environ if environ is None else environ)
     env["PATH"] = _prepend_paths(str(Path(sys.executable).parent), env.get("PATH", os.defpath))
     if install.libs_dir is not None:
         env["LD_LIBRARY_PATH"] = _prepend_paths(str(install.libs_dir), env.get("LD_LIBRARY_PATH"))
+        libdir = sysconfig.get_config_var("LIBDIR")
+        soname = sysconfig.get_config_var("INSTSONAME")
+        if libdir and soname and (Path(libdir) / str(soname)).exists():
+            env["LD_LIBRARY_PATH"] = _prepend_paths(str(libdir), env["LD_LIBRARY_PATH"])
     return env
 
 

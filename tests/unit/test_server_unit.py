@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -172,7 +173,12 @@ def test_environment_puts_this_python_and_the_wheel_libs_first(tmp_path: Path) -
     env = server_environment(install, {"PATH": f"/usr/bin:{bin_dir}", "LD_LIBRARY_PATH": "/x",
                                        "KEEP": "1"})
     assert env["PATH"].split(os.pathsep) == [bin_dir, "/usr/bin"]
-    assert env["LD_LIBRARY_PATH"].split(os.pathsep) == [str(install.libs_dir), "/x"]
+    # This interpreter's libpython comes first (the stub must link the same patch level as the
+    # interpreter's extension modules), then the wheel's libraries.
+    libdir = sysconfig.get_config_var("LIBDIR")
+    soname = sysconfig.get_config_var("INSTSONAME")
+    ours = [libdir] if libdir and soname and (Path(libdir) / soname).exists() else []
+    assert env["LD_LIBRARY_PATH"].split(os.pathsep) == [*ours, str(install.libs_dir), "/x"]
     assert env["KEEP"] == "1"
 
 

@@ -1,0 +1,343 @@
+"""The CPU ``tensorrt_llm`` model's logic: tensors in, engine requests, response tensors out.
+
+The Python-backend adapter (``model_repository/tensorrt_llm/1/model.py``) hands each request's
+input arrays and a :class:`ResponseSink` to :meth:`LLMService.submit` and returns at once; the
+engine thread streams :class:`~tritonllm.ensembles.cpu_engine.TokenEvent` s back, which this
+module turns into the official output tensors (``output_ids`` ``[1, 1, n]``,
+``sequence_length`` ``[1, 1]``, …) plus ours (``finish_reason``, ``context_length``).
+
+Streaming and text. A streamed response carries a *window* of ids and ``context_length``: the
+first ``context_length`` ids were already turned into text by earlier responses and are there
+only as decoding context (leading-space pieces, multi-byte characters). Postprocessing emits
+``decode(window)[len(decode(window[:context_length])):]``. Windows are cut only where the text
+is final (no trailing U+FFFD), so the deltas concatenate to the non-streamed text exactly.
+Ids whose text is still incomplete are held until the next step or the end.
+
+Bad requests raise :class:`~tritonllm.ensembles.requests.RequestError` from ``submit`` naming
+the field (the client-facing name where the ensemble renames it); the adapter turns that into
+an INVALID_ARG response for that request alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from tritonllm.contract import CPU_UNSUPPORTED_INPUTS
+from tritonllm.ensembles.cpu_engine import (
+    FINISH_CANCELLED,
+    FINISH_ERROR,
+    CpuEngine,
+    SamplingParams,
+    TokenEvent,
+)
+from tritonllm.ensembles.requests import RequestError
+
+Decode = Callable[[Sequence[int]], str]
+
+# The name a client used for each LLM input, where the ensemble/BLS renames it.
+CLIENT_NAMES = {
+    "input_ids": "text_input",
+    "request_output_len": "max_tokens",
+    "runtime_top_k": "top_k",
+    "runtime_top_p": "top_p",
+    "streaming": "stream",
+    "stop_words_list": "stop_words",
+    "bad_words_list": "bad_words",
+    "len_penalty": "length_penalty",
+}
+MAX_NEW_TOKENS_CAP = 1 << 20
+
+
+def _label(name: str) -> str:
+    client = CLIENT_NAMES.get(name)
+    return f"{name} ({client})" if client else name
+
+
+class ResponseSink(Protocol):
+    """Where one request's responses go (a Triton response sender in production)."""
+
+    def send(self, outputs: dict[str, npt.NDArray[Any]], final: bool) -> None: ...
+
+    def error(self, message: str, final: bool = True) -> None: ...
+
+    def is_cancelled(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class LLMLimits:
+    max_input_len: int
+    max_seq_len: int
+    vocab_size: int
+    end_ids: tuple[int, ...]
+    pad_id: int
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    prompt: list[int]
+    params: SamplingParams
+    streaming: bool
+    exclude_input_in_output: bool
+    stop_only: bool = False  # the official `stop` input: cancel the request with this id
+    want_counts: tuple[bool, bool] = (False, False)
+
+
+def _scalar(inputs: Mapping[str, npt.NDArray[Any]], name: str) -> Any:
+    if name not in inputs:
+        return None
+    arr = np.asarray(inputs[name])
+    if arr.size != 1:
+        raise RequestError(_label(name),
+                           f"expected one value per request, got shape {list(arr.shape)}")
+    return arr.reshape(-1)[0].item()
+
+
+def _word_sequences(arr: npt.NDArray[Any] | None) -> tuple[tuple[int, ...], ...]:
+    """The official ``[1, 2, n]`` ids + offsets layout → the id sequences."""
+    if arr is None:
+        return ()
+    a = np.asarray(arr)
+    if a.ndim == 3:
+        a = a[0]
+    if a.ndim != 2 or a.shape[0] != 2:
+        raise RequestError("stop_words_list (stop_words)",
+                           f"expected ids and offsets shaped [2, n], got {list(a.shape)}")
+    ids, offsets = a[0].tolist(), a[1].tolist()
+    out, start = [], 0
+    for end in offsets:
+        if end < 0:
+            break
+        if end < start or end > len(ids):
+            raise RequestError("stop_words_list (stop_words)", f"bad offset {end}")
+        if end > start:
+            out.append(tuple(int(i) for i in ids[start:end]))
+        start = end
+    return tuple(out)
+
+
+def parse_request(inputs: Mapping[str, npt.NDArray[Any]], limits: LLMLimits,
+                  default_exclude_input: bool, default_streaming: bool) -> LLMRequest:
+    """Validate one request's LLM tensors; RequestError names the first bad field."""
+    for name, neutral in CPU_UNSUPPORTED_INPUTS.items():
+        if name in inputs and np.asarray(inputs[name]).size > 0:
+            value = inputs[name]
+            if neutral is None or np.asarray(value).size != 1 or _scalar(inputs, name) != neutral:
+                wanted = "" if neutral is None else f" other than {neutral}"
+                raise RequestError(_label(name),
+                                   f"values{wanted} are not supported by the CPU engine")
+    if _scalar(inputs, "stop"):
+        return LLMRequest([], SamplingParams(max_new_tokens=1), False, True, stop_only=True)
+    if "input_ids" not in inputs:
+        raise RequestError(_label("input_ids"), "is required")
+    ids_arr = np.asarray(inputs["input_ids"]).reshape(-1)
+    n = _scalar(inputs, "input_lengths")
+    prompt = [int(i) for i in ids_arr[: n if n is not None else len(ids_arr)]]
+    if not prompt:
+        raise RequestError(_label("input_ids"), "is empty")
+    if len(prompt) > limits.max_input_len:
+        raise RequestError(_label("input_ids"), f"prompt has {len(prompt)} tokens, more than "
+                           f"the engine's max_input_len ({limits.max_input_len})")
+    if any(i < 0 or i >= limits.vocab_size for i in prompt):
+        raise RequestError(_label("input_ids"), f"ids must be in [0, {limits.vocab_size})")
+    max_new = _scalar(inputs, "request_output_len")
+    if max_new is None:
+        raise RequestError(_label("request_output_len"), "is required")
+    if max_new <= 0 or max_new > MAX_NEW_TOKENS_CAP:
+        raise RequestError(_label("request_output_len"), f"must be in 1..{MAX_NEW_TOKENS_CAP}, "
+                           f"got {max_new}")
+    if len(prompt) + max_new > limits.max_seq_len:
+        raise RequestError(_label("request_output_len"),
+                           f"prompt ({len(prompt)} tokens) + max_tokens ({max_new}) exceeds the "
+                           f"engine's max_seq_len ({limits.max_seq_len})")
+
+    def ranged(name: str, lo: float | None, hi: float | None, lo_open: bool = False) -> Any:
+        v = _scalar(inputs, name)
+        if v is None:
+            return None
+        if isinstance(v, float) and not np.isfinite(v):
+            raise RequestError(_label(name), f"must be finite, got {v}")
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise RequestError(_label(name), f"must be {'>' if lo_open else '>='} {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise RequestError(_label(name), f"must be <= {hi}, got {v}")
+        return v
+
+    temperature = ranged("temperature", 0.0, None)
+    top_k = ranged("runtime_top_k", 0, None)
+    top_p = ranged("runtime_top_p", 0.0, 1.0, lo_open=True)
+    repetition = ranged("repetition_penalty", 0.0, None, lo_open=True)
+    presence = ranged("presence_penalty", -2.0, 2.0)
+    frequency = ranged("frequency_penalty", -2.0, 2.0)
+    min_tokens = ranged("min_tokens", 0, None) or 0
+    end_id = ranged("end_id", 0, limits.vocab_size - 1)
+    ranged("pad_id", 0, limits.vocab_size - 1)
+    seed = _scalar(inputs, "seed")
+    if _word_sequences(inputs.get("bad_words_list")):
+        raise RequestError(_label("bad_words_list"), "is not supported by the CPU engine")
+    stops = _word_sequences(inputs.get("stop_words_list"))
+    end_ids = (int(end_id),) if end_id is not None else limits.end_ids
+    streaming = _scalar(inputs, "streaming")
+    exclude = _scalar(inputs, "exclude_input_in_output")
+    params = SamplingParams(
+        max_new_tokens=int(max_new), min_new_tokens=int(min(min_tokens, max_new)),
+        temperature=temperature, top_k=int(top_k) if top_k else None, top_p=top_p,
+        seed=int(seed) if seed is not None else None, repetition_penalty=repetition,
+        presence_penalty=presence, frequency_penalty=frequency, end_ids=end_ids,
+        stop_sequences=stops, return_log_probs=bool(_scalar(inputs, "return_log_probs")),
+    )
+    return LLMRequest(
+        prompt, params,
+        streaming=default_streaming if streaming is None else bool(streaming),
+        exclude_input_in_output=default_exclude_input if exclude is None else bool(exclude),
+        want_counts=(bool(_scalar(inputs, "return_num_input_tokens")),
+                     bool(_scalar(inputs, "return_num_output_tokens"))),
+    )
+
+
+@dataclass
+class StreamWindows:
+    """Cuts one request's generated ids into windows whose new text is final.
+
+    ``push(ids)`` returns ``(window, context_length)`` to send now, or None to hold;
+    ``finish()`` returns the last window (possibly with no new ids).
+    """
+
+    decode: Decode
+    ids: list[int] = field(default_factory=list)
+    prefix: int = 0
+    read: int = 0
+
+    def push(self, new: Sequence[int]) -> tuple[list[int], int] | None:
+        self.ids.extend(new)
+        window = self.ids[self.prefix:]
+        ctx = self.read - self.prefix
+        text = self.decode(window)
+        before = self.decode(window[:ctx])
+        if len(text) <= len(before) or text.endswith("\ufffd") or not text.startswith(before):
+            return None
+        self.prefix, self.read = self.read, len(self.ids)
+        return window, ctx
+
+    def finish(self) -> tuple[list[int], int]:
+        window, ctx = self.ids[self.prefix:], self.read - self.prefix
+        self.prefix = self.read = len(self.ids)
+        return window, ctx
+
+
+def _i32(values: Sequence[int] | int, shape: tuple[int, ...]) -> npt.NDArray[np.int32]:
+    return np.asarray(values, dtype=np.int32).reshape(shape)
+
+
+def _text(value: str) -> npt.NDArray[np.object_]:
+    return np.array([[value.encode()]], dtype=np.object_)
+
+
+class LLMService:
+    """Runs requests on a :class:`CpuEngine`; see the module docstring for the protocol."""
+
+    def __init__(self, engine: CpuEngine, limits: LLMLimits, decode: Decode, *,
+                 default_exclude_input: bool = True, default_streaming: bool = True,
+                 cancellation_check_period_s: float = 0.1) -> None:
+        self.engine = engine
+        self.limits = limits
+        self.decode = decode
+        self.default_exclude_input = default_exclude_input
+        self.default_streaming = default_streaming
+        self._lock = threading.Lock()
+        self._live: dict[int, tuple[ResponseSink, str]] = {}
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll_cancellations,
+                                        args=(cancellation_check_period_s,),
+                                        name="tritonllm-cancel-poller", daemon=True)
+        self._poller.start()
+
+    def submit(self, inputs: Mapping[str, npt.NDArray[Any]], sink: ResponseSink,
+               request_id: str = "") -> None:
+        """Validate and enqueue one request (raises RequestError); responses go to ``sink``."""
+        req = parse_request(inputs, self.limits, self.default_exclude_input,
+                            self.default_streaming)
+        if req.stop_only:
+            self._stop_by_id(request_id)
+            sink.send({"output_ids": _i32([], (1, 1, 0)), "sequence_length": _i32(0, (1, 1)),
+                       "finish_reason": _text(FINISH_CANCELLED)}, final=True)
+            return
+        windows = StreamWindows(self.decode) if req.streaming else None
+        prompt_prefix = [] if (req.streaming or req.exclude_input_in_output) else req.prompt
+
+        def on_event(ev: TokenEvent) -> None:
+            self._on_event(ev, req, sink, windows, prompt_prefix)
+
+        rid = self.engine.submit(req.prompt, req.params, on_event, stream=req.streaming)
+        with self._lock:
+            self._live[rid] = (sink, request_id)
+
+    def _on_event(self, ev: TokenEvent, req: LLMRequest, sink: ResponseSink,
+                  windows: StreamWindows | None, prompt_prefix: list[int]) -> None:
+        if ev.finished:
+            with self._lock:
+                self._live.pop(ev.request_id, None)
+        if ev.error is not None and ev.finish_reason == FINISH_ERROR:
+            sink.error(f"generation failed: {ev.error}")
+            return
+        if windows is not None:
+            if ev.finished:
+                windows.ids.extend(ev.token_ids)
+                ids, ctx = windows.finish()
+            else:
+                cut = windows.push(ev.token_ids)
+                if cut is None:
+                    return  # the new ids end inside a character: wait for more
+                ids, ctx = cut
+        else:
+            ids, ctx = prompt_prefix + ev.token_ids, 0
+        out: dict[str, npt.NDArray[Any]] = {
+            "output_ids": _i32(ids, (1, 1, len(ids))),
+            "sequence_length": _i32(len(ids), (1, 1)),
+            "context_length": _i32(ctx, (1, 1)),
+            "finish_reason": _text((ev.finish_reason or "") if ev.finished else ""),
+        }
+        if req.want_counts[0]:
+            out["num_input_tokens"] = _i32(len(req.prompt), (1, 1))
+        if req.want_counts[1]:
+            out["num_output_tokens"] = _i32(ev.output_tokens, (1, 1))
+        if req.params.return_log_probs:
+            lps = np.asarray(ev.log_probs, dtype=np.float32)
+            out["output_log_probs"] = lps.reshape(1, 1, -1)
+            out["cum_log_probs"] = np.asarray([[lps.sum()]], dtype=np.float32)
+        sink.send(out, final=ev.finished)
+
+    def _stop_by_id(self, request_id: str) -> None:
+        if not request_id:
+            raise RequestError("stop", "needs the request id of the request to stop")
+        with self._lock:
+            rids = [rid for rid, (_, tid) in self._live.items() if tid == request_id]
+        for rid in rids:
+            self.engine.cancel(rid)
+
+    def _poll_cancellations(self, period: float) -> None:
+        while not self._closed.wait(period):
+            with self._lock:
+                live = list(self._live.items())
+            for rid, (sink, _) in live:
+                try:
+                    cancelled = sink.is_cancelled()
+                except Exception:  # a sender that can no longer tell is treated as gone
+                    cancelled = True
+                if cancelled:
+                    self.engine.cancel(rid)
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return len(self._live)
+
+    def close(self) -> None:
+        self._closed.set()
+        self.engine.close()
+        self._poller.join(2)
