@@ -1,0 +1,170 @@
+"""The ``tensorrt_llm_bls`` pipeline: the ensemble's contract in one request-scoped flow.
+
+preprocessing → tensorrt_llm (always streamed internally) → text, with what the ensemble cannot
+do: stop strings matched on text (the stop string is not returned), stateful incremental
+detokenizing (streamed deltas add up to the non-streamed text exactly), and cancellation that
+reaches the LLM (a client cancel or a stop string ends the LLM request and frees its slot).
+
+The Triton adapter injects two calls, so this module imports nothing from Triton:
+  * ``call_pre(inputs) -> outputs`` runs the preprocessing model (raises RequestError),
+  * ``call_llm(inputs) -> LLMStream`` starts the LLM request and yields its output dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from tritonllm.contract import BLS_UNSUPPORTED_INPUTS, CONTEXT_LENGTH, FINISH_REASON
+from tritonllm.ensembles.detokenize import IncrementalDetokenizer
+from tritonllm.ensembles.requests import RequestError
+from tritonllm.ensembles.stops import StopStrings
+
+Arrays = Mapping[str, npt.NDArray[Any]]
+
+# BLS input → LLM input, passed through as given
+PASSTHROUGH = {
+    "top_k": "runtime_top_k", "top_p": "runtime_top_p", "temperature": "temperature",
+    "length_penalty": "len_penalty", "repetition_penalty": "repetition_penalty",
+    "min_tokens": "min_tokens", "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty", "seed": "seed", "beam_width": "beam_width",
+    "num_return_sequences": "num_return_sequences", "return_log_probs": "return_log_probs",
+    "return_num_input_tokens": "return_num_input_tokens",
+    "return_num_output_tokens": "return_num_output_tokens",
+}
+# BLS input → preprocessing input
+TO_PRE = {"text_input": "QUERY", "max_tokens": "REQUEST_OUTPUT_LEN", "bad_words": "BAD_WORDS_DICT",
+          "end_id": "END_ID", "pad_id": "PAD_ID"}
+# preprocessing output → LLM input
+PRE_TO_LLM = {"INPUT_ID": "input_ids", "REQUEST_INPUT_LEN": "input_lengths",
+              "REQUEST_OUTPUT_LEN": "request_output_len", "OUT_END_ID": "end_id",
+              "OUT_PAD_ID": "pad_id", "BAD_WORDS_IDS": "bad_words_list"}
+
+
+class LLMStream(Protocol):
+    def __iter__(self) -> Iterator[dict[str, npt.NDArray[Any]]]: ...
+
+    def cancel(self) -> None: ...
+
+
+class Sink(Protocol):
+    def send(self, outputs: dict[str, npt.NDArray[Any]], final: bool) -> None: ...
+
+    def is_cancelled(self) -> bool: ...
+
+
+def _flag(inputs: Arrays, name: str, default: bool) -> bool:
+    if name not in inputs or np.asarray(inputs[name]).size == 0:
+        return default
+    return bool(np.asarray(inputs[name]).reshape(-1)[0])
+
+
+def _strings(inputs: Arrays, name: str) -> list[str]:
+    if name not in inputs:
+        return []
+    out = []
+    for v in np.asarray(inputs[name]).reshape(-1):
+        if not isinstance(v, (bytes, np.bytes_, str)):
+            raise RequestError(name, "expected strings")
+        try:
+            s = v if isinstance(v, str) else bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError(name, "is not valid UTF-8") from None
+        if s:
+            out.append(s)
+    return out
+
+
+def _text_tensor(text: str) -> npt.NDArray[np.object_]:
+    return np.array([[text.encode()]], dtype=np.object_)
+
+
+class BLSPipeline:
+    """One instance per model; ``run`` serves one request (call it from a worker thread)."""
+
+    def __init__(self, tokenizer: Any, call_pre: Callable[[dict[str, Any]], dict[str, Any]],
+                 call_llm: Callable[[dict[str, Any]], LLMStream], *,
+                 skip_special_tokens: bool = True, accumulate_tokens: bool = False,
+                 default_exclude_input: bool = True) -> None:
+        self.tokenizer = tokenizer
+        self.call_pre = call_pre
+        self.call_llm = call_llm
+        self.skip = skip_special_tokens
+        self.accumulate = accumulate_tokens
+        self.default_exclude_input = default_exclude_input
+
+    def prepare(self, inputs: Arrays) -> tuple[dict[str, Any], list[str], bool, str]:
+        """Validate and build the LLM inputs; returns (llm inputs, stops, stream, prefix)."""
+        for name in BLS_UNSUPPORTED_INPUTS:
+            if name in inputs and np.asarray(inputs[name]).size:
+                raise RequestError(name, "multimodal inputs are not supported")
+        stops = _strings(inputs, "stop_words")
+        pre_in = {TO_PRE[k]: np.asarray(v) for k, v in inputs.items() if k in TO_PRE}
+        if "QUERY" not in pre_in:
+            raise RequestError("text_input", "is required")
+        pre_out = self.call_pre(pre_in)
+        llm_in: dict[str, Any] = {PRE_TO_LLM[k]: v for k, v in pre_out.items() if k in PRE_TO_LLM}
+        if "bad_words_list" in llm_in and not (np.asarray(llm_in["bad_words_list"])[..., 1, :]
+                                               >= 0).any():
+            del llm_in["bad_words_list"]  # no bad words: don't ask the engine for any
+        for k, v in inputs.items():
+            if k in PASSTHROUGH:
+                llm_in[PASSTHROUGH[k]] = np.asarray(v).reshape(1, 1)
+        llm_in["streaming"] = np.array([[True]])
+        stream = _flag(inputs, "stream", False)
+        exclude = _flag(inputs, "exclude_input_in_output", self.default_exclude_input)
+        prefix = "" if (exclude or stream) else _strings(inputs, "text_input")[0]
+        return llm_in, stops, stream, prefix
+
+    def run(self, inputs: Arrays, sink: Sink) -> None:
+        """Serve one request; RequestError before anything was sent means a bad request."""
+        llm_in, stops, stream, prefix = self.prepare(inputs)
+        detok = IncrementalDetokenizer(self.tokenizer, skip_special_tokens=self.skip)
+        matcher = StopStrings(stops)
+        llm = self.call_llm(llm_in)
+        reason = ""
+        pending: list[str] = [prefix] if prefix else []
+        extras: dict[str, Any] = {}
+        for out in llm:
+            if sink.is_cancelled():
+                llm.cancel()
+                return
+            ids = np.asarray(out["output_ids"]).reshape(-1)
+            ctx = int(np.asarray(out[CONTEXT_LENGTH]).reshape(-1)[0]) if CONTEXT_LENGTH in out \
+                else 0
+            n = int(np.asarray(out["sequence_length"]).reshape(-1)[0]) \
+                if "sequence_length" in out else len(ids)
+            delta = detok.push(ids[ctx:n])
+            if FINISH_REASON in out:
+                reason = np.asarray(out[FINISH_REASON]).reshape(-1)[0].decode() or reason
+            extras.update({k: v for k, v in out.items()
+                           if k.startswith("num_") or k.endswith("log_probs")})
+            step = matcher.push(delta)
+            if step.text:
+                pending.append(step.text)
+            if step.stopped:
+                llm.cancel()
+                reason = "stop"
+                break
+            if stream and pending:
+                self._send(sink, "".join(pending), "", {}, final=False, detok=detok)
+                pending = []
+        if not matcher.stopped:
+            tail = detok.finish()
+            step = matcher.push(tail)
+            pending.append(step.text + ("" if step.stopped else matcher.finish()))
+            if step.stopped:
+                reason = "stop"
+        text = "".join(pending)
+        self._send(sink, text, reason or "stop", extras, final=True, detok=detok)
+
+    def _send(self, sink: Sink, text: str, reason: str, extras: dict[str, Any], final: bool,
+              detok: IncrementalDetokenizer) -> None:
+        if self.accumulate:
+            text = detok.text
+        out = {"text_output": _text_tensor(text), FINISH_REASON: _text_tensor(reason)}
+        out.update(extras)
+        sink.send(out, final)

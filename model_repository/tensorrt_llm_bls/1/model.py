@@ -1,0 +1,108 @@
+"""``tensorrt_llm_bls``: the ensemble's contract in one decoupled Python model (BLS).
+
+Inputs/outputs: tritonllm.contract.BLS_CONTRACT (text_input, max_tokens, stream, stop_words, …
+→ text_output, finish_reason). Decoupled: every request runs on its own worker thread, so
+requests are served concurrently; it calls ``preprocessing`` and then ``tensorrt_llm``
+(streamed), detokenizes incrementally, matches stop strings on text and cancels the LLM
+request on a stop string or a client cancel. Logic: tritonllm.ensembles.bls.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import triton_python_backend_utils as pb_utils
+
+from tritonllm.ensembles.bls import BLSPipeline
+from tritonllm.ensembles.requests import RequestError
+from tritonllm.ensembles.tokenization import load_tokenizer
+from tritonllm.settings import BLSParams
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class _Upstream(Exception):
+    """A called model refused the request; its message already names the field."""
+
+
+def _outputs(response: Any) -> dict[str, Any]:
+    if response.has_error():
+        raise _Upstream(response.error().message())
+    return {t.name(): t.as_numpy() for t in response.output_tensors()}
+
+
+class _LLMStream:
+    def __init__(self, responses: Any) -> None:
+        self._responses = responses
+
+    def __iter__(self) -> Any:
+        for response in self._responses:
+            if response.has_error():
+                raise _Upstream(response.error().message())
+            if response.output_tensors():
+                yield _outputs(response)
+
+    def cancel(self) -> None:
+        if hasattr(self._responses, "cancel"):
+            self._responses.cancel()
+
+
+class _Sink:
+    def __init__(self, sender: Any) -> None:
+        self._sender = sender
+
+    def send(self, outputs: dict[str, Any], final: bool) -> None:
+        tensors = [pb_utils.Tensor(k, v) for k, v in outputs.items()]
+        self._sender.send(pb_utils.InferenceResponse(output_tensors=tensors),
+                          flags=FINAL if final else 0)
+
+    def is_cancelled(self) -> bool:
+        return bool(self._sender.is_cancelled())
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        p = BLSParams.from_triton_parameters(
+            config.get("parameters"), model_dir=Path(args["model_repository"]))
+        self.p = p
+
+        def call_pre(inputs: dict[str, Any]) -> dict[str, Any]:
+            request = pb_utils.InferenceRequest(
+                model_name=p.preprocessing_model_name, inputs=[
+                    pb_utils.Tensor(k, v) for k, v in inputs.items()],
+                requested_output_names=["INPUT_ID", "REQUEST_INPUT_LEN", "REQUEST_OUTPUT_LEN",
+                                        "OUT_END_ID", "OUT_PAD_ID", "BAD_WORDS_IDS"])
+            return _outputs(request.exec())
+
+        def call_llm(inputs: dict[str, Any]) -> _LLMStream:
+            request = pb_utils.InferenceRequest(
+                model_name=p.tensorrt_llm_model_name,
+                inputs=[pb_utils.Tensor(k, v) for k, v in inputs.items()],
+                requested_output_names=["output_ids", "sequence_length", "context_length",
+                                        "finish_reason"])
+            return _LLMStream(request.exec(decoupled=True))
+
+        self.pipeline = BLSPipeline(load_tokenizer(p.tokenizer_dir), call_pre, call_llm,
+                                    skip_special_tokens=p.skip_special_tokens,
+                                    accumulate_tokens=p.accumulate_tokens)
+
+    def _serve(self, request: Any) -> None:
+        sender = request.get_response_sender()
+        inputs = {t.name(): t.as_numpy() for t in request.inputs()}
+        try:
+            self.pipeline.run(inputs, _Sink(sender))
+        except (RequestError, _Upstream) as e:
+            err = pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)
+            sender.send(pb_utils.InferenceResponse(error=err), flags=FINAL)
+        except Exception as e:  # report, never leave a request without its final response
+            err = pb_utils.TritonError(f"tensorrt_llm_bls: {e}", pb_utils.TritonError.INTERNAL)
+            sender.send(pb_utils.InferenceResponse(error=err), flags=FINAL)
+
+    def execute(self, requests: list[Any]) -> None:
+        for request in requests:
+            threading.Thread(target=self._serve, args=(request,), daemon=True).start()
+        return None
