@@ -144,3 +144,6 @@ from tritonllm.cli_repo import repo_cmd, validate_cmd  # noqa: E402
 
 main.add_command(repo_cmd)
 main.add_command(validate_cmd)
+from tritonllm.cli_demo import demo_cmd  # noqa: E402
+
+main.add_command(demo_cmd)
