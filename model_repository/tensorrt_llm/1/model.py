@@ -104,7 +104,7 @@ class TritonPythonModel:
             end_ids=end_ids, pad_id=p.pad_id if p.pad_id is not None else end_ids[0])
         self.service = LLMService(
             engine, limits, lambda ids: decode(tokenizer, ids),
-            default_exclude_input=p.exclude_input_in_output, default_streaming=p.streaming,
+            default_exclude_input=p.exclude_input_in_output, default_streaming=False,
             cancellation_check_period_s=p.cancellation_check_period_ms / 1000)
         self.metrics = _Metrics(args["model_name"])
         self._last_metrics = 0.0
