@@ -1,0 +1,299 @@
+"""The rendered CPU repository on the real tritonserver, driven by the official tritonclient.
+
+One server for the module. References: HF transformers' greedy text for correctness; the
+non-streamed response for streaming; the engine's metrics for cancellation.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def server(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tritonllm.builders.repository import render_repository
+    from tritonllm.builders.validate import validate_repository
+    from tritonllm.server import ServerOptions, TritonServer
+    from tritonllm.settings import RepoSettings
+
+    repo = tmp_path_factory.mktemp("served") / "repo"
+    render_repository(cpu_engine, repo, RepoSettings(
+        preprocessing_instance_count=1, postprocessing_instance_count=2, bls_instance_count=1))
+    assert validate_repository(repo) == []
+    with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
+                                    startup_timeout=300)) as srv:
+        yield srv
+
+
+def _inputs(prompt: str | bytes, max_tokens: int = 16, stream: bool = False,
+            **extra: tuple[Any, str]) -> list[Any]:
+    import tritonclient.grpc as grpcclient
+
+    def t(name: str, value: Any, dtype: str) -> Any:
+        x = grpcclient.InferInput(name, list(value.shape), dtype)
+        x.set_data_from_numpy(value)
+        return x
+
+    text = prompt if isinstance(prompt, bytes) else prompt.encode()
+    out = [t("text_input", np.array([[text]], dtype=object), "BYTES"),
+           t("max_tokens", np.array([[max_tokens]], dtype=np.int32), "INT32"),
+           t("stream", np.array([[stream]], dtype=bool), "BOOL")]
+    out += [t(k, v, dt) for k, (v, dt) in extra.items()]
+    return out
+
+
+class Stream:
+    """One gRPC stream; ``run`` sends requests and collects each one's text pieces."""
+
+    def __init__(self, server: Any) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.client = grpcclient.InferenceServerClient(server.grpc_address)
+        self.results: dict[str, queue.Queue[Any]] = {}
+        self.last = ""
+        self.client.start_stream(callback=self._callback)
+
+    def _callback(self, result: Any, error: Any) -> None:
+        # An error response carries no request id over a gRPC stream: it belongs to the last
+        # request sent, so tests send requests that may fail on a stream of their own.
+        rid = result.get_response().id if result is not None else self.last
+        self.results.setdefault(rid, queue.Queue()).put((result, error))
+
+    def send(self, rid: str, model: str, inputs: list[Any]) -> None:
+        self.last = rid
+        self.results.setdefault(rid, queue.Queue())
+        self.client.async_stream_infer(model, inputs, request_id=rid,
+                                       enable_empty_final_response=True)
+
+    def collect(self, rid: str) -> tuple[list[str], str | None]:
+        pieces: list[str] = []
+        q = self.results[rid]
+        while True:
+            result, error = q.get(timeout=TIMEOUT)
+            if error is not None:
+                return pieces, str(error)
+            out = result.as_numpy("text_output")
+            if out is not None and out.size:
+                pieces.append(out.reshape(-1)[0].decode())
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                return pieces, None
+
+    def close(self) -> None:
+        self.client.stop_stream()
+        self.client.close()
+
+
+@pytest.fixture
+def stream(server: Any) -> Iterator[Stream]:
+    s = Stream(server)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def hf_text(tiny_model: Path) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+
+    def run(prompt: str, n: int) -> str:
+        ids = tok(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=n, do_sample=False)
+        return str(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+
+    return run
+
+
+def test_all_models_ready(server: Any) -> None:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_address)
+    for name in ("ensemble", "preprocessing", "tensorrt_llm", "postprocessing",
+                 "tensorrt_llm_bls"):
+        assert client.is_model_ready(name), name
+
+
+@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm_bls"])
+def test_greedy_text_equals_transformers(stream: Stream, hf_text: Any, model: str) -> None:
+    for i, prompt in enumerate(["The quick brown fox", "café 日本語 🙂 token stream"]):
+        stream.send(f"g{i}", model, _inputs(prompt, 24))
+        pieces, err = stream.collect(f"g{i}")
+        assert err is None
+        assert "".join(pieces) == hf_text(prompt, 24)
+
+
+@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm_bls"])
+def test_stream_concatenates_to_non_streamed_text(stream: Stream, model: str) -> None:
+    prompts = ["日本語 🙂 émoji", "café naïve façade", "Привет мир 中文 模型"]
+    multibyte = False
+    for i, prompt in enumerate(prompts):
+        stream.send(f"s{i}", model, _inputs(prompt, 48, stream=True))
+        stream.send(f"n{i}", model, _inputs(prompt, 48, stream=False))
+        streamed, e1 = stream.collect(f"s{i}")
+        whole, e2 = stream.collect(f"n{i}")
+        assert e1 is None and e2 is None
+        assert "".join(streamed) == "".join(whole)
+        assert len([p for p in streamed if p]) > 1
+        multibyte |= any(ord(c) > 127 and c != "\ufffd" for c in "".join(whole))
+    assert multibyte  # the check covered multi-byte characters split across tokens
+
+
+def test_sixteen_concurrent_streams(stream: Stream, hf_text: Any) -> None:
+    prompts = [f"request {i} model" for i in range(16)]
+    for i, p in enumerate(prompts):
+        stream.send(f"c{i}", "ensemble", _inputs(p, 16, stream=True))
+    for i, p in enumerate(prompts):
+        pieces, err = stream.collect(f"c{i}")
+        assert err is None and "".join(pieces) == hf_text(p, 16)
+
+
+def _metric(server: Any, name: str) -> float:
+    body = urllib.request.urlopen(server.url_metrics, timeout=10).read().decode()
+    values = [float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+              if line.startswith(name + "{")]
+    return sum(values)
+
+
+def test_late_request_gets_first_token_while_long_ones_run(stream: Stream) -> None:
+    long_ids = [f"long{i}" for i in range(8)]
+    for rid in long_ids:
+        stream.send(rid, "ensemble", _inputs("paged block", 900, stream=True))
+    # Wait for the first piece of every long stream: they are all decoding now.
+    for rid in long_ids:
+        result, error = stream.results[rid].get(timeout=TIMEOUT)
+        assert error is None
+    stream.send("late", "ensemble", _inputs("hello", 4, stream=True))
+    pieces, err = stream.collect("late")
+    assert err is None and "".join(pieces)
+    # None of the long streams had finished when the late one completed.
+    for rid in long_ids:
+        finals = []
+        q = stream.results[rid]
+        while not q.empty():
+            result, _ = q.get()
+            finals.append(result.get_response().parameters["triton_final_response"].bool_param)
+        assert not any(finals), rid
+    for rid in long_ids:
+        stream.collect(rid)
+
+
+def test_cancelled_streams_free_the_engine(server: Any) -> None:
+    import tritonclient.grpc as grpcclient
+
+    clients, started = [], []
+    for i in range(10):
+        got_one = threading.Event()
+        c = grpcclient.InferenceServerClient(server.grpc_address)
+        c.start_stream(callback=lambda result, error, ev=got_one: ev.set())
+        c.async_stream_infer("ensemble", _inputs("stream me", 1000, stream=True),
+                             request_id=f"x{i}")
+        clients.append(c)
+        started.append(got_one)
+    assert all(ev.wait(TIMEOUT) for ev in started)
+    for c in clients:
+        c.stop_stream(cancel_requests=True)
+        c.close()
+    # The engine reports no active sequence once the cancellations are seen (polled, bounded).
+    import time
+
+    deadline = time.monotonic() + 30
+    while _metric(server, "tritonllm_active_requests") != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)  # polling a server-side gauge; not used as synchronisation of our own
+    assert _metric(server, "tritonllm_active_requests") == 0
+    s = Stream(server)
+    try:
+        s.send("after", "ensemble", _inputs("still serving", 4))
+        pieces, err = s.collect("after")
+        assert err is None and "".join(pieces)
+    finally:
+        s.close()
+
+
+def test_http_generate_and_generate_stream(server: Any, hf_text: Any) -> None:
+    body = json.dumps({"text_input": "The quick brown fox", "max_tokens": 12}).encode()
+    url = server.url_http.rstrip("/") + "/v2/models/ensemble/generate"
+    with urllib.request.urlopen(urllib.request.Request(url, body), timeout=60) as r:
+        assert json.loads(r.read())["text_output"] == hf_text("The quick brown fox", 12)
+    body = json.dumps({"text_input": "The quick brown fox", "max_tokens": 12,
+                       "stream": True}).encode()
+    with urllib.request.urlopen(urllib.request.Request(url + "_stream", body), timeout=60) as r:
+        events = [json.loads(line[5:]) for line in r.read().decode().splitlines()
+                  if line.startswith("data:")]
+    assert len(events) > 1
+    assert "".join(e["text_output"] for e in events) == hf_text("The quick brown fox", 12)
+
+
+BAD = [
+    ({"prompt": ""}, "text_input"),
+    ({"prompt": b"\xff\xfe bad"}, "text_input"),
+    ({"prompt": "token " * 1100}, "max_input_len"),
+    ({"prompt": "token " * 500, "max_tokens": 900}, "max_seq_len"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"max_tokens": 10_000_000}, "max_tokens"),
+    ({"temperature": (np.array([[-1.0]], np.float32), "FP32")}, "temperature"),
+    ({"top_p": (np.array([[1.5]], np.float32), "FP32")}, "top_p"),
+    ({"top_p": (np.array([[0.0]], np.float32), "FP32")}, "top_p"),
+    ({"top_k": (np.array([[-1]], np.int32), "INT32")}, "top_k"),
+    ({"beam_width": (np.array([[2]], np.int32), "INT32")}, "beam_width"),
+    ({"num_return_sequences": (np.array([[2]], np.int32), "INT32")}, "num_return_sequences"),
+    ({"end_id": (np.array([[5000]], np.int32), "INT32")}, "end_id"),
+    ({"stop_words": (np.array([[1, 2]], np.int32), "INT32")}, "stop_words"),
+    ({"max_tokens_dtype": True}, "max_tokens"),
+]
+
+
+@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm_bls"])
+@pytest.mark.parametrize(("case", "field"), BAD, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD)])
+def test_bad_input_is_invalid_arg_naming_the_field(server: Any, stream: Stream, model: str,
+                                                   case: dict[str, Any], field: str) -> None:
+    stream_server = [server]
+    import tritonclient.grpc as grpcclient
+
+    case = dict(case)
+    prompt = case.pop("prompt", "hello")
+    max_tokens = case.pop("max_tokens", 8)
+    wrong_dtype = case.pop("max_tokens_dtype", False)
+    inputs = _inputs(prompt, max_tokens, **case)
+    if wrong_dtype:
+        bad = grpcclient.InferInput("max_tokens", [1, 1], "FP32")
+        bad.set_data_from_numpy(np.array([[8.0]], np.float32))
+        inputs[1] = bad
+    # A good request in flight alongside the bad one completes.
+    stream.send("good", model, _inputs("fine", 8, stream=True))
+    own = Stream(stream_server[0])
+    try:
+        own.send("bad", model, inputs)
+        _, err = own.collect("bad")
+    finally:
+        own.close()
+    assert err is not None and field in err, err
+    pieces, good_err = stream.collect("good")
+    assert good_err is None and "".join(pieces)
+
+
+def test_wrong_batch_shape_is_refused(stream: Stream) -> None:
+    import tritonclient.grpc as grpcclient
+
+    x = grpcclient.InferInput("text_input", [1, 2], "BYTES")
+    x.set_data_from_numpy(np.array([[b"a", b"b"]], dtype=object))
+    inputs = _inputs("x", 4)
+    inputs[0] = x
+    stream.last = "shape"
+    stream.send("shape", "ensemble", inputs)
+    _, err = stream.collect("shape")
+    assert err is not None and "text_input" in err
