@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -124,7 +125,8 @@ class EngineBuilder(ABC):
             )
         for eid in (*info.eos_token_ids, info.pad_token_id, info.bos_token_id):
             if eid is not None and not 0 <= eid < info.vocab_size:
-                raise ConfigError(f"token ids: id {eid} is outside the vocabulary ({info.vocab_size})")
+                raise ConfigError(
+                    f"token ids: id {eid} is outside the vocabulary ({info.vocab_size})")
         return EngineLimits(
             max_batch_size=settings.max_batch_size,
             max_input_len=max_in,
@@ -140,7 +142,7 @@ class EngineBuilder(ABC):
 
 def run_logged(argv: Sequence[str], log: Path, env: dict[str, str] | None = None,
                what: str = "") -> None:
-    """Run a command with its output appended to ``log``; BuildError with the log's tail on failure."""
+    """Run a command, its output appended to ``log``; BuildError with the log's tail."""
     with log.open("a", encoding="utf-8") as f:
         f.write(f"$ {' '.join(argv)}\n")
         f.flush()
@@ -157,3 +159,28 @@ def run_logged(argv: Sequence[str], log: Path, env: dict[str, str] | None = None
             f"{what or argv[0]} failed with exit code {proc.returncode} (full log: {log}):\n"
             + "\n".join("    " + line for line in tail)
         )
+
+
+def check_output_dir(out: Path, marker: str, what: str) -> None:
+    """Refuse an ``out`` we must not replace, or cannot write; ConfigError names the problem.
+
+    ``out`` may be missing, empty, or hold ``marker`` (something we wrote there before).
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
+        raise ConfigError(
+            f"out: {out} is not empty and holds no {marker} (not {what}); refusing to "
+            "overwrite it (choose an empty or new directory)"
+        )
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"out: {parent} is a file, not a directory")
+            break
+    # Try for real: os.access says yes to root even where writes fail (read-only mounts, /proc).
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Path(tempfile.mkdtemp(prefix=".tritonllm-probe-", dir=out.parent)).rmdir()
+    except OSError as e:
+        raise ConfigError(f"out: cannot write to {out.parent} ({e.strerror})") from e

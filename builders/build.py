@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tritonllm import __version__
-from tritonllm.builders.base import Progress, get_builder
+from tritonllm.builders.base import Progress, check_output_dir, get_builder
 from tritonllm.builders.checkpoint import CheckpointInfo, inspect_checkpoint
 from tritonllm.builders.manifest import (
     MANIFEST,
@@ -26,7 +26,7 @@ from tritonllm.builders.manifest import (
     read_manifest,
 )
 from tritonllm.builders.settings import BuildSettings
-from tritonllm.errors import ConfigError, RepositoryError
+from tritonllm.errors import RepositoryError
 
 TOKENIZER_EXTRA = ("tokenizer_config.json", "special_tokens_map.json", "merges.txt",
                    "generation_config.json", "config.json")
@@ -49,28 +49,6 @@ def _previous(out: Path) -> Manifest | None:
         return None
 
 
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out: {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise ConfigError(
-            f"out: {out} is not empty and holds no {MANIFEST}; refusing to overwrite it "
-            "(choose an empty or new directory)"
-        )
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"out: {parent} is a file, not a directory")
-            break
-    # Try for real: os.access says yes to root even where writes fail (read-only mounts, /proc).
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe = Path(tempfile.mkdtemp(prefix=".tritonllm-probe-", dir=out.parent))
-        probe.rmdir()
-    except OSError as e:
-        raise ConfigError(f"out: cannot write to {out.parent} ({e.strerror})") from e
-
-
 def _copy_tokenizer(info: CheckpointInfo, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for name in (*info.tokenizer_files, *TOKENIZER_EXTRA):
@@ -85,7 +63,7 @@ def build(settings: BuildSettings, progress: Progress | None = None) -> BuildRes
     t0 = time.perf_counter()
     builder = get_builder(settings.engine)
     out = Path(settings.out)
-    _check_out_dir(out)
+    check_output_dir(out, MANIFEST, "an engine dir")
 
     say("checking checkpoint")
     prev = _previous(out)

@@ -103,7 +103,8 @@ def _check_safetensors(path: Path) -> None:
               default=0)
     if 8 + n + end > size:
         raise CheckpointError(
-            f"{path}: corrupt safetensors file (truncated: {size} bytes, header needs {8 + n + end})"
+            f"{path}: corrupt safetensors file "
+            f"(truncated: {size} bytes, header needs {8 + n + end})"
         )
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonllm import contract as C
+from tritonllm.builders.base import check_output_dir
 from tritonllm.builders.manifest import MANIFEST, Manifest, read_manifest
 from tritonllm.errors import ConfigError, RepositoryError
 from tritonllm.settings import (
@@ -361,16 +362,6 @@ def _copy_tokenizer(engine_dir: Path, manifest: Manifest, dest: Path) -> None:
     shutil.copytree(src, dest)
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out: {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise ConfigError(
-            f"out: {out} is not empty and was not rendered by tritonllm; refusing to "
-            "overwrite it (choose an empty or new directory)"
-        )
-
-
 def render_repository(
     engine_dir: Path,
     out: Path,
@@ -392,7 +383,7 @@ def render_repository(
             f"{engine_dir}: engine files missing or changed since the build: "
             f"{', '.join(missing[:5])}; rebuild with --force"
         )
-    _check_out(out)
+    check_output_dir(out, MARKER, "a rendered repository")
     plan = plan_render(manifest, out, settings)
     say(f"rendering {plan.target} repository")
     rendered = render_configs(manifest, plan, settings)

@@ -42,7 +42,6 @@ from tritonllm.builders.base import EngineBuilder, Progress, package_versions, r
 from tritonllm.builders.checkpoint import SUPPORTED_ARCHITECTURES, CheckpointInfo
 from tritonllm.builders.manifest import EngineLimits
 from tritonllm.builders.settings import BuildSettings
-
 from tritonllm.errors import BuildError, ConfigError, EngineUnavailable
 
 PYTHON_ENV = "TRITONLLM_TRTLLM_PYTHON"

@@ -44,7 +44,7 @@ SIZES: dict[str, TinySpec] = {
     "small": TinySpec(512, 1408, 6, 8, 4, 2048, 4000, 120_000),
 }
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905 (a word list reads better as prose)
     "the a an of to in is was for on with as by at from that this it be are or not have "
     "model server request token stream batch engine triton tensor queue cache kernel "
     "inference latency throughput prompt output input sequence decode encode paged block "

@@ -254,7 +254,7 @@ def test_refuses_to_overwrite_a_foreign_directory(fake_cpu_engine: Path, tmp_pat
     out = tmp_path / "repo"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="not rendered by tritonllm"):
+    with pytest.raises(ConfigError, match="not a rendered repository"):
         render_repository(fake_cpu_engine, out)
     assert (out / "precious.txt").read_text() == "keep me"
 
