@@ -217,9 +217,11 @@ def plan_render(manifest: Manifest, out: Path, settings: RepoSettings) -> Render
     return RenderPlan(target, mbs, end_id, pad_id, engine_ref, copy_engine)
 
 
-def _batching(settings: RepoSettings, delay: int) -> dict[str, object]:
+def _batching(settings: RepoSettings, delay: int,
+              preserve_ordering: bool = False) -> dict[str, object]:
     return {
         "max_queue_delay_microseconds": delay,
+        "preserve_ordering": preserve_ordering,
         "priority_levels": settings.priority_levels,
         "default_priority_level": settings.resolved_default_priority_level,
         "max_queue_size": settings.max_queue_size,
@@ -301,7 +303,10 @@ def render_configs(
             "instance_count": s.llm_instance_count,
         },
         C.POSTPROCESSING: {
-            "batching": _batching(s, s.postprocessing_max_queue_delay_microseconds),
+            # Streamed responses of one request pass through postprocessing one by one; with
+            # several instances they would overtake each other without preserve_ordering.
+            "batching": _batching(s, s.postprocessing_max_queue_delay_microseconds,
+                                  preserve_ordering=True),
             "instance_count": s.postprocessing_instance_count,
         },
         C.BLS: {

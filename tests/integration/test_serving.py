@@ -32,8 +32,9 @@ def server(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     render_repository(cpu_engine, repo, RepoSettings(
         preprocessing_instance_count=1, postprocessing_instance_count=2, bls_instance_count=1))
     assert validate_repository(repo) == []
+    log = repo.parent / "tritonserver.log"  # kept for post-mortems of a failed run
     with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
-                                    startup_timeout=300)) as srv:
+                                    startup_timeout=300, log_file=log)) as srv:
         yield srv
 
 
