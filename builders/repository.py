@@ -219,10 +219,12 @@ def plan_render(manifest: Manifest, out: Path, settings: RepoSettings) -> Render
 
 def _batching(settings: RepoSettings, delay: int,
               preserve_ordering: bool = False) -> dict[str, object]:
+    # Triton refuses priority levels together with preserve_ordering.
+    priorities = 0 if preserve_ordering else settings.priority_levels
     return {
         "max_queue_delay_microseconds": delay,
         "preserve_ordering": preserve_ordering,
-        "priority_levels": settings.priority_levels,
+        "priority_levels": priorities,
         "default_priority_level": settings.resolved_default_priority_level,
         "max_queue_size": settings.max_queue_size,
         "timeout_microseconds": settings.queue_timeout_microseconds,

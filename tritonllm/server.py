@@ -251,6 +251,9 @@ def server_environment(install: TritonInstall,
     return env
 
 
+_POLL_FAILED = re.compile(r"Poll failed for model directory '([^']+)': ([^\"\n]+)")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` now (the OS picks it)."""
     with _bound_socket(host, 0) as s:
@@ -738,6 +741,14 @@ class TritonServer:
             raise ServerError(_failure_message(failed) + self._tail_note())
         if health[0] != 200 or any(m.state not in (None, "READY") for m in self.models):
             return False
+        never = [m.name for m in self.models if m.state is None]
+        if never and self.options.model_control_mode == "none":
+            # In mode "none" every model is loaded at start; one that never got a state was
+            # refused when its directory was polled (bad config), which the index does not say.
+            reasons = dict(_POLL_FAILED.findall(self._log_text()))
+            detail = "; ".join(f"'{n}': {reasons.get(n, 'not loaded (see the log)')}"
+                               for n in never)
+            raise ServerError(f"{len(never)} model(s) did not load: {detail}" + self._tail_note())
         if self.options.metrics_enabled:
             metrics = _http(self.url_metrics)
             if metrics is None or metrics[0] != 200:
