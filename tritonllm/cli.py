@@ -147,3 +147,10 @@ main.add_command(validate_cmd)
 from tritonllm.cli_demo import demo_cmd  # noqa: E402
 
 main.add_command(demo_cmd)
+from tritonllm.cli_client import client_commands  # noqa: E402
+
+for _cmd in client_commands:
+    main.add_command(_cmd)
+from tritonllm.cli_perf import perf_cmd  # noqa: E402
+
+main.add_command(perf_cmd)
