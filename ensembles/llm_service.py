@@ -15,7 +15,9 @@ Ids whose text is still incomplete are held until the next step or the end.
 
 Bad requests raise :class:`~tritonllm.ensembles.requests.RequestError` from ``submit`` naming
 the field (the client-facing name where the ensemble renames it); the adapter turns that into
-an INVALID_ARG response for that request alone.
+an INVALID_ARG response for that request alone. With ``max_queue_size`` set, a request that
+would wait behind more than that many others for an engine slot raises :class:`QueueFull`
+(UNAVAILABLE over the wire, Triton's code for a full queue), so clients can back off.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from tritonllm.ensembles.cpu_engine import (
     SamplingParams,
     TokenEvent,
 )
-from tritonllm.ensembles.requests import RequestError
+from tritonllm.ensembles.requests import RequestError, RequestLimits
+from tritonllm.ensembles.requests import parse_request as parse_generation_request
+from tritonllm.errors import TritonLLMError
 
 Decode = Callable[[Sequence[int]], str]
 
@@ -51,12 +55,15 @@ CLIENT_NAMES = {
     "bad_words_list": "bad_words",
     "len_penalty": "length_penalty",
 }
-MAX_NEW_TOKENS_CAP = 1 << 20
 
 
 def _label(name: str) -> str:
     client = CLIENT_NAMES.get(name)
     return f"{name} ({client})" if client else name
+
+
+class QueueFull(TritonLLMError):
+    """The engine's wait queue is at ``max_queue_size``: retry later."""
 
 
 class ResponseSink(Protocol):
@@ -98,32 +105,15 @@ def _scalar(inputs: Mapping[str, npt.NDArray[Any]], name: str) -> Any:
     return arr.reshape(-1)[0].item()
 
 
-def _word_sequences(arr: npt.NDArray[Any] | None) -> tuple[tuple[int, ...], ...]:
-    """The official ``[1, 2, n]`` ids + offsets layout → the id sequences."""
-    if arr is None:
-        return ()
-    a = np.asarray(arr)
-    if a.ndim == 3:
-        a = a[0]
-    if a.ndim != 2 or a.shape[0] != 2:
-        raise RequestError("stop_words_list (stop_words)",
-                           f"expected ids and offsets shaped [2, n], got {list(a.shape)}")
-    ids, offsets = a[0].tolist(), a[1].tolist()
-    out, start = [], 0
-    for end in offsets:
-        if end < 0:
-            break
-        if end < start or end > len(ids):
-            raise RequestError("stop_words_list (stop_words)", f"bad offset {end}")
-        if end > start:
-            out.append(tuple(int(i) for i in ids[start:end]))
-        start = end
-    return tuple(out)
-
-
 def parse_request(inputs: Mapping[str, npt.NDArray[Any]], limits: LLMLimits,
                   default_exclude_input: bool, default_streaming: bool) -> LLMRequest:
-    """Validate one request's LLM tensors; RequestError names the first bad field."""
+    """Validate one request's LLM tensors; RequestError names the first bad field.
+
+    The tensors are read by :func:`tritonllm.ensembles.requests.parse_request` (the one parser
+    of every model); this adds what only the CPU engine decides: inputs it cannot honour, the
+    official ``stop`` input, and the end ids (all of the tokenizer's EOS ids unless the request
+    asks for another one).
+    """
     for name, neutral in CPU_UNSUPPORTED_INPUTS.items():
         if name in inputs and np.asarray(inputs[name]).size > 0:
             value = inputs[name]
@@ -133,68 +123,30 @@ def parse_request(inputs: Mapping[str, npt.NDArray[Any]], limits: LLMLimits,
                                    f"values{wanted} are not supported by the CPU engine")
     if _scalar(inputs, "stop"):
         return LLMRequest([], SamplingParams(max_new_tokens=1), False, True, stop_only=True)
-    if "input_ids" not in inputs:
-        raise RequestError(_label("input_ids"), "is required")
-    ids_arr = np.asarray(inputs["input_ids"]).reshape(-1)
-    n = _scalar(inputs, "input_lengths")
-    prompt = [int(i) for i in ids_arr[: n if n is not None else len(ids_arr)]]
-    if not prompt:
-        raise RequestError(_label("input_ids"), "is empty")
-    if len(prompt) > limits.max_input_len:
-        raise RequestError(_label("input_ids"), f"prompt has {len(prompt)} tokens, more than "
-                           f"the engine's max_input_len ({limits.max_input_len})")
-    if any(i < 0 or i >= limits.vocab_size for i in prompt):
-        raise RequestError(_label("input_ids"), f"ids must be in [0, {limits.vocab_size})")
-    max_new = _scalar(inputs, "request_output_len")
-    if max_new is None:
-        raise RequestError(_label("request_output_len"), "is required")
-    if max_new <= 0 or max_new > MAX_NEW_TOKENS_CAP:
-        raise RequestError(_label("request_output_len"), f"must be in 1..{MAX_NEW_TOKENS_CAP}, "
-                           f"got {max_new}")
-    if len(prompt) + max_new > limits.max_seq_len:
-        raise RequestError(_label("request_output_len"),
-                           f"prompt ({len(prompt)} tokens) + max_tokens ({max_new}) exceeds the "
-                           f"engine's max_seq_len ({limits.max_seq_len})")
-
-    def ranged(name: str, lo: float | None, hi: float | None, lo_open: bool = False) -> Any:
-        v = _scalar(inputs, name)
-        if v is None:
-            return None
-        if isinstance(v, float) and not np.isfinite(v):
-            raise RequestError(_label(name), f"must be finite, got {v}")
-        if lo is not None and (v < lo or (lo_open and v == lo)):
-            raise RequestError(_label(name), f"must be {'>' if lo_open else '>='} {lo}, got {v}")
-        if hi is not None and v > hi:
-            raise RequestError(_label(name), f"must be <= {hi}, got {v}")
-        return v
-
-    temperature = ranged("temperature", 0.0, None)
-    top_k = ranged("runtime_top_k", 0, None)
-    top_p = ranged("runtime_top_p", 0.0, 1.0, lo_open=True)
-    repetition = ranged("repetition_penalty", 0.0, None, lo_open=True)
-    presence = ranged("presence_penalty", -2.0, 2.0)
-    frequency = ranged("frequency_penalty", -2.0, 2.0)
-    min_tokens = ranged("min_tokens", 0, None) or 0
-    end_id = ranged("end_id", 0, limits.vocab_size - 1)
-    ranged("pad_id", 0, limits.vocab_size - 1)
-    seed = _scalar(inputs, "seed")
-    if _word_sequences(inputs.get("bad_words_list")):
+    try:
+        req = parse_generation_request(inputs, RequestLimits(
+            max_input_len=limits.max_input_len, max_seq_len=limits.max_seq_len,
+            vocab_size=limits.vocab_size, end_id=limits.end_ids[0], pad_id=limits.pad_id),
+            model="tensorrt_llm")
+    except RequestError as e:
+        raise RequestError(_label(e.field), e.message) from None
+    if req.bad_ids:
         raise RequestError(_label("bad_words_list"), "is not supported by the CPU engine")
-    stops = _word_sequences(inputs.get("stop_words_list"))
-    end_ids = (int(end_id),) if end_id is not None else limits.end_ids
-    streaming = _scalar(inputs, "streaming")
-    exclude = _scalar(inputs, "exclude_input_in_output")
+    s = req.sampling
+    end_ids = (limits.end_ids if "end_id" not in req.sources or req.end_id == limits.end_ids[0]
+               else (req.end_id,))
     params = SamplingParams(
-        max_new_tokens=int(max_new), min_new_tokens=int(min(min_tokens, max_new)),
-        temperature=temperature, top_k=int(top_k) if top_k else None, top_p=top_p,
-        seed=int(seed) if seed is not None else None, repetition_penalty=repetition,
-        presence_penalty=presence, frequency_penalty=frequency, end_ids=end_ids,
-        stop_sequences=stops, return_log_probs=bool(_scalar(inputs, "return_log_probs")),
+        max_new_tokens=req.max_tokens, min_new_tokens=s.min_tokens or 0,
+        temperature=s.temperature, top_k=s.top_k or None, top_p=s.top_p, seed=s.seed,
+        repetition_penalty=s.repetition_penalty, presence_penalty=s.presence_penalty,
+        frequency_penalty=s.frequency_penalty, end_ids=end_ids, stop_sequences=req.stop_ids,
+        return_log_probs=req.return_log_probs,
     )
     return LLMRequest(
-        prompt, params,
-        streaming=default_streaming if streaming is None else bool(streaming),
-        exclude_input_in_output=default_exclude_input if exclude is None else bool(exclude),
+        list(req.prompt_ids or ()), params,  # required by the tensorrt_llm table
+        streaming=req.streaming if "streaming" in req.sources else default_streaming,
+        exclude_input_in_output=(default_exclude_input if req.exclude_input_in_output is None
+                                 else req.exclude_input_in_output),
         want_counts=(bool(_scalar(inputs, "return_num_input_tokens")),
                      bool(_scalar(inputs, "return_num_output_tokens"))),
     )
@@ -243,8 +195,9 @@ class LLMService:
 
     def __init__(self, engine: CpuEngine, limits: LLMLimits, decode: Decode, *,
                  default_exclude_input: bool = True, default_streaming: bool = True,
-                 cancellation_check_period_s: float = 0.1) -> None:
+                 cancellation_check_period_s: float = 0.1, max_queue_size: int = 0) -> None:
         self.engine = engine
+        self.max_queue_size = max_queue_size
         self.limits = limits
         self.decode = decode
         self.default_exclude_input = default_exclude_input
@@ -273,9 +226,21 @@ class LLMService:
         def on_event(ev: TokenEvent) -> None:
             self._on_event(ev, req, sink, windows, prompt_prefix)
 
+        with self._lock:  # execute() is serial per instance: nothing slips in between
+            self._check_queue()
         rid = self.engine.submit(req.prompt, req.params, on_event, stream=req.streaming)
         with self._lock:
             self._live[rid] = (sink, request_id)
+
+    def _check_queue(self) -> None:
+        if not self.max_queue_size:
+            return
+        slots = self.engine.config.max_num_seqs
+        waiting = len(self._live) - slots
+        if waiting >= self.max_queue_size:
+            raise QueueFull(f"Exceeds maximum queue size: {waiting} requests already wait for "
+                            f"the CPU engine's {slots} slots (max_queue_size "
+                            f"{self.max_queue_size}); retry later")
 
     def _on_event(self, ev: TokenEvent, req: LLMRequest, sink: ResponseSink,
                   windows: StreamWindows | None, prompt_prefix: list[int]) -> None:

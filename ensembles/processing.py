@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from tritonllm.ensembles.detokenize import decode
-from tritonllm.ensembles.requests import RequestError
-from tritonllm.ensembles.tokenization import SpecialIds, Tokenization
+from tritonllm.ensembles.requests import RequestError, RequestLimits, parse_request
+from tritonllm.ensembles.tokenization import SpecialIds, Tokenization, pack_word_list
 
 Arrays = Mapping[str, npt.NDArray[Any]]
 MAX_TOKENS_CAP = 1 << 20
@@ -54,38 +54,6 @@ def _present(inputs: Arrays, name: str) -> bool:
     return name in inputs and np.asarray(inputs[name]).size > 0
 
 
-def _one_int(inputs: Arrays, name: str) -> int | None:
-    if not _present(inputs, name):
-        return None
-    arr = np.asarray(inputs[name])
-    if arr.size != 1:
-        raise _err(name, f"expected one value, got shape {list(arr.shape)}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise _err(name, f"expected an integer, got {arr.dtype}")
-    return int(arr.reshape(-1)[0])
-
-
-def _text(value: Any, name: str) -> str:
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, (bytes, np.bytes_)):
-        raise _err(name, f"expected a string, got {type(value).__name__}")
-    try:
-        return bytes(value).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _err(name, f"is not valid UTF-8 (byte 0x{value[e.start]:02x} at offset {e.start})"
-                   ) from None
-
-
-def _words(inputs: Arrays, name: str) -> list[str]:
-    if not _present(inputs, name):
-        return []
-    arr = np.asarray(inputs[name])
-    if arr.dtype != np.object_:
-        raise _err(name, f"expected a list of strings, got {arr.dtype}")
-    return [w for w in (_text(v, name) for v in arr.reshape(-1)) if w]
-
-
 @dataclass(frozen=True)
 class Limits:
     max_input_len: int | None = None
@@ -93,56 +61,50 @@ class Limits:
 
 
 class Preprocessor:
-    """Text → ids for one request; see the module docstring."""
+    """Text → ids for one request; see the module docstring.
+
+    The request's tensors are read by :func:`tritonllm.ensembles.requests.parse_request`.
+    Without an ``END_ID`` from the client the end id is the tokenizer's first EOS id and the
+    others (Llama 3 has several) go out as one-token stop words, so every engine stops on all
+    of them, TensorRT-LLM (one end id per request) included.
+    """
 
     def __init__(self, tokenization: Tokenization, special: SpecialIds, limits: Limits,
                  end_id: int | None = None, pad_id: int | None = None) -> None:
         self.tok = tokenization
-        self.limits = limits
         self.vocab = tokenization.vocab_size
         self.end_id = end_id if end_id is not None else special.end_id
         self.pad_id = pad_id if pad_id is not None else special.pad_id
+        # A configured end_id replaces the tokenizer's EOS ids rather than adding to them.
+        self.extra_end_ids = () if end_id is not None else tuple(
+            i for i in special.end_ids if i != self.end_id)
+        self.limits = RequestLimits(
+            max_input_len=limits.max_input_len or limits.max_seq_len or 1 << 30,
+            max_seq_len=limits.max_seq_len or 1 << 30, vocab_size=self.vocab,
+            end_id=self.end_id, pad_id=self.pad_id,
+            max_tokens_cap=None if limits.max_seq_len else MAX_TOKENS_CAP)
 
     def run(self, inputs: Arrays) -> dict[str, npt.NDArray[Any]]:
         for name in UNSUPPORTED:
             if _present(inputs, name):
                 raise _err(name, "is not supported by this model repository")
-        if not _present(inputs, "QUERY"):
-            raise _err("QUERY", "is required and must not be empty")
-        query = np.asarray(inputs["QUERY"])
-        if query.size != 1:
-            raise _err("QUERY", f"expected one string per request, got shape {list(query.shape)}")
-        prompt = _text(query.reshape(-1)[0], "QUERY")
-        if not prompt:
-            raise _err("QUERY", "is empty")
-        max_tokens = _one_int(inputs, "REQUEST_OUTPUT_LEN")
-        if max_tokens is None:
-            raise _err("REQUEST_OUTPUT_LEN", "is required")
-        if max_tokens <= 0 or max_tokens > MAX_TOKENS_CAP:
-            raise _err("REQUEST_OUTPUT_LEN", f"must be in 1..{MAX_TOKENS_CAP}, got {max_tokens}")
-        ids = self.tok.encode(prompt)
-        lim = self.limits
-        if lim.max_input_len is not None and len(ids) > lim.max_input_len:
-            raise _err("QUERY", f"prompt is {len(ids)} tokens, more than the engine's "
-                       f"max_input_len ({lim.max_input_len})")
-        if lim.max_seq_len is not None and len(ids) + max_tokens > lim.max_seq_len:
-            raise _err("REQUEST_OUTPUT_LEN", f"prompt ({len(ids)} tokens) + max_tokens "
-                       f"({max_tokens}) exceeds the engine's max_seq_len ({lim.max_seq_len})")
-        end_id = _one_int(inputs, "END_ID")
-        pad_id = _one_int(inputs, "PAD_ID")
-        for name, value in (("END_ID", end_id), ("PAD_ID", pad_id)):
-            if value is not None and not 0 <= value < self.vocab:
-                raise _err(name, f"{value} is not a token id (vocabulary size {self.vocab})")
-        stop = self.tok.word_list_layout([_words(inputs, "STOP_WORDS_DICT")])
-        bad = self.tok.word_list_layout([_words(inputs, "BAD_WORDS_DICT")])
+        try:
+            req = parse_request(inputs, self.limits, model="preprocessing",
+                                encode=self.tok.encode)
+        except RequestError as e:
+            raise _err(e.field, e.message) from None
+        ids = list(req.prompt_ids or ())  # encode= was given: always set
+        stop = [self.tok.encode_words(req.stop_words)]
+        if "end_id" not in req.sources:
+            stop[0] = [*stop[0], *((i,) for i in self.extra_end_ids)]
         return {
             "INPUT_ID": np.asarray([ids], dtype=np.int32),
             "REQUEST_INPUT_LEN": np.asarray([[len(ids)]], dtype=np.int32),
-            "REQUEST_OUTPUT_LEN": np.asarray([[max_tokens]], dtype=np.int32),
-            "STOP_WORDS_IDS": stop.astype(np.int32),
-            "BAD_WORDS_IDS": bad.astype(np.int32),
-            "OUT_END_ID": np.asarray([[self.end_id if end_id is None else end_id]], np.int32),
-            "OUT_PAD_ID": np.asarray([[self.pad_id if pad_id is None else pad_id]], np.int32),
+            "REQUEST_OUTPUT_LEN": np.asarray([[req.max_tokens]], dtype=np.int32),
+            "STOP_WORDS_IDS": pack_word_list(stop),
+            "BAD_WORDS_IDS": self.tok.word_list_layout([req.bad_words]),
+            "OUT_END_ID": np.asarray([[req.end_id]], np.int32),
+            "OUT_PAD_ID": np.asarray([[req.pad_id]], np.int32),
         }
 
 

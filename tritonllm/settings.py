@@ -204,7 +204,8 @@ class RepoSettings:
         max_batch_size: Triton max_batch_size of every model; None: the engine's.
         max_queue_delay_microseconds: dynamic-batching delay of the LLM and BLS models.
         preprocessing_max_queue_delay_microseconds / postprocessing_...: same, pre/post.
-        max_queue_size: per-model queue bound (0: unbounded); requests beyond it are rejected.
+        max_queue_size: per-model queue bound (0: unbounded); requests beyond it are rejected
+            with UNAVAILABLE. On CPU it also bounds the requests waiting for an engine slot.
         queue_timeout_microseconds: drop a request queued longer than this (0: never).
         priority_levels: request priority levels (0: none); default_priority_level: for
             requests without one (None: the middle level).
@@ -400,6 +401,8 @@ class CpuLLMParams(TritonParams):
     exclude_input_in_output: default when a request does not say.
     cancellation_check_period_ms: how often running requests are checked for cancellation.
     num_threads: OpenVINO inference threads (None: all cores). device: OpenVINO device.
+    max_queue_size: requests allowed to wait for a free engine slot (beyond max_num_seqs
+    decoding); more are refused with UNAVAILABLE, as Triton's own queue does (0: unbounded).
     """
 
     MODEL: ClassVar[str] = "tensorrt_llm"
@@ -421,12 +424,13 @@ class CpuLLMParams(TritonParams):
     cancellation_check_period_ms: int = RepoSettings.cancellation_check_period_ms
     num_threads: int | None = None
     device: str = "CPU"
+    max_queue_size: int = RepoSettings.max_queue_size
 
     def __post_init__(self) -> None:
         for key in ("max_num_seqs", "max_num_batched_tokens", "max_input_len", "max_seq_len",
                     "cancellation_check_period_ms", "num_threads"):
             self._check_min(key, 1)
-        for key in ("end_id", "pad_id"):
+        for key in ("end_id", "pad_id", "max_queue_size"):
             self._check_min(key, 0)
         self._check_choice("kv_cache_precision", KV_CACHE_PRECISIONS)
         if self.cache_size_gb <= 0:

@@ -168,3 +168,49 @@ def test_close_finishes_everything_in_flight(cpu_engine: Path) -> None:
     assert col.reason == FINISH_CANCELLED
     with pytest.raises(RuntimeError, match="shut down"):
         eng.submit([1], SamplingParams(max_new_tokens=1), q.put)
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.final = threading.Event()
+        self.cancelled = False
+
+    def send(self, outputs: dict[str, object], final: bool) -> None:
+        if final:
+            self.final.set()
+
+    def error(self, message: str, final: bool = True) -> None:
+        self.final.set()
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
+
+
+def test_max_queue_size_refuses_requests_beyond_the_slots_and_queue(cpu_engine: Path) -> None:
+    import numpy as np
+
+    from tritonllm.ensembles.llm_service import LLMLimits, LLMService, QueueFull
+
+    service = LLMService(CpuEngine(EngineConfig(cpu_engine, max_num_seqs=2)),
+                         LLMLimits(64, 1024, 1000, (2,), 3), lambda ids: "x" * len(ids),
+                         max_queue_size=1)
+
+    def request(n: int) -> dict[str, object]:
+        return {"input_ids": np.array([[1, 40, 41]], np.int32),
+                "request_output_len": np.array([[n]], np.int32),
+                "min_tokens": np.array([[n]], np.int32)}
+
+    try:
+        sinks = [_Sink() for _ in range(3)]  # two decoding + one waiting
+        for sink in sinks:
+            service.submit(request(400), sink)
+        with pytest.raises(QueueFull, match="max_queue_size 1"):
+            service.submit(request(4), _Sink())
+        for sink in sinks:
+            sink.cancelled = True  # the service polls its sinks and cancels them
+        assert all(s.final.wait(TIMEOUT) for s in sinks)
+        after = _Sink()
+        service.submit(request(4), after)  # room again
+        assert after.final.wait(TIMEOUT)
+    finally:
+        service.close()

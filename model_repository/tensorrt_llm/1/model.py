@@ -18,7 +18,7 @@ import triton_python_backend_utils as pb_utils
 
 from tritonllm.ensembles.cpu_engine import CpuEngine, EngineConfig
 from tritonllm.ensembles.detokenize import decode
-from tritonllm.ensembles.llm_service import LLMLimits, LLMService
+from tritonllm.ensembles.llm_service import LLMLimits, LLMService, QueueFull
 from tritonllm.ensembles.requests import RequestError
 from tritonllm.ensembles.tokenization import load_tokenizer, read_special_ids
 from tritonllm.settings import CpuLLMParams
@@ -105,7 +105,8 @@ class TritonPythonModel:
         self.service = LLMService(
             engine, limits, lambda ids: decode(tokenizer, ids),
             default_exclude_input=p.exclude_input_in_output, default_streaming=False,
-            cancellation_check_period_s=p.cancellation_check_period_ms / 1000)
+            cancellation_check_period_s=p.cancellation_check_period_ms / 1000,
+            max_queue_size=p.max_queue_size)
         self.metrics = _Metrics(args["model_name"])
         self._last_metrics = 0.0
 
@@ -117,6 +118,9 @@ class TritonPythonModel:
                 self.service.submit(inputs, _Sink(sender), request.request_id())
             except RequestError as e:
                 err = pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)
+                sender.send(pb_utils.InferenceResponse(error=err), flags=FINAL)
+            except QueueFull as e:
+                err = pb_utils.TritonError(str(e), pb_utils.TritonError.UNAVAILABLE)
                 sender.send(pb_utils.InferenceResponse(error=err), flags=FINAL)
         now = time.monotonic()
         if now - self._last_metrics > 0.5:

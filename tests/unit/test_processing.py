@@ -1,0 +1,134 @@
+"""Preprocessing and the CPU LLM's request parsing, without a server (real tiny tokenizer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tritonllm.ensembles.llm_service import LLMLimits, parse_request
+from tritonllm.ensembles.processing import Limits, Preprocessor
+from tritonllm.ensembles.requests import RequestError
+from tritonllm.ensembles.tokenization import SpecialIds, Tokenization, parse_word_list
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model: Path) -> Tokenization:
+    return Tokenization.from_dir(tiny_model)
+
+
+def _pre(tok: Tokenization, end_ids: tuple[int, ...] = (2,), end_id: int | None = None,
+         max_input_len: int | None = 64, max_seq_len: int | None = 128) -> Preprocessor:
+    special = SpecialIds(bos_id=tok.special.bos_id, end_ids=end_ids, pad_id=3)
+    return Preprocessor(tok, special, Limits(max_input_len, max_seq_len), end_id=end_id)
+
+
+def _q(text: str | bytes, max_tokens: int = 8, **extra: Any) -> dict[str, Any]:
+    raw = text.encode() if isinstance(text, str) else text
+    return {"QUERY": np.array([[raw]], dtype=object),
+            "REQUEST_OUTPUT_LEN": np.array([[max_tokens]], dtype=np.int32), **extra}
+
+
+def test_encodes_like_the_tokenizer_and_defaults_the_ids(tok: Tokenization) -> None:
+    out = _pre(tok).run(_q("héllo wörld"))
+    assert out["INPUT_ID"].tolist() == [tok.encode("héllo wörld")]
+    assert out["REQUEST_INPUT_LEN"].tolist() == [[len(tok.encode("héllo wörld"))]]
+    assert out["REQUEST_OUTPUT_LEN"].tolist() == [[8]]
+    assert out["OUT_END_ID"].tolist() == [[2]] and out["OUT_PAD_ID"].tolist() == [[3]]
+    assert parse_word_list(out["STOP_WORDS_IDS"]) == [[]]
+
+
+def test_extra_eos_ids_become_one_token_stop_words(tok: Tokenization) -> None:
+    stop = np.array([[b"the"]], dtype=object)
+    out = _pre(tok, end_ids=(2, 7, 9)).run(_q("hi", STOP_WORDS_DICT=stop))
+    assert out["OUT_END_ID"].tolist() == [[2]]
+    assert parse_word_list(out["STOP_WORDS_IDS"]) == [[tok.encode_words(["the"])[0], [7], [9]]]
+
+
+def test_a_client_end_id_replaces_the_eos_ids(tok: Tokenization) -> None:
+    out = _pre(tok, end_ids=(2, 7)).run(_q("hi", END_ID=np.array([[11]], np.int32)))
+    assert out["OUT_END_ID"].tolist() == [[11]]
+    assert parse_word_list(out["STOP_WORDS_IDS"]) == [[]]
+
+
+def test_a_configured_end_id_replaces_the_eos_ids(tok: Tokenization) -> None:
+    out = _pre(tok, end_ids=(2, 7), end_id=5).run(_q("hi"))
+    assert out["OUT_END_ID"].tolist() == [[5]]
+    assert parse_word_list(out["STOP_WORDS_IDS"]) == [[]]
+
+
+@pytest.mark.parametrize(("inputs", "field", "words"), [
+    (_q(""), "text_input", "empty"),
+    (_q(b"\xff\xfe"), "text_input", "UTF-8"),
+    (_q("word " * 200), "text_input", "max_input_len"),
+    (_q("hello", max_tokens=127), "max_tokens", "max_seq_len"),
+    (_q("hello", max_tokens=0), "max_tokens", "1..128"),
+    (_q("hello", STOP_WORDS_DICT=np.array([[1, 2]], np.int32)), "stop_words", "STRING"),
+    (_q("hello", END_ID=np.array([[100_000]], np.int32)), "end_id", "outside"),
+    ({"REQUEST_OUTPUT_LEN": np.array([[4]], np.int32)}, "text_input", "required"),
+    ({"QUERY": np.array([[b"x"]], dtype=object),
+      "REQUEST_OUTPUT_LEN": np.array([[4.0]], np.float32)}, "max_tokens", "integer"),
+])
+def test_bad_requests_name_the_client_field(tok: Tokenization, inputs: dict[str, Any],
+                                            field: str, words: str) -> None:
+    with pytest.raises(RequestError) as exc:
+        _pre(tok).run(inputs)
+    assert exc.value.field == field
+    assert words in str(exc.value)
+
+
+# --- the CPU LLM model's request parsing -------------------------------------------------------
+
+LIMITS = LLMLimits(max_input_len=32, max_seq_len=64, vocab_size=1000, end_ids=(2, 7), pad_id=3)
+
+
+def _llm(**extra: Any) -> dict[str, Any]:
+    return {"input_ids": np.array([[1, 50, 60]], np.int32),
+            "input_lengths": np.array([[3]], np.int32),
+            "request_output_len": np.array([[8]], np.int32), **extra}
+
+
+def test_llm_request_uses_every_eos_id_unless_the_request_names_one() -> None:
+    req = parse_request(_llm(), LIMITS, default_exclude_input=True, default_streaming=False)
+    assert req.prompt == [1, 50, 60]
+    assert req.params.end_ids == (2, 7) and req.params.max_new_tokens == 8
+    assert req.streaming is False and req.exclude_input_in_output is True
+    named = parse_request(_llm(end_id=np.array([[9]], np.int32)), LIMITS, True, False)
+    assert named.params.end_ids == (9,)
+    default = parse_request(_llm(end_id=np.array([[2]], np.int32)), LIMITS, True, False)
+    assert default.params.end_ids == (2, 7)
+
+
+def test_llm_request_sampling_and_stops() -> None:
+    stop = np.array([[[5, 6, 8], [2, 3, -1]]], np.int32)
+    req = parse_request(_llm(
+        runtime_top_k=np.array([[4]], np.int32), runtime_top_p=np.array([[0.5]], np.float32),
+        temperature=np.array([[0.7]], np.float32), seed=np.array([[42]], np.uint64),
+        min_tokens=np.array([[2]], np.int32), streaming=np.array([[True]]),
+        stop_words_list=stop), LIMITS, True, False)
+    p = req.params
+    assert (p.top_k, p.top_p, p.seed, p.min_new_tokens) == (4, 0.5, 42, 2)
+    assert p.temperature == pytest.approx(0.7)
+    assert p.stop_sequences == ((5, 6), (8,))
+    assert p.do_sample and req.streaming
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"input_ids": np.array([[1, 5000]], np.int32)}, "input_ids (text_input)"),
+    ({"request_output_len": np.array([[0]], np.int32)}, "request_output_len (max_tokens)"),
+    ({"request_output_len": np.array([[62]], np.int32)}, "request_output_len (max_tokens)"),
+    ({"runtime_top_p": np.array([[0.0]], np.float32)}, "runtime_top_p (top_p)"),
+    ({"bad_words_list": np.array([[[5], [1]]], np.int32)}, "bad_words_list (bad_words)"),
+    ({"beam_width": np.array([[2]], np.int32)}, "beam_width"),
+])
+def test_llm_bad_requests_name_both_fields(extra: dict[str, Any], field: str) -> None:
+    with pytest.raises(RequestError) as exc:
+        parse_request(_llm(**extra), LIMITS, True, False)
+    assert exc.value.field == field
+
+
+def test_llm_stop_input_only_stops() -> None:
+    req = parse_request({"stop": np.array([[True]])}, LIMITS, True, False)
+    assert req.stop_only
