@@ -1,10 +1,232 @@
-"""``tritonllm perf``: load generation, perf_analyzer / genai-perf drivers, reports, SLO gates."""
+"""``tritonllm perf``: load generation, perf_analyzer / genai-perf drivers, reports, SLO gates.
+
+``tritonllm perf --url H:P --model ensemble --concurrency 1,4,16 ...`` runs a benchmark (the
+group runs it when no subcommand is named) and writes an artifact directory;
+``tritonllm perf compare A B`` prints the deltas between two runs. Option defaults are
+:class:`tritonllm.perf.scenario.Scenario`'s.
+
+Exit codes: 0 success; 1 an error (one line, from :mod:`tritonllm.cli`); 2 a usage error
+(click); :data:`SLO_EXIT` when the run finished but an ``--slo`` objective was violated.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import click
 
+from tritonllm.errors import ConfigError
 
-@click.group("perf")
-def perf_cmd() -> None:
-    """Measure a served model: TTFT, inter-token latency, throughput."""
+SLO_EXIT = 3
+
+
+def _defaults() -> Any:
+    from tritonllm.perf.scenario import DEFAULTS
+
+    return DEFAULTS
+
+
+_D = _defaults()  # tritonllm.perf.scenario is standard library only: --help stays instant
+
+
+def _parse_value(raw: str) -> Any:
+    """``KEY=VALUE`` values: JSON scalars (``0.7``, ``true``, ``5``), else the string."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    return value if isinstance(value, (int, float, bool, str)) else raw
+
+
+def _pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    sep = ":" if param.name == "headers" else "="
+    for item in values:
+        key, found, raw = item.partition(sep)
+        if not found or not key.strip():
+            raise click.BadParameter(f"expected KEY{sep}VALUE, got {item!r}")
+        out[key.strip()] = raw.strip() if param.name == "headers" else _parse_value(raw.strip())
+    return out
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int | None, int], None]]:
+    """A rich progress bar on stderr per load point; plain lines when not a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not enabled:
+        yield lambda label, done, total, errors: None
+        return
+    if not console.is_terminal:
+        t0 = time.perf_counter()
+        last: dict[str, int] = {}
+
+        def plain(label: str, done: int, total: int | None, errors: int) -> None:
+            step = max(1, (total or 100) // 10)
+            if done == total or done - last.get(label, 0) >= step:
+                last[label] = done
+                of = f"/{total}" if total else ""
+                click.echo(f"[{time.perf_counter() - t0:6.1f}s] {label}: {done}{of} requests, "
+                           f"{errors} errors", err=True)
+        yield plain
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("errors {task.fields[errors]}"), TimeElapsedColumn(),
+                  console=console) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(label: str, done: int, total: int | None, errors: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total, errors=0)
+            bar.update(tasks[label], completed=done, errors=errors)
+        yield update
+
+
+@click.group("perf", invoke_without_command=True, no_args_is_help=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", default=_D.url, show_default=True, help="Server gRPC address host:port.")
+@click.option("--model", default=_D.model, show_default=True,
+              help="Served model (ensemble or tensorrt_llm_bls).")
+@click.option("--concurrency", default=",".join(map(str, _D.concurrency)), show_default=True,
+              help="Concurrency levels, one load point each: 1,4,16.")
+@click.option("--request-rate", type=float,
+              help="Requests/s with Poisson arrivals (instead of --concurrency).")
+@click.option("--input-tokens", default=str(_D.input_tokens), show_default=True,
+              metavar="MEAN[:STD]", help="Synthetic prompt length in tokens (exact).")
+@click.option("--output-tokens", default=str(_D.output_tokens), show_default=True,
+              metavar="MEAN[:STD]", help="max_tokens per request.")
+@click.option("--dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSONL prompts ({\"text\": ...} per line) instead of synthetic ones.")
+@click.option("--requests", type=click.IntRange(min=1), default=_D.requests, show_default=True,
+              help="Measured requests per load point.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds per load point instead of --requests (ours only).")
+@click.option("--warmup", type=click.IntRange(min=0), default=_D.warmup, show_default=True,
+              help="Unmeasured requests before each load point.")
+@click.option("--streaming/--no-streaming", default=_D.streaming, show_default=True)
+@click.option("--exact-output/--no-exact-output", default=_D.exact_output, show_default=True,
+              help="Send min_tokens = max_tokens so outputs have the requested length.")
+@click.option("--num-prompts", type=click.IntRange(min=1), default=_D.num_prompts,
+              show_default=True, help="Distinct synthetic prompts, cycled.")
+@click.option("--tokenizer", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The model's tokenizer directory (token counts, synthetic prompts).")
+@click.option("--repo", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A tritonllm repository: its tokenizer is used.")
+@click.option("--sampling", "sampling", multiple=True, callback=_pairs, metavar="KEY=VALUE",
+              help="Extra request input, e.g. temperature=0.7 (repeatable).")
+@click.option("-H", "--header", "headers", multiple=True, callback=_pairs,
+              metavar="KEY:VALUE", help="gRPC header sent with every request (repeatable).")
+@click.option("--seed", type=int, default=_D.seed, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=_D.timeout,
+              show_default=True, help="Seconds one request may take.")
+@click.option("--tool", type=click.Choice(["ours", "genai-perf", "perf_analyzer"]),
+              default=_D.tool, show_default=True,
+              help="Who sends the load; every tool gives the same report.")
+@click.option("--slo", metavar="KEY=LIMIT,...",
+              help=f"Objectives, e.g. ttft_p99_ms=500,itl_p50_ms=40,error_rate=0.01; a "
+                   f"violation exits {SLO_EXIT}.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Artifact directory [default: perf-runs/<time>-<tool>].")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.pass_context
+def perf_cmd(ctx: click.Context, /, **opts: Any) -> None:
+    """Measure a served model: TTFT, inter-token latency, throughput.
+
+    Runs the load (when no subcommand is given), writes run.json, records.csv, summary.csv,
+    report.md and plots/ into --out, prints the table, and checks --slo.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    code = run_benchmark(**opts)
+    if code:
+        ctx.exit(code)
+
+
+def _scenario(opts: dict[str, Any]) -> Any:
+    from tritonllm.perf.scenario import Scenario, parse_concurrency, parse_length
+
+    if opts["request_rate"] is not None and opts["request_rate"] <= 0:
+        raise ConfigError(f"--request-rate: must be > 0, got {opts['request_rate']}")
+    return Scenario(
+        url=opts["url"], model=opts["model"],
+        concurrency=parse_concurrency(opts["concurrency"]), request_rate=opts["request_rate"],
+        input_tokens=parse_length(opts["input_tokens"], "--input-tokens"),
+        output_tokens=parse_length(opts["output_tokens"], "--output-tokens"),
+        dataset=opts["dataset"], requests=opts["requests"], duration=opts["duration"],
+        warmup=opts["warmup"], streaming=opts["streaming"], exact_output=opts["exact_output"],
+        num_prompts=opts["num_prompts"], tokenizer=opts["tokenizer"], seed=opts["seed"],
+        sampling=opts["sampling"], timeout=opts["timeout"], tool=opts["tool"],
+        headers=opts["headers"])
+
+
+def run_benchmark(**opts: Any) -> int:
+    """The body of ``tritonllm perf``; returns the exit code (0 or :data:`SLO_EXIT`)."""
+    from tritonllm.perf.prompts import Tokenizer, find_tokenizer
+    from tritonllm.perf.report import markdown_table, write_run
+    from tritonllm.perf.run import default_out_dir
+    from tritonllm.perf.slo import check, parse_slos
+
+    scenario = _scenario(opts)
+    slos = parse_slos(opts["slo"]) if opts["slo"] else ()
+    tok_dir = find_tokenizer(scenario.tokenizer, opts["repo"])
+    scenario = scenario.replace(tokenizer=tok_dir)
+    out = opts["out"] or default_out_dir(scenario.tool)
+
+    def say(msg: str) -> None:
+        if not opts["quiet"]:
+            click.echo(msg, err=True)
+
+    tokenizer = Tokenizer(tok_dir)
+    say(f"{scenario.tool}: {scenario.model} at {scenario.url}, "
+        f"{', '.join(p.label for p in scenario.points)} -> {out}")
+    if scenario.tool == "ours":
+        from tritonllm.perf.run import run_ours
+
+        with _progress(not opts["quiet"]) as progress:
+            run = run_ours(scenario, tokenizer, progress)
+    else:
+        from tritonllm.perf import drivers
+        from tritonllm.perf.run import build_requests
+
+        plan = build_requests(scenario, tokenizer)
+        runner = (drivers.run_genai_perf if scenario.tool == "genai-perf"
+                  else drivers.run_perf_analyzer)
+        run = runner(scenario, plan, tokenizer, Path(out) / scenario.tool, say)
+    run.meta["command"] = " ".join(["tritonllm", "perf", *sys.argv[2:]]) \
+        if len(sys.argv) > 1 and sys.argv[1] == "perf" else None
+    results = check(slos, {p.point.label: p.summary for p in run.points}) if slos else []
+    write_run(run, Path(out), results, plots=opts["plots"])
+    click.echo(markdown_table(run))
+    click.echo(f"\nartifacts: {out}")
+    failed = [r for r in results if not r.passed]
+    for r in results:
+        if r.passed:
+            click.echo(f"SLO met: {r.describe()}")
+    for r in failed:
+        click.secho(f"SLO violated: {r.describe()}", err=True, fg="red")
+    return SLO_EXIT if failed else 0
+
+
+@perf_cmd.command("compare")
+@click.argument("run_a", type=click.Path(exists=True, path_type=Path))
+@click.argument("run_b", type=click.Path(exists=True, path_type=Path))
+def compare_cmd(run_a: Path, run_b: Path) -> None:
+    """Print the deltas of B against A (artifact directories or their run.json)."""
+    from tritonllm.perf.report import compare, format_compare, load_run
+
+    a, b = load_run(run_a), load_run(run_b)
+    deltas = compare(a, b)
+    if not deltas:
+        raise ConfigError(f"{run_a} and {run_b} share no load point "
+                          f"({', '.join(p.point.label for p in a.points)} vs "
+                          f"{', '.join(p.point.label for p in b.points)})")
+    click.echo(format_compare(a, b, deltas))
