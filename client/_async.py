@@ -1,0 +1,233 @@
+"""The asyncio client: :class:`AsyncLLMClient` and its :class:`AsyncStream`.
+
+Same arguments and results as :class:`~tritonllm.client.LLMClient`; the logic (requests,
+retries, deadlines, deltas) is :mod:`._logic`'s, this module only awaits the transport
+(``tritonclient.grpc.aio`` for gRPC; the HTTP transport in worker threads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from types import EllipsisType, TracebackType
+from typing import Any
+
+from tritonllm.client._errors import Cancelled, ClientError, Unauthorized
+from tritonllm.client._logic import (
+    Exchange,
+    RequestSpec,
+    build_request,
+    check_sampling,
+    new_request_id,
+    parse_outputs,
+    parse_url,
+)
+from tritonllm.client._sync import DEFAULT, model_input_names
+from tritonllm.client._transport import AsyncCall, AsyncTransport, make_async_transport
+from tritonllm.client._types import Completion, Delta, Health, ModelStatus, RetryPolicy
+
+__all__ = ["AsyncLLMClient", "AsyncStream"]
+
+
+def _task_cancelling() -> bool:
+    """Whether the current task is being cancelled (Python 3.11+; False before)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling()) if callable(cancelling) else False
+
+
+class AsyncStream(AsyncIterator[Delta]):
+    """The deltas of one request (``async for``). Sends the request on the first step.
+
+    Leaving early — ``break`` (the stream is then garbage), :meth:`aclose` / :meth:`close`,
+    leaving its ``async with`` block, or cancelling the task that iterates — cancels the
+    request on the server. :meth:`cancel` from another task makes a pending step raise
+    Cancelled. After the last delta, :attr:`completion` holds the whole result.
+    """
+
+    def __init__(self, client: AsyncLLMClient, model: str, build: Any, request_id: str,
+                 timeout: float | None) -> None:
+        self._client = client
+        self._model = model
+        self._build = build
+        self.request_id = request_id
+        self._timeout = timeout
+        self._exchange: Exchange | None = None
+        self._spec: RequestSpec | None = None
+        self._call: AsyncCall | None = None
+        self._closed = False
+
+    @property
+    def completion(self) -> Completion | None:
+        ex = self._exchange
+        return ex.completion() if ex is not None and ex.done else None
+
+    @property
+    def attempts(self) -> int:
+        return self._exchange.attempts if self._exchange is not None else 0
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> Delta:
+        if self._exchange is None:
+            self._exchange = Exchange(self.request_id, policy=self._client.retry,
+                                      timeout=self._timeout, now=time.perf_counter())
+        ex = self._exchange
+        while not ex.done:
+            if self._closed:
+                ex.finish(time.perf_counter())
+                break
+            call = self._call
+            try:
+                if call is None:
+                    left = ex.begin_attempt(time.perf_counter())
+                    if self._spec is None:
+                        inputs = await self._client._model_inputs(self._model, left)
+                        self._spec = self._build(inputs)
+                    call = self._call = await self._client._transport.start(self._spec, left)
+                response = await call.next(ex.remaining(time.perf_counter()))
+            except ClientError as e:
+                self._call = None
+                if call is not None:
+                    call.cancel()
+                await asyncio.sleep(ex.on_error(e, time.perf_counter()))  # backoff
+                continue
+            except BaseException:  # the task was cancelled (or worse): cancel on the server
+                closed_elsewhere = self._closed and not _task_cancelling()
+                self.cancel()
+                if closed_elsewhere:
+                    raise self._cancelled() from None
+                raise
+            now = time.perf_counter()
+            if self._closed:  # cancel() from another task while this one waited
+                raise self._cancelled()
+            if response is None:
+                ex.finish(now)
+                break
+            outputs, final = response
+            delta = ex.on_response(parse_outputs(outputs), final, now)
+            if final:
+                self._call = None
+                call.release()
+            if delta is not None:
+                return delta
+        raise StopAsyncIteration
+
+    def _cancelled(self) -> Cancelled:
+        ex = self._exchange
+        return Cancelled(f"request {self.request_id} was cancelled",
+                         request_id=self.request_id, attempts=ex.attempts if ex else 1,
+                         status="CANCELLED")
+
+    def cancel(self) -> None:
+        """Cancel the request on the server; no more deltas follow."""
+        self._closed = True
+        call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+        if self._exchange is not None:
+            self._exchange.finish(time.perf_counter())
+
+    close = cancel
+
+    async def aclose(self) -> None:
+        self.cancel()
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        if getattr(self, "_call", None) is not None:
+            self.cancel()
+
+
+class AsyncLLMClient:
+    """Asyncio client; the arguments are :class:`~tritonllm.client.LLMClient`'s."""
+
+    def __init__(self, url: str = "localhost:8001", model: str = "ensemble", *,
+                 protocol: str | None = None, headers: Mapping[str, str] | None = None,
+                 ssl: bool = False, root_certificates: str | None = None,
+                 timeout: float | None = 60.0, retry: RetryPolicy | None = None) -> None:
+        self.endpoint = parse_url(url, protocol, ssl)
+        self.model = model
+        self.timeout = timeout
+        self.retry = retry if retry is not None else RetryPolicy()
+        self._transport: AsyncTransport = make_async_transport(self.endpoint, headers,
+                                                               root_certificates)
+        self._inputs: dict[str, frozenset[str] | None] = {}
+
+    def stream(self, prompt: str, max_tokens: int = 64, *, request_id: str | None = None,
+               timeout: float | EllipsisType | None = DEFAULT, model: str | None = None,
+               **sampling: Any) -> AsyncStream:
+        """Stream the generation of ``prompt``: ``async for delta in client.stream(...)``."""
+        return self._stream(prompt, max_tokens, request_id, timeout, model, True, sampling,
+                            "stream")
+
+    async def generate(self, prompt: str, max_tokens: int = 64, *,
+                       request_id: str | None = None,
+                       timeout: float | EllipsisType | None = DEFAULT, model: str | None = None,
+                       stream: bool = False, **sampling: Any) -> Completion:
+        """Generate from ``prompt`` and return the whole :class:`Completion` (see LLMClient)."""
+        s = self._stream(prompt, max_tokens, request_id, timeout, model, stream, sampling,
+                         "generate")
+        async with s:
+            async for _ in s:
+                pass
+        completion = s.completion
+        if completion is None:  # pragma: no cover - a closed stream always ends its exchange
+            raise ClientError(f"request {s.request_id} ended without a result")
+        return completion
+
+    def _stream(self, prompt: str, max_tokens: int, request_id: str | None,
+                timeout: float | EllipsisType | None, model: str | None, stream: bool,
+                sampling: dict[str, Any], where: str) -> AsyncStream:
+        check_sampling(sampling, where)
+        name = model or self.model
+        rid = request_id or new_request_id()
+        deadline = self._deadline(timeout)
+
+        def build(inputs: frozenset[str] | None) -> RequestSpec:
+            return build_request(name, prompt, max_tokens, stream=stream, sampling=sampling,
+                                 request_id=rid, model_inputs=inputs)
+
+        return AsyncStream(self, name, build, rid, deadline)  # type: ignore[arg-type,unused-ignore]
+
+    async def _model_inputs(self, model: str, timeout: float | None) -> frozenset[str] | None:
+        if model not in self._inputs:
+            try:
+                meta = await self._transport.metadata(model, timeout)
+                self._inputs[model] = model_input_names(meta)
+            except Unauthorized:
+                self._inputs[model] = None
+        return self._inputs[model]
+
+    async def health(self, timeout: float | EllipsisType | None = DEFAULT) -> Health:
+        return await self._transport.health(self._deadline(timeout))
+
+    async def models(self, timeout: float | EllipsisType | None = DEFAULT) -> list[ModelStatus]:
+        return list(await self._transport.models(self._deadline(timeout)))
+
+    async def metadata(self, model: str | None = None,
+                       timeout: float | EllipsisType | None = DEFAULT) -> dict[str, Any]:
+        return dict(await self._transport.metadata(model or self.model,
+                                                   self._deadline(timeout)))
+
+    def _deadline(self, timeout: float | EllipsisType | None) -> float | None:
+        if isinstance(timeout, EllipsisType):
+            return self.timeout
+        return timeout
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncLLMClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()

@@ -1,0 +1,442 @@
+"""The client's logic, sans I/O: endpoints, requests, responses, streams, retries.
+
+Both clients (:mod:`._sync`, :mod:`._async`) and every transport use this module; nothing here
+touches a socket or imports tritonclient, so it is unit-tested without a server.
+
+Requests. A generation request is a :class:`RequestSpec`: the model, the request id, whether
+to stream, and one :class:`TensorValue` per input. Names and dtypes come from
+:mod:`tritonllm.contract` (the ``tensorrt_llm_bls`` contract for that model, the ensemble's
+for any other name, which is NVIDIA's ensemble contract too). Every request is shaped
+``[1, *dims]`` because every model of the contract batches.
+
+Responses. :func:`parse_outputs` reads one response's outputs (numpy arrays from gRPC or JSON
+values from HTTP) into a :class:`Piece`; :class:`Assembly` turns the pieces of one request
+into :class:`~tritonllm.client.Delta` s and, at the end, a
+:class:`~tritonllm.client.Completion`.
+
+Retries. :func:`retry_delay` decides whether and after how long a failed attempt is sent
+again (see :class:`~tritonllm.client.RetryPolicy`).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tritonllm.client._errors import (
+    ClientError,
+    InvalidRequest,
+    Overloaded,
+    Timeout,
+    Unavailable,
+)
+from tritonllm.client._types import Completion, Delta, RetryPolicy, Timings
+from tritonllm.contract import BLS, CONTRACTS, ENSEMBLE, FINISH_REASON, ModelContract
+
+__all__ = [
+    "COUNT_INPUTS",
+    "DEFAULT_PORTS",
+    "SAMPLING_INPUTS",
+    "Assembly",
+    "Endpoint",
+    "Exchange",
+    "Piece",
+    "RequestSpec",
+    "TensorValue",
+    "build_request",
+    "check_sampling",
+    "contract_for",
+    "new_request_id",
+    "parse_outputs",
+    "parse_url",
+    "retry_delay",
+    "wire_dtype",
+]
+
+DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+
+#: Sampling keyword → the contract input it is sent as.
+SAMPLING_INPUTS: dict[str, str] = {
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "seed": "seed",
+    "stop": "stop_words",
+    "bad_words": "bad_words",
+    "repetition_penalty": "repetition_penalty",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "length_penalty": "length_penalty",
+    "end_id": "end_id",
+    "pad_id": "pad_id",
+    "min_tokens": "min_tokens",
+    "exclude_input_in_output": "exclude_input_in_output",
+    "beam_width": "beam_width",
+    "num_return_sequences": "num_return_sequences",
+    "return_log_probs": "return_log_probs",
+}
+#: Asked for when the model declares them (metadata), so Completion carries token counts.
+COUNT_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
+TEXT_INPUT, MAX_TOKENS, STREAM, TEXT_OUTPUT = "text_input", "max_tokens", "stream", "text_output"
+
+_NUMPY = {"BOOL": np.bool_, "INT32": np.int32, "INT64": np.int64, "UINT64": np.uint64,
+          "FP32": np.float32, "FP64": np.float64, "STRING": np.object_}
+
+
+def wire_dtype(dtype: str) -> str:
+    """The dtype as Triton's client API spells it (contract ``STRING`` is ``BYTES``)."""
+    return "BYTES" if dtype == "STRING" else dtype
+
+
+def contract_for(model: str) -> ModelContract:
+    """The contract a request to ``model`` follows: BLS for ``tensorrt_llm_bls``, else ensemble."""
+    return CONTRACTS[BLS] if model == BLS else CONTRACTS[ENSEMBLE]
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+# --- endpoints --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the server is: ``protocol`` ("grpc"|"http"), ``address`` (host:port), TLS."""
+
+    protocol: str
+    address: str
+    ssl: bool = False
+
+    @property
+    def base_url(self) -> str:
+        """``http(s)://host:port`` (HTTP endpoints)."""
+        return f"{'https' if self.ssl else 'http'}://{self.address}"
+
+
+def parse_url(url: str, protocol: str | None = None, ssl: bool = False) -> Endpoint:
+    """``http://h:p``, ``https://h:p`` → HTTP; ``grpc://h:p``, ``grpcs://h:p``, ``h:p`` → gRPC.
+
+    ``protocol`` overrides the scheme; a missing port is the protocol's default (8001 gRPC,
+    8000 HTTP). ValueError for an empty or malformed URL or an unknown protocol.
+    """
+    if protocol is not None and protocol not in DEFAULT_PORTS:
+        raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
+    u = url.strip()
+    scheme, sep, rest = u.partition("://")
+    if not sep:
+        scheme, rest = "", u
+    scheme = scheme.lower()
+    schemes = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", False),
+               "grpcs": ("grpc", True), "": ("grpc", False)}
+    if scheme not in schemes:
+        raise ValueError(f"unknown URL scheme {scheme!r} in {url!r}; use http://, https://, "
+                         "grpc:// or host:port")
+    proto, tls = schemes[scheme]
+    proto = protocol or proto
+    address = rest.split("/", 1)[0]
+    if not address:
+        raise ValueError(f"no host in URL {url!r}")
+    host_part = address.rsplit("]", 1)[-1]  # [::1]:8001
+    if ":" not in host_part:
+        address = f"{address}:{DEFAULT_PORTS[proto]}"
+    else:
+        port = address.rsplit(":", 1)[1]
+        if not port.isdigit():
+            raise ValueError(f"bad port {port!r} in URL {url!r}")
+    return Endpoint(proto, address, ssl or tls)
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TensorValue:
+    """One input: its contract name and dtype and the value shaped ``[1, ...]``."""
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+    value: npt.NDArray[Any]
+
+    @property
+    def wire_dtype(self) -> str:
+        return wire_dtype(self.dtype)
+
+    def json_value(self) -> Any:
+        """The value as the HTTP generate endpoint takes it: a list for ``[-1]`` dims."""
+        flat = [v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v
+                for v in self.value.reshape(-1)]
+        return flat if self.dims == (-1,) else flat[0]
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """One generation request, ready for a transport."""
+
+    model: str
+    request_id: str
+    stream: bool
+    inputs: tuple[TensorValue, ...]
+
+    def json_body(self) -> dict[str, Any]:
+        """The body of Triton's ``/v2/models/{model}/generate[_stream]`` endpoints."""
+        body: dict[str, Any] = {t.name: t.json_value() for t in self.inputs}
+        body["id"] = self.request_id
+        return body
+
+
+def check_sampling(options: Mapping[str, Any], where: str = "generate") -> None:
+    """TypeError naming the first keyword that is not a sampling option."""
+    for key in options:
+        if key not in SAMPLING_INPUTS:
+            known = ", ".join(sorted(SAMPLING_INPUTS))
+            raise TypeError(f"{where}() got an unexpected keyword argument {key!r} "
+                            f"(sampling options: {known})")
+
+
+def _array(name: str, dtype: str, dims: tuple[int, ...], value: Any) -> npt.NDArray[Any]:
+    """``value`` as the contract's dtype, shaped [1, *dims]; InvalidRequest names the field."""
+    if dtype == "STRING":
+        items = [value] if isinstance(value, (str, bytes)) else list(value)
+        if not all(isinstance(v, (str, bytes)) for v in items):
+            raise InvalidRequest(f"{name}: expected a string or a list of strings, got {value!r}")
+        if dims != (-1,) and len(items) != 1:
+            raise InvalidRequest(f"{name}: expected one string, got {len(items)}")
+        return np.array([[v.encode() if isinstance(v, str) else v for v in items]],
+                        dtype=np.object_)
+    if dtype == "BOOL":
+        if not isinstance(value, (bool, np.bool_)):
+            raise InvalidRequest(f"{name}: expected true or false, got {value!r}")
+    elif dtype.startswith(("INT", "UINT")):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise InvalidRequest(f"{name}: expected an integer, got {value!r}")
+        info = np.iinfo(_NUMPY[dtype])  # type: ignore[type-var]
+        if not info.min <= int(value) <= info.max:
+            raise InvalidRequest(f"{name}: {value} does not fit {dtype}")
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise InvalidRequest(f"{name}: expected a number, got {value!r}")
+    return np.array([[value]], dtype=_NUMPY[dtype])
+
+
+def build_request(model: str, prompt: str, max_tokens: int, *, stream: bool,
+                  sampling: Mapping[str, Any], request_id: str | None = None,
+                  model_inputs: Iterable[str] | None = None) -> RequestSpec:
+    """The request for ``prompt``; ``sampling`` holds the keyword options (None values skipped).
+
+    ``model_inputs`` is the model's declared input names (from its metadata), if known: the
+    token-count flags are sent only when declared, and an option the model does not declare is
+    refused here with InvalidRequest rather than by the server.
+    """
+    check_sampling(sampling)
+    c = contract_for(model)
+    declared = None if model_inputs is None else frozenset(model_inputs)
+    if not isinstance(prompt, str):
+        raise InvalidRequest(f"text_input: expected a string prompt, got {type(prompt).__name__}")
+    values: list[tuple[str, Any]] = [(TEXT_INPUT, prompt), (MAX_TOKENS, max_tokens),
+                                     (STREAM, bool(stream))]
+    for key, value in sampling.items():
+        if value is not None:
+            values.append((SAMPLING_INPUTS[key], value))
+    if declared is not None:
+        values += [(name, True) for name in COUNT_INPUTS if name in declared]
+    inputs = []
+    for name, value in values:
+        if declared is not None and name not in declared:
+            if name == STREAM and not stream:
+                continue  # a non-decoupled model without `stream`: not streaming is its default
+            raise InvalidRequest(f"{name}: model {model!r} has no such input")
+        t = c.input(name)
+        inputs.append(TensorValue(name, t.dtype, t.dims, _array(name, t.dtype, t.dims, value)))
+    return RequestSpec(model, request_id or new_request_id(), stream, tuple(inputs))
+
+
+# --- responses --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Piece:
+    """What one response says: its text and, where reported, finish reason and counts."""
+
+    text: str
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+def _first(value: Any) -> Any:
+    """The first element of an array / list / scalar output (None for an empty one)."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        flat = value.reshape(-1)
+        return flat[0] if flat.size else None
+    if isinstance(value, (list, tuple)):
+        while isinstance(value, (list, tuple)):
+            if not value:
+                return None
+            value = value[0]
+    return value
+
+
+def _text(value: Any) -> str:
+    v = _first(value)
+    if v is None:
+        return ""
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    return str(v)
+
+
+def _int(value: Any) -> int | None:
+    v = _first(value)
+    return None if v is None else int(v)
+
+
+def parse_outputs(outputs: Mapping[str, Any]) -> Piece:
+    """One response's outputs (name → numpy array or JSON value) → :class:`Piece`.
+
+    Outputs a model does not send are None; an empty ``finish_reason`` (a running stream) is
+    None. With several sequences (beams) only the first is read.
+    """
+    reason = _text(outputs.get(FINISH_REASON)) or None
+    return Piece(_text(outputs.get(TEXT_OUTPUT)), reason,
+                 _int(outputs.get("num_input_tokens")), _int(outputs.get("num_output_tokens")))
+
+
+@dataclass
+class Assembly:
+    """Collects one request's pieces: deltas while it streams, the Completion at its end."""
+
+    request_id: str
+    start: float
+    parts: list[str] = field(default_factory=list)
+    token_times: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    deltas: int = 0
+
+    def feed(self, piece: Piece, now: float) -> Delta | None:
+        """Record ``piece`` received at ``now``; the Delta to hand out, or None (nothing new)."""
+        if piece.finish_reason is not None:
+            self.finish_reason = piece.finish_reason
+        if piece.input_tokens is not None:
+            self.input_tokens = piece.input_tokens
+        if piece.output_tokens is not None:
+            self.output_tokens = piece.output_tokens
+        if not piece.text and piece.finish_reason is None:
+            return None
+        if piece.text:
+            self.parts.append(piece.text)
+            self.token_times.append(now)
+        d = Delta(piece.text, now, self.deltas, piece.finish_reason, piece.output_tokens)
+        self.deltas += 1
+        return d
+
+    @property
+    def delivered(self) -> bool:
+        """Whether any text has been received (no retry may follow)."""
+        return bool(self.parts)
+
+    def completion(self, end: float, attempts: int = 1) -> Completion:
+        timings = Timings(self.start, self.token_times[0] if self.token_times else None, end,
+                          list(self.token_times))
+        return Completion("".join(self.parts), self.finish_reason, self.input_tokens,
+                          self.output_tokens, self.request_id, timings, attempts)
+
+
+# --- retries ----------------------------------------------------------------------------------
+
+def retry_delay(policy: RetryPolicy, error: ClientError, attempt: int, *, delivered: bool,
+                remaining: float | None, rng: random.Random | None = None) -> float | None:
+    """Seconds to wait before sending attempt ``attempt + 1``, or None: give up and raise.
+
+    ``attempt`` is the 1-based number of the attempt that failed; ``delivered``: text already
+    reached the caller (never retried); ``remaining``: seconds left before the deadline (None:
+    no deadline) — a retry whose backoff would overrun it is not made.
+    """
+    if delivered or attempt >= policy.attempts:
+        return None
+    if isinstance(error, Overloaded):
+        if not policy.retry_overloaded:
+            return None
+    elif not isinstance(error, Unavailable):
+        return None
+    base = min(policy.max_backoff, policy.initial_backoff * policy.multiplier ** (attempt - 1))
+    spread = float((rng or random).uniform(1 - policy.jitter, 1 + policy.jitter))
+    delay = max(0.0, float(base) * spread)
+    if remaining is not None and delay >= remaining:
+        return None
+    return delay
+
+
+# --- one request's life -----------------------------------------------------------------------
+
+class Exchange:
+    """The state of one request across its attempts, shared by the sync and async clients.
+
+    The clients only do I/O: they call :meth:`begin_attempt` before sending, hand every
+    response to :meth:`on_response` and every error to :meth:`on_error` (which returns the
+    backoff to sleep before the next attempt, or raises the error annotated with the request
+    id and attempt count), and ask :meth:`remaining` for the time left on the deadline.
+    """
+
+    def __init__(self, request_id: str, *, policy: RetryPolicy, timeout: float | None,
+                 now: float, rng: random.Random | None = None) -> None:
+        self.request_id = request_id
+        self.policy = policy
+        self.deadline = None if timeout is None else now + timeout
+        self.timeout = timeout
+        self.assembly = Assembly(request_id, now)
+        self.attempts = 0
+        self.done = False
+        self.end: float | None = None
+        self._rng = rng
+
+    def remaining(self, now: float) -> float | None:
+        """Seconds left (None: no deadline); raises Timeout once the deadline has passed."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - now
+        if left <= 0:
+            self.finish(now)
+            raise Timeout(f"request {self.request_id}: deadline of {self.timeout:g}s exceeded",
+                          request_id=self.request_id, attempts=max(1, self.attempts),
+                          status="DEADLINE_EXCEEDED")
+        return left
+
+    def begin_attempt(self, now: float) -> float | None:
+        """Count an attempt; the seconds it may take (None: no deadline)."""
+        left = self.remaining(now)
+        self.attempts += 1
+        return left
+
+    def on_response(self, piece: Piece, final: bool, now: float) -> Delta | None:
+        delta = self.assembly.feed(piece, now)
+        if final:
+            self.finish(now)
+        return delta
+
+    def on_error(self, error: ClientError, now: float) -> float:
+        """The delay before the next attempt; raises ``error`` (annotated) when giving up."""
+        error.request_id = self.request_id
+        error.attempts = max(1, self.attempts)
+        left = None if self.deadline is None else self.deadline - now
+        delay = retry_delay(self.policy, error, self.attempts,
+                            delivered=self.assembly.delivered, remaining=left, rng=self._rng)
+        if delay is None:
+            self.finish(now)
+            raise error
+        return delay
+
+    def finish(self, now: float) -> None:
+        if not self.done:
+            self.done, self.end = True, now
+
+    def completion(self) -> Completion:
+        end = self.end if self.end is not None else self.assembly.start
+        return self.assembly.completion(end, max(1, self.attempts))

@@ -1,0 +1,240 @@
+"""The blocking client: :class:`LLMClient` and its :class:`Stream`.
+
+Thread-safe: one client may serve many threads, each with its own requests (the gRPC transport
+keeps a pool of streams). The logic (requests, retries, deadlines, deltas) is
+:mod:`._logic`'s; this module only blocks on the transport.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from types import EllipsisType, TracebackType
+from typing import Any
+
+from tritonllm.client._errors import Cancelled, ClientError, Unauthorized
+from tritonllm.client._logic import (
+    Exchange,
+    RequestSpec,
+    build_request,
+    check_sampling,
+    new_request_id,
+    parse_outputs,
+    parse_url,
+)
+from tritonllm.client._transport import SyncCall, SyncTransport, make_sync_transport
+from tritonllm.client._types import Completion, Delta, Health, ModelStatus, RetryPolicy
+
+__all__ = ["LLMClient", "Stream"]
+
+#: The default of every ``timeout=`` argument: the client's own timeout.
+DEFAULT: EllipsisType = ...
+
+
+def model_input_names(metadata: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(str(i["name"]) for i in metadata.get("inputs", []))
+
+
+class Stream(Iterator[Delta]):
+    """The deltas of one request, as they arrive. Sends the request on the first ``next()``.
+
+    Leaving early — ``break`` (the stream is then garbage), :meth:`close`, or leaving its
+    ``with`` block — cancels the request on the server. :meth:`cancel` may be called from
+    another thread; a thread blocked in ``next()`` then gets Cancelled. After the last delta,
+    :attr:`completion` holds the whole result.
+    """
+
+    def __init__(self, client: LLMClient, model: str, build: Any, request_id: str,
+                 timeout: float | None) -> None:
+        self._client = client
+        self._model = model
+        self._build = build
+        self.request_id = request_id
+        self._timeout = timeout
+        self._exchange: Exchange | None = None
+        self._spec: RequestSpec | None = None
+        self._call: SyncCall | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def completion(self) -> Completion | None:
+        """The finished result (None until the stream has ended)."""
+        ex = self._exchange
+        return ex.completion() if ex is not None and ex.done else None
+
+    @property
+    def attempts(self) -> int:
+        return self._exchange.attempts if self._exchange is not None else 0
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> Delta:
+        if self._exchange is None:
+            self._exchange = Exchange(self.request_id, policy=self._client.retry,
+                                      timeout=self._timeout, now=time.perf_counter())
+        ex = self._exchange
+        while not ex.done:
+            if self._closed:
+                ex.finish(time.perf_counter())
+                break
+            call = self._call
+            try:
+                if call is None:
+                    left = ex.begin_attempt(time.perf_counter())
+                    if self._spec is None:
+                        self._spec = self._build(self._client._model_inputs(self._model, left))
+                    call = self._client._transport.start(self._spec, left)
+                    with self._lock:
+                        if self._closed:
+                            call.cancel()
+                            continue
+                        self._call = call
+                response = call.next(ex.remaining(time.perf_counter()))
+            except ClientError as e:
+                self._call = None
+                if call is not None:
+                    call.cancel()
+                time.sleep(ex.on_error(e, time.perf_counter()))  # backoff before a retry
+                continue
+            now = time.perf_counter()
+            if self._closed:  # cancel() from another thread while this one waited
+                raise Cancelled(f"request {self.request_id} was cancelled",
+                                request_id=self.request_id, attempts=ex.attempts,
+                                status="CANCELLED")
+            if response is None:
+                ex.finish(now)
+                break
+            outputs, final = response
+            delta = ex.on_response(parse_outputs(outputs), final, now)
+            if final:
+                self._call = None
+                call.release()
+            if delta is not None:
+                return delta
+        raise StopIteration
+
+    def cancel(self) -> None:
+        """Cancel the request on the server (thread-safe); no more deltas follow."""
+        with self._lock:
+            self._closed = True
+            call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+        if self._exchange is not None:
+            self._exchange.finish(time.perf_counter())
+
+    close = cancel
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_call", None) is not None:
+            self.close()
+
+
+class LLMClient:
+    """Blocking client for a tritonllm or tensorrtllm_backend model repository.
+
+    ``url``: ``host:port`` or ``grpc://host:port`` (gRPC), ``http(s)://host:port`` (HTTP);
+    ``protocol`` overrides the scheme. ``model``: ``ensemble``, ``tensorrt_llm_bls`` or any
+    model with their contract. ``headers`` go with every call (auth for restricted endpoints).
+    ``timeout``: the default deadline of every call, seconds (None: none). ``retry``: see
+    :class:`RetryPolicy`.
+    """
+
+    def __init__(self, url: str = "localhost:8001", model: str = "ensemble", *,
+                 protocol: str | None = None, headers: Mapping[str, str] | None = None,
+                 ssl: bool = False, root_certificates: str | None = None,
+                 timeout: float | None = 60.0, retry: RetryPolicy | None = None) -> None:
+        self.endpoint = parse_url(url, protocol, ssl)
+        self.model = model
+        self.timeout = timeout
+        self.retry = retry if retry is not None else RetryPolicy()
+        self._transport: SyncTransport = make_sync_transport(self.endpoint, headers,
+                                                             root_certificates)
+        self._inputs: dict[str, frozenset[str] | None] = {}
+
+    # -- generation ----------------------------------------------------------------------------
+    def stream(self, prompt: str, max_tokens: int = 64, *, request_id: str | None = None,
+               timeout: float | EllipsisType | None = DEFAULT, model: str | None = None,
+               **sampling: Any) -> Stream:
+        """Stream the generation of ``prompt``: an iterator of :class:`Delta`."""
+        return self._stream(prompt, max_tokens, request_id, timeout, model, True, sampling,
+                            "stream")
+
+    def generate(self, prompt: str, max_tokens: int = 64, *, request_id: str | None = None,
+                 timeout: float | EllipsisType | None = DEFAULT, model: str | None = None,
+                 stream: bool = False, **sampling: Any) -> Completion:
+        """Generate from ``prompt`` and return the whole :class:`Completion`.
+
+        Not streamed by default (one response); ``stream=True`` streams under the hood, so
+        the timings hold a real time to first token and inter-token latencies.
+        """
+        s = self._stream(prompt, max_tokens, request_id, timeout, model, stream, sampling,
+                         "generate")
+        with s:
+            for _ in s:
+                pass
+        completion = s.completion
+        if completion is None:  # pragma: no cover - a closed stream always ends its exchange
+            raise ClientError(f"request {s.request_id} ended without a result")
+        return completion
+
+    def _stream(self, prompt: str, max_tokens: int, request_id: str | None,
+                timeout: float | EllipsisType | None, model: str | None, stream: bool,
+                sampling: dict[str, Any], where: str) -> Stream:
+        check_sampling(sampling, where)
+        name = model or self.model
+        rid = request_id or new_request_id()
+        deadline = self._deadline(timeout)
+
+        def build(inputs: frozenset[str] | None) -> RequestSpec:
+            return build_request(name, prompt, max_tokens, stream=stream, sampling=sampling,
+                                 request_id=rid, model_inputs=inputs)
+
+        return Stream(self, name, build, rid, deadline)  # type: ignore[arg-type,unused-ignore]
+
+    def _model_inputs(self, model: str, timeout: float | None) -> frozenset[str] | None:
+        """The model's input names from its metadata (cached); None where metadata is refused."""
+        if model not in self._inputs:
+            try:
+                self._inputs[model] = model_input_names(self._transport.metadata(model, timeout))
+            except Unauthorized:
+                self._inputs[model] = None
+        return self._inputs[model]
+
+    # -- server --------------------------------------------------------------------------------
+    def health(self, timeout: float | EllipsisType | None = DEFAULT) -> Health:
+        """Liveness and readiness of the server."""
+        return self._transport.health(self._deadline(timeout))
+
+    def models(self, timeout: float | EllipsisType | None = DEFAULT) -> list[ModelStatus]:
+        """Every model of the server's repository with its state."""
+        return list(self._transport.models(self._deadline(timeout)))
+
+    def metadata(self, model: str | None = None,
+                 timeout: float | EllipsisType | None = DEFAULT) -> dict[str, Any]:
+        """The model's metadata (name, versions, inputs, outputs) as JSON."""
+        return dict(self._transport.metadata(model or self.model, self._deadline(timeout)))
+
+    def _deadline(self, timeout: float | EllipsisType | None) -> float | None:
+        if isinstance(timeout, EllipsisType):
+            return self.timeout
+        return timeout
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

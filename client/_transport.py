@@ -1,0 +1,579 @@
+"""Transports: move a :class:`~._logic.RequestSpec` to the server and its responses back.
+
+Each transport raises only :class:`~._errors.ClientError` s (classified by
+:func:`~._errors.make_error`, chained from the tritonclient / socket error) and knows nothing
+about retries, deltas or completions (that is :mod:`._logic`).
+
+- :class:`GrpcTransport` (sync, ``tritonclient.grpc``): a pool of clients, each holding one
+  bidirectional stream that carries one request at a time and is reused for the next. One
+  request per stream, because an error response on a gRPC stream carries no request id: with
+  one request in flight the error is that request's. Cancelling stops the stream with
+  ``stop_stream(cancel_requests=True)`` (the server sees the request cancelled); the client
+  opens a fresh stream on its next use. The per-call deadline is kept on the client side
+  (cancel, then Timeout), since the stream outlives one request.
+- :class:`AioGrpcTransport` (asyncio, ``tritonclient.grpc.aio``): one ``ModelStreamInfer``
+  call per request on a shared channel, with the call's deadline as gRPC deadline; cancelling
+  cancels the call.
+- :class:`HttpTransport` (sync, standard library): Triton's generate extension,
+  ``POST /v2/models/{m}/generate`` (one JSON response) and ``/generate_stream`` (server-sent
+  events). tritonclient.http cannot stream from decoupled models. Closing a stream closes its
+  connection. The asyncio client runs it in worker threads (:class:`ThreadedTransport`).
+
+Every request asks for an empty final response (``triton_enable_empty_final_response``), so
+the end of a decoupled model's stream is always seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import queue
+import socket
+import ssl as ssl_lib
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from tritonllm.client._errors import (
+    ClientError,
+    ErrorInfo,
+    Timeout,
+    Unauthorized,
+    Unavailable,
+    make_error,
+)
+from tritonllm.client._logic import Endpoint, RequestSpec
+from tritonllm.client._types import Health, ModelStatus
+
+__all__ = [
+    "AioGrpcTransport",
+    "AsyncCall",
+    "AsyncTransport",
+    "GrpcTransport",
+    "HttpTransport",
+    "Response",
+    "SyncCall",
+    "SyncTransport",
+    "ThreadedTransport",
+    "make_async_transport",
+    "make_sync_transport",
+]
+
+#: One response: its outputs (name → numpy array or JSON value) and whether it is the last.
+Response = tuple[Mapping[str, Any], bool]
+FINAL_PARAM = "triton_final_response"
+EMPTY_FINAL_PARAM = "triton_enable_empty_final_response"
+STREAM_ERROR_WAIT_S = 1.0  # how long a dead stream's reason may take to reach its callback
+
+
+class SyncCall(Protocol):
+    def next(self, timeout: float | None) -> Response | None:
+        """The next response (None: the server ended the stream); ClientError on failure."""
+
+    def cancel(self) -> None:
+        """Stop the request on the server; a thread blocked in next() gets Cancelled."""
+
+    def release(self) -> None:
+        """The request has ended; give its resources back."""
+
+
+class SyncTransport(Protocol):
+    def start(self, spec: RequestSpec, timeout: float | None) -> SyncCall: ...
+    def health(self, timeout: float | None) -> Health: ...
+    def models(self, timeout: float | None) -> list[ModelStatus]: ...
+    def metadata(self, model: str, timeout: float | None) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+class AsyncCall(Protocol):
+    async def next(self, timeout: float | None) -> Response | None: ...
+    def cancel(self) -> None: ...
+    def release(self) -> None: ...
+
+
+class AsyncTransport(Protocol):
+    async def start(self, spec: RequestSpec, timeout: float | None) -> AsyncCall: ...
+    async def health(self, timeout: float | None) -> Health: ...
+    async def models(self, timeout: float | None) -> list[ModelStatus]: ...
+    async def metadata(self, model: str, timeout: float | None) -> dict[str, Any]: ...
+    async def close(self) -> None: ...
+
+
+def _deadline_error(spec: RequestSpec, timeout: float | None) -> Timeout:
+    return Timeout(f"request {spec.request_id}: no response within the deadline "
+                   f"({timeout or 0:g}s)", request_id=spec.request_id, status="DEADLINE_EXCEEDED")
+
+
+def _from_triton(exc: Exception) -> ClientError:
+    """A tritonclient InferenceServerException (or grpc.RpcError) → ClientError."""
+    code = getattr(exc, "code", None)
+    if callable(code):  # grpc.RpcError
+        details = getattr(exc, "details", None)
+        msg = (details() if callable(details) else None) or str(exc)
+        return make_error(ErrorInfo(msg, str(code())))
+    message = getattr(exc, "message", None)
+    status = getattr(exc, "status", None)
+    msg = message() if callable(message) else str(exc)
+    st = status() if callable(status) else None
+    return make_error(ErrorInfo(msg or str(exc), st))
+
+
+def _outputs(result: Any) -> Response:
+    """A tritonclient InferResult → (outputs, final)."""
+    resp = result.get_response()
+    outputs = {o.name: result.as_numpy(o.name) for o in resp.outputs}
+    final = resp.parameters[FINAL_PARAM].bool_param if FINAL_PARAM in resp.parameters else True
+    return outputs, final
+
+
+def _index_rows(rows: Any) -> list[ModelStatus]:
+    return [ModelStatus(str(r.get("name", "")), r.get("version") or None, r.get("state") or None,
+                        str(r.get("reason", ""))) for r in rows]
+
+
+def _grpc_inputs(grpcclient: Any, spec: RequestSpec) -> list[Any]:
+    inputs = []
+    for t in spec.inputs:
+        x = grpcclient.InferInput(t.name, list(t.value.shape), t.wire_dtype)
+        x.set_data_from_numpy(t.value)
+        inputs.append(x)
+    return inputs
+
+
+def _grpc_options(endpoint: Endpoint, root_certificates: str | None) -> dict[str, Any]:
+    return {"url": endpoint.address, "ssl": endpoint.ssl, "root_certificates": root_certificates}
+
+
+# --- gRPC, sync -------------------------------------------------------------------------------
+
+class _PooledStream:
+    """One tritonclient.grpc client and its (lazily started, reusable) stream."""
+
+    def __init__(self, client: Any, headers: Mapping[str, str] | None) -> None:
+        self.client = client
+        self.headers = dict(headers) if headers else None
+        self.responses: queue.SimpleQueue[tuple[Any, Any]] | None = None
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _callback(q: queue.SimpleQueue[tuple[Any, Any]], result: Any, error: Any) -> None:
+        q.put((result, error))
+
+    def send(self, grpcclient: Any, spec: RequestSpec) -> queue.SimpleQueue[tuple[Any, Any]]:
+        with self.lock:
+            if self.responses is None:
+                q: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+                try:
+                    self.client.start_stream(callback=functools.partial(self._callback, q),
+                                             headers=self.headers)
+                except grpcclient.InferenceServerException as e:
+                    raise _from_triton(e) from e
+                self.responses = q
+            q = self.responses
+        try:
+            self.client.async_stream_infer(spec.model, _grpc_inputs(grpcclient, spec),
+                                           request_id=spec.request_id,
+                                           enable_empty_final_response=True)
+        except grpcclient.InferenceServerException as e:
+            # The stream died before the request went out; its callback gets (or has got)
+            # the reason (refused connection, restricted protocol, ...).
+            cause: Exception = e
+            try:
+                _, error = q.get(timeout=STREAM_ERROR_WAIT_S)
+                if error is not None:
+                    cause = error
+            except queue.Empty:
+                pass
+            self.reset()
+            err = _from_triton(cause)
+            if cause is e:
+                err = Unavailable(f"the stream to the server broke: {err.message}")
+            raise err from cause
+        return q
+
+    def reset(self) -> None:
+        """Stop the stream, cancelling what is in flight; the next send starts a new one."""
+        with self.lock:
+            self.responses = None
+            self.client.stop_stream(cancel_requests=True)
+
+
+class _GrpcCall:
+    def __init__(self, transport: GrpcTransport, stream: _PooledStream, spec: RequestSpec,
+                 responses: queue.SimpleQueue[tuple[Any, Any]]) -> None:
+        self._transport = transport
+        self._stream = stream
+        self._spec = spec
+        self._responses = responses
+        self._ended = False
+        self._lock = threading.Lock()
+
+    def _end(self, reset: bool) -> None:
+        """Give the stream back exactly once (first stopping it when ``reset``)."""
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+        if reset:
+            self._stream.reset()
+        self._transport.give_back(self._stream)
+
+    def next(self, timeout: float | None) -> Response | None:
+        try:
+            result, error = self._responses.get(timeout=timeout)
+        except queue.Empty:
+            self.cancel()
+            raise _deadline_error(self._spec, timeout) from None
+        if error is not None:
+            # The stream may be broken, or carry late responses of this request: start afresh.
+            self._end(reset=True)
+            raise _from_triton(error) from error
+        return _outputs(result)
+
+    def cancel(self) -> None:
+        self._end(reset=True)
+
+    def release(self) -> None:
+        self._end(reset=False)
+
+
+class GrpcTransport:
+    """Sync gRPC: pooled ``tritonclient.grpc`` clients, one request per stream at a time."""
+
+    def __init__(self, endpoint: Endpoint, headers: Mapping[str, str] | None = None,
+                 root_certificates: str | None = None) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._g = grpcclient
+        self._opts = _grpc_options(endpoint, root_certificates)
+        self._headers = dict(headers) if headers else None
+        self._control = self._new_client()
+        self._idle: list[_PooledStream] = []
+        self._all: list[_PooledStream] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _new_client(self) -> Any:
+        try:
+            return self._g.InferenceServerClient(**self._opts)
+        except self._g.InferenceServerException as e:
+            raise _from_triton(e) from e
+
+    def give_back(self, stream: _PooledStream) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(stream)
+
+    def start(self, spec: RequestSpec, timeout: float | None) -> SyncCall:
+        with self._lock:
+            if self._closed:
+                raise ClientError("the client is closed")
+            stream = self._idle.pop() if self._idle else None
+        if stream is None:
+            stream = _PooledStream(self._new_client(), self._headers)
+            with self._lock:
+                self._all.append(stream)
+        try:
+            responses = stream.send(self._g, spec)
+        except ClientError:
+            self.give_back(stream)
+            raise
+        return _GrpcCall(self, stream, spec, responses)
+
+    def _unary(self, method: str, *args: Any, timeout: float | None, **kw: Any) -> Any:
+        try:
+            return getattr(self._control, method)(*args, headers=self._headers,
+                                                  client_timeout=timeout, **kw)
+        except self._g.InferenceServerException as e:
+            raise _from_triton(e) from e
+
+    def health(self, timeout: float | None) -> Health:
+        live = self._unary("is_server_live", timeout=timeout)
+        ready = self._unary("is_server_ready", timeout=timeout)
+        return Health(bool(live), bool(ready))
+
+    def models(self, timeout: float | None) -> list[ModelStatus]:
+        index = self._unary("get_model_repository_index", as_json=True, timeout=timeout)
+        return _index_rows(index.get("models", []))
+
+    def metadata(self, model: str, timeout: float | None) -> dict[str, Any]:
+        return dict(self._unary("get_model_metadata", model, as_json=True, timeout=timeout))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            streams, self._all, self._idle = self._all, [], []
+        for s in streams:
+            s.client.stop_stream(cancel_requests=True)
+            s.client.close()
+        self._control.close()
+
+
+# --- gRPC, asyncio ----------------------------------------------------------------------------
+
+class _AioCall:
+    def __init__(self, grpc: Any, responses: Any, spec: RequestSpec,
+                 timeout: float | None) -> None:
+        self._grpc = grpc
+        self._responses = responses
+        self._spec = spec
+        self._timeout = timeout
+
+    async def next(self, timeout: float | None) -> Response | None:
+        try:
+            result, error = await self._responses.__anext__()
+        except StopAsyncIteration:
+            return None
+        except self._grpc.RpcError as e:
+            err = _from_triton(e)
+            if isinstance(err, Timeout):
+                err = _deadline_error(self._spec, self._timeout)
+            raise err from e
+        if error is not None:
+            self.cancel()
+            raise _from_triton(error) from error
+        return _outputs(result)
+
+    def cancel(self) -> None:
+        self._responses.cancel()
+
+    def release(self) -> None:
+        """Nothing to give back: the server ends the call after the final response."""
+
+
+class AioGrpcTransport:
+    """Asyncio gRPC: one ``ModelStreamInfer`` call per request on a shared channel."""
+
+    def __init__(self, endpoint: Endpoint, headers: Mapping[str, str] | None = None,
+                 root_certificates: str | None = None) -> None:
+        import grpc
+        import tritonclient.grpc as grpcclient
+        import tritonclient.grpc.aio as aioclient
+
+        self._grpc = grpc
+        self._g = grpcclient
+        self._headers = dict(headers) if headers else None
+        self._client = aioclient.InferenceServerClient(
+            **_grpc_options(endpoint, root_certificates))
+
+    async def start(self, spec: RequestSpec, timeout: float | None) -> AsyncCall:
+        request = {"model_name": spec.model, "inputs": _grpc_inputs(self._g, spec),
+                   "request_id": spec.request_id, "parameters": {EMPTY_FINAL_PARAM: True}}
+
+        async def one_request() -> Any:
+            yield request
+
+        try:
+            responses = self._client.stream_infer(one_request(), stream_timeout=timeout,
+                                                  headers=self._headers)
+        except self._g.InferenceServerException as e:
+            raise _from_triton(e) from e
+        return _AioCall(self._grpc, responses, spec, timeout)
+
+    async def _unary(self, method: str, *args: Any, timeout: float | None, **kw: Any) -> Any:
+        try:
+            return await getattr(self._client, method)(*args, headers=self._headers,
+                                                       client_timeout=timeout, **kw)
+        except self._g.InferenceServerException as e:
+            raise _from_triton(e) from e
+
+    async def health(self, timeout: float | None) -> Health:
+        live = await self._unary("is_server_live", timeout=timeout)
+        ready = await self._unary("is_server_ready", timeout=timeout)
+        return Health(bool(live), bool(ready))
+
+    async def models(self, timeout: float | None) -> list[ModelStatus]:
+        index = await self._unary("get_model_repository_index", as_json=True, timeout=timeout)
+        return _index_rows(index.get("models", []))
+
+    async def metadata(self, model: str, timeout: float | None) -> dict[str, Any]:
+        return dict(await self._unary("get_model_metadata", model, as_json=True,
+                                      timeout=timeout))
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+# --- HTTP (generate extension), sync ----------------------------------------------------------
+
+def _http_error(e: urllib.error.HTTPError) -> ClientError:
+    body = e.read().decode("utf-8", errors="replace")
+    msg = body.strip()
+    for line in body.splitlines():  # JSON body, or one SSE event
+        line = line.removeprefix("data:").strip()
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                msg = str(json.loads(line).get("error", msg))
+            break
+    return make_error(ErrorInfo(msg or e.reason or f"HTTP {e.code}", http_status=e.code))
+
+
+def _network_error(e: BaseException) -> ClientError:
+    if isinstance(e, (TimeoutError, socket.timeout)):
+        return Timeout(f"no response within the deadline: {e}", status="DEADLINE_EXCEEDED")
+    reason = getattr(e, "reason", e)
+    return Unavailable(f"cannot reach the server: {reason}")
+
+
+class _HttpCall:
+    def __init__(self, response: Any, spec: RequestSpec) -> None:
+        self._response = response
+        self._spec = spec
+        self._done = False
+
+    def _read_event(self) -> dict[str, Any] | None:
+        data: list[str] = []
+        while True:
+            raw = self._response.readline()
+            if not raw:
+                return json.loads("".join(data)) if data else None
+            line = raw.decode("utf-8").rstrip("\r\n")
+            if not line:
+                if data:
+                    return dict(json.loads("\n".join(data)))
+                continue
+            if line.startswith("data:"):
+                data.append(line[5:].lstrip())
+
+    def next(self, timeout: float | None) -> Response | None:
+        if self._done:
+            return None
+        try:
+            sock = getattr(getattr(self._response, "fp", None), "raw", None)
+            sock = getattr(sock, "_sock", None)
+            if sock is not None and timeout is not None:
+                sock.settimeout(timeout)
+            if not self._spec.stream:
+                self._done = True
+                return dict(json.loads(self._response.read())), True
+            event = self._read_event()
+        except (OSError, ValueError) as e:
+            self.cancel()
+            raise _network_error(e) if isinstance(e, OSError) else Unavailable(
+                f"bad response from the server: {e}") from e
+        if event is None:
+            self._done = True
+            self._response.close()
+            return None
+        if "error" in event:
+            self.cancel()
+            raise make_error(ErrorInfo(str(event["error"])), request_id=self._spec.request_id)
+        return event, False
+
+    def cancel(self) -> None:
+        self._done = True
+        self._response.close()
+
+    def release(self) -> None:
+        self.cancel()
+
+
+class HttpTransport:
+    """Sync HTTP over the standard library: Triton's generate extension for inference."""
+
+    def __init__(self, endpoint: Endpoint, headers: Mapping[str, str] | None = None,
+                 root_certificates: str | None = None) -> None:
+        self._base = endpoint.base_url
+        self._headers = dict(headers or {})
+        self._context = None
+        if endpoint.ssl:
+            self._context = ssl_lib.create_default_context(cafile=root_certificates)
+
+    def _open(self, path: str, body: dict[str, Any] | None, timeout: float | None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {**self._headers, **({"Content-Type": "application/json"} if data else {})}
+        req = urllib.request.Request(self._base + path, data=data, headers=headers,
+                                     method="POST" if data is not None else "GET")
+        try:
+            return urllib.request.urlopen(req, timeout=timeout, context=self._context)
+        except urllib.error.HTTPError as e:
+            raise _http_error(e) from e
+        except (urllib.error.URLError, OSError) as e:
+            raise _network_error(e) from e
+
+    def _json(self, path: str, body: dict[str, Any] | None, timeout: float | None) -> Any:
+        with self._open(path, body, timeout) as r:
+            raw = r.read()
+        return json.loads(raw) if raw else {}
+
+    def start(self, spec: RequestSpec, timeout: float | None) -> SyncCall:
+        path = f"/v2/models/{urllib.parse.quote(spec.model)}/generate"
+        return _HttpCall(self._open(path + ("_stream" if spec.stream else ""),
+                                    spec.json_body(), timeout), spec)
+
+    def _probe(self, path: str, timeout: float | None) -> bool:
+        try:
+            with self._open(path, None, timeout):
+                return True
+        except (Unavailable, Unauthorized):
+            raise
+        except ClientError:
+            return False
+
+    def health(self, timeout: float | None) -> Health:
+        return Health(self._probe("/v2/health/live", timeout),
+                      self._probe("/v2/health/ready", timeout))
+
+    def models(self, timeout: float | None) -> list[ModelStatus]:
+        return _index_rows(self._json("/v2/repository/index", {}, timeout))
+
+    def metadata(self, model: str, timeout: float | None) -> dict[str, Any]:
+        return dict(self._json(f"/v2/models/{urllib.parse.quote(model)}", None, timeout))
+
+    def close(self) -> None:
+        """Nothing to close: one connection per call."""
+
+
+class _ThreadedCall:
+    def __init__(self, call: SyncCall) -> None:
+        self._call = call
+
+    async def next(self, timeout: float | None) -> Response | None:
+        return await asyncio.to_thread(self._call.next, timeout)
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+    def release(self) -> None:
+        self._call.release()
+
+
+class ThreadedTransport:
+    """An asyncio face on a sync transport: each blocking step runs in a worker thread."""
+
+    def __init__(self, sync: SyncTransport) -> None:
+        self._sync = sync
+
+    async def start(self, spec: RequestSpec, timeout: float | None) -> AsyncCall:
+        return _ThreadedCall(await asyncio.to_thread(self._sync.start, spec, timeout))
+
+    async def health(self, timeout: float | None) -> Health:
+        return await asyncio.to_thread(self._sync.health, timeout)
+
+    async def models(self, timeout: float | None) -> list[ModelStatus]:
+        return await asyncio.to_thread(self._sync.models, timeout)
+
+    async def metadata(self, model: str, timeout: float | None) -> dict[str, Any]:
+        return await asyncio.to_thread(self._sync.metadata, model, timeout)
+
+    async def close(self) -> None:
+        self._sync.close()
+
+
+def make_sync_transport(endpoint: Endpoint, headers: Mapping[str, str] | None,
+                        root_certificates: str | None) -> SyncTransport:
+    if endpoint.protocol == "http":
+        return HttpTransport(endpoint, headers, root_certificates)
+    return GrpcTransport(endpoint, headers, root_certificates)
+
+
+def make_async_transport(endpoint: Endpoint, headers: Mapping[str, str] | None,
+                         root_certificates: str | None) -> AsyncTransport:
+    if endpoint.protocol == "http":
+        return ThreadedTransport(HttpTransport(endpoint, headers, root_certificates))
+    return AioGrpcTransport(endpoint, headers, root_certificates)
