@@ -1,8 +1,183 @@
-"""``tritonllm generate``, ``health``, ``models``: the client library on the command line."""
+"""``tritonllm generate``, ``health``, ``models``: the client library on the command line.
+
+Readable output by default, one JSON object with ``--json``. tritonclient is imported inside
+the commands (through :mod:`tritonllm.client`'s clients), so ``tritonllm --help`` stays
+instant. Client errors are TritonLLMErrors: one line on stderr, exit code 1.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
 import click
 
+DEFAULT_URL = "localhost:8001"
+
+
+def _headers(ctx: click.Context, param: click.Parameter,
+             values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be > 0, got {value}")
+    return value
+
+
+def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--url, --protocol, --header, --ssl, --root-certificates, --timeout."""
+    options = [
+        click.option("--url", default=DEFAULT_URL, show_default=True, envvar="TRITONLLM_URL",
+                     help="host:port or grpc://host:port (gRPC), http(s)://host:port (HTTP) "
+                          "[env TRITONLLM_URL]."),
+        click.option("--protocol", type=click.Choice(["grpc", "http"]),
+                     help="Override the URL's scheme."),
+        click.option("--header", "headers", multiple=True, callback=_headers,
+                     metavar="KEY=VALUE",
+                     help="Header sent with every call (repeatable), e.g. "
+                          "triton-grpc-protocol-apikey=SECRET for a restricted endpoint."),
+        click.option("--ssl", is_flag=True, help="Use TLS."),
+        click.option("--root-certificates", type=click.Path(exists=True, dir_okay=False),
+                     help="CA bundle for --ssl."),
+        click.option("--timeout", type=float, default=60.0, show_default=True,
+                     callback=_positive, help="Deadline of the call, seconds."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _client(url: str, model: str, protocol: str | None, headers: dict[str, str], ssl: bool,
+            root_certificates: str | None, timeout: float) -> Any:
+    from tritonllm.client import LLMClient
+
+    return LLMClient(url, model, protocol=protocol, headers=headers or None, ssl=ssl,
+                     root_certificates=root_certificates, timeout=timeout)
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False))
+
+
+def completion_json(c: Any) -> dict[str, Any]:
+    """A Completion as the JSON object ``generate --json`` prints (seconds for times)."""
+    t = c.timings
+    return {
+        "request_id": c.request_id,
+        "text": c.text,
+        "finish_reason": c.finish_reason,
+        "input_tokens": c.input_tokens,
+        "output_tokens": c.output_tokens,
+        "attempts": c.attempts,
+        "timings": {"ttft_s": t.ttft, "e2e_s": t.e2e, "itl_s": t.itl,
+                    "responses": len(t.token_times)},
+    }
+
+
+@click.command("generate")
+@click.argument("prompt")
+@connection_options
+@click.option("-m", "--model", default="ensemble", show_default=True,
+              help="ensemble, tensorrt_llm_bls, or any model with their contract.")
+@click.option("--stream/--no-stream", default=False, show_default=True,
+              help="Print the text as it arrives.")
+@click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--temperature", type=float)
+@click.option("--top-k", type=int)
+@click.option("--top-p", type=float)
+@click.option("--seed", type=click.IntRange(min=0))
+@click.option("--stop", multiple=True, help="Stop string (repeatable).")
+@click.option("--bad-word", "bad_words", multiple=True, help="Banned string (repeatable).")
+@click.option("--repetition-penalty", type=float)
+@click.option("--presence-penalty", type=float)
+@click.option("--frequency-penalty", type=float)
+@click.option("--min-tokens", type=click.IntRange(min=0))
+@click.option("--end-id", type=int)
+@click.option("--include-input", is_flag=True,
+              help="Return the prompt too (exclude_input_in_output=false).")
+@click.option("--request-id", help="Request id [default: a random one].")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: text, finish reason, token counts, timings.")
+def generate_cmd(prompt: str, url: str, protocol: str | None, headers: dict[str, str],
+                 ssl: bool, root_certificates: str | None, timeout: float, model: str,
+                 stream: bool, max_tokens: int, as_json: bool, request_id: str | None,
+                 stop: tuple[str, ...], bad_words: tuple[str, ...], include_input: bool,
+                 **sampling: Any) -> None:
+    """Generate text for PROMPT on a running server."""
+    options = {k: v for k, v in sampling.items() if v is not None}
+    if stop:
+        options["stop"] = list(stop)
+    if bad_words:
+        options["bad_words"] = list(bad_words)
+    if include_input:
+        options["exclude_input_in_output"] = False
+    with _client(url, model, protocol, headers, ssl, root_certificates, timeout) as client:
+        if not stream or as_json:
+            completion = client.generate(prompt, max_tokens, request_id=request_id,
+                                         stream=stream, **options)
+            if as_json:
+                _echo_json(completion_json(completion))
+            else:
+                click.echo(completion.text)
+            return
+        s = client.stream(prompt, max_tokens, request_id=request_id, **options)
+        with s:
+            for delta in s:
+                sys.stdout.write(delta.text)
+                sys.stdout.flush()
+        sys.stdout.write("\n")
+        c = s.completion
+        if c is not None:
+            ttft = f"{c.timings.ttft * 1000:.0f} ms" if c.timings.ttft is not None else "-"
+            click.echo(f"[{c.finish_reason or 'end'}; {c.output_tokens or '?'} tokens; "
+                       f"first token {ttft}; total {c.timings.e2e * 1000:.0f} ms]", err=True)
+
+
+@click.command("health")
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def health_cmd(url: str, protocol: str | None, headers: dict[str, str], ssl: bool,
+               root_certificates: str | None, timeout: float, as_json: bool) -> None:
+    """Is the server live and ready? Exit code 0 only when it is ready."""
+    with _client(url, "ensemble", protocol, headers, ssl, root_certificates, timeout) as client:
+        h = client.health()
+    if as_json:
+        _echo_json({"url": url, "live": h.live, "ready": h.ready})
+    else:
+        click.echo(f"{url}: {'live' if h.live else 'not live'}, "
+                   f"{'ready' if h.ready else 'not ready'}")
+    if not h.ready:
+        sys.exit(1)
+
+
+@click.command("models")
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def models_cmd(url: str, protocol: str | None, headers: dict[str, str], ssl: bool,
+               root_certificates: str | None, timeout: float, as_json: bool) -> None:
+    """List the server's models and their states."""
+    with _client(url, "ensemble", protocol, headers, ssl, root_certificates, timeout) as client:
+        rows = client.models()
+    if as_json:
+        _echo_json({"models": [{"name": m.name, "version": m.version, "state": m.state,
+                                "reason": m.reason} for m in rows]})
+        return
+    width = max([len(m.name) for m in rows] + [5])
+    click.echo(f"{'MODEL':<{width}}  VERSION  STATE")
+    for m in rows:
+        reason = f"  ({m.reason})" if m.reason else ""
+        click.echo(f"{m.name:<{width}}  {m.version or '-':<7}  {m.state or '-'}{reason}")
+
+
 #: Registered by :mod:`tritonllm.cli`.
-client_commands: list[click.Command] = []
+client_commands: list[click.Command] = [generate_cmd, health_cmd, models_cmd]
