@@ -12,7 +12,8 @@ Threading contract:
   * ``on_event`` callbacks run on the engine thread, in order, exactly one of them with
     ``finished=True`` per request; they must be quick (send a response, put on a queue).
   * ``step()`` holds the GIL while it runs (see DESIGN.md), so other Python threads of the
-    process wait up to one step; ``stats().max_step_ms`` reports the worst step seen.
+    process wait up to one step; ``stats().max_step_ms`` reports the worst step since the
+    previous ``stats()`` call. (OpenVINO GenAI 2026.4 releases the GIL for much of a step.)
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class EngineStats:
     requests_total: int
     generated_tokens_total: int
     steps: int
-    max_step_ms: float
+    max_step_ms: float  # since the previous stats() call
     kv_cache_usage: float  # percent of KV blocks in use after the last step
     pipeline_requests: int  # sequences the pipeline itself still holds
     ttft_ms: list[float]  # since the previous stats() call
@@ -189,9 +190,10 @@ class CpuEngine:
         with self._cv:
             waiting = len(self._inbox)
             ttft, self._ttft_ms = self._ttft_ms, []
+            worst, self._max_step_ms = self._max_step_ms, 0.0
             active = len(self._active)
         return EngineStats(active, waiting, self._requests_total, self._tokens_total,
-                           self._steps, self._max_step_ms, self._kv_usage,
+                           self._steps, worst, self._kv_usage,
                            self._pipeline_requests, ttft)
 
     def close(self, timeout: float = 10.0) -> None:

@@ -22,7 +22,10 @@ would wait behind more than that many others for an engine slot raises :class:`Q
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,6 +46,7 @@ from tritonllm.ensembles.requests import parse_request as parse_generation_reque
 from tritonllm.errors import TritonLLMError
 
 Decode = Callable[[Sequence[int]], str]
+log = logging.getLogger(__name__)
 
 # The name a client used for each LLM input, where the ensemble/BLS renames it.
 CLIENT_NAMES = {
@@ -205,6 +209,15 @@ class LLMService:
         self._lock = threading.Lock()
         self._live: dict[int, tuple[ResponseSink, str]] = {}
         self._closed = threading.Event()
+        # Responses are built and sent on a thread of their own: a send waits for the Triton
+        # core to take the response, and the engine thread should be stepping meanwhile
+        # (OpenVINO GenAI releases the GIL inside step()). One thread keeps each request's
+        # responses in order.
+        self._outbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._send_ms = 0.0
+        self._sender = threading.Thread(target=self._send_loop, name="tritonllm-sender",
+                                        daemon=True)
+        self._sender.start()
         self._poller = threading.Thread(target=self._poll_cancellations,
                                         args=(cancellation_check_period_s,),
                                         name="tritonllm-cancel-poller", daemon=True)
@@ -224,7 +237,7 @@ class LLMService:
         prompt_prefix = [] if (req.streaming or req.exclude_input_in_output) else req.prompt
 
         def on_event(ev: TokenEvent) -> None:
-            self._on_event(ev, req, sink, windows, prompt_prefix)
+            self._outbox.put(lambda: self._on_event(ev, req, sink, windows, prompt_prefix))
 
         with self._lock:  # execute() is serial per instance: nothing slips in between
             self._check_queue()
@@ -277,6 +290,20 @@ class LLMService:
             out["cum_log_probs"] = np.asarray([[lps.sum()]], dtype=np.float32)
         sink.send(out, final=ev.finished)
 
+    def _send_loop(self) -> None:
+        while (job := self._outbox.get()) is not None:
+            t0 = time.perf_counter()
+            try:
+                job()
+            except Exception:  # one failed send must not stop the others' responses
+                log.exception("sending a response failed")
+            self._send_ms = max(self._send_ms, (time.perf_counter() - t0) * 1000)
+
+    def take_max_send_ms(self) -> float:
+        """The longest response build + send since the previous call, in ms."""
+        worst, self._send_ms = self._send_ms, 0.0
+        return worst
+
     def _stop_by_id(self, request_id: str) -> None:
         if not request_id:
             raise RequestError("stop", "needs the request id of the request to stop")
@@ -303,6 +330,9 @@ class LLMService:
             return len(self._live)
 
     def close(self) -> None:
+        """Finish everything in flight (final responses included), then stop the threads."""
         self._closed.set()
         self.engine.close()
+        self._outbox.put(None)
+        self._sender.join(10)
         self._poller.join(2)

@@ -10,6 +10,7 @@ A bad request gets an INVALID_ARG error naming the field; the others carry on.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tritonllm.ensembles.tokenization import load_tokenizer, read_special_ids
 from tritonllm.settings import CpuLLMParams
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+METRICS_PERIOD_S = 0.25
 
 
 class _Sink:
@@ -69,10 +71,25 @@ class _Metrics:
                            "Sum of times to first token (ms)", counter)
         self.first_tokens = metric("tritonllm_first_tokens_total",
                                    "Requests that produced a first token", counter)
+        # How long other work waits: the worst engine step, response send and execute() call
+        # of the last update period (the Python threads of this process share one GIL).
+        self.step_ms = metric("tritonllm_step_max_ms", "Longest engine step, last period", gauge)
+        self.send_ms = metric("tritonllm_send_max_ms", "Longest response send, last period",
+                              gauge)
+        self.execute_ms = metric("tritonllm_execute_max_ms", "Longest execute(), last period",
+                                 gauge)
         self._last_tokens = 0
+        self._execute_ms = 0.0
 
-    def update(self, engine: CpuEngine) -> None:
-        s = engine.stats()
+    def executed(self, ms: float) -> None:
+        self._execute_ms = max(self._execute_ms, ms)
+
+    def update(self, service: LLMService) -> None:
+        s = service.engine.stats()
+        self.step_ms.set(s.max_step_ms)
+        self.send_ms.set(service.take_max_send_ms())
+        worst, self._execute_ms = self._execute_ms, 0.0
+        self.execute_ms.set(worst)
         self.active.set(s.active)
         self.waiting.set(s.waiting)
         self.tokens.increment(s.generated_tokens_total - self._last_tokens)
@@ -108,9 +125,17 @@ class TritonPythonModel:
             cancellation_check_period_s=p.cancellation_check_period_ms / 1000,
             max_queue_size=p.max_queue_size)
         self.metrics = _Metrics(args["model_name"])
-        self._last_metrics = 0.0
+        self._stop = threading.Event()
+        self._metrics_thread = threading.Thread(target=self._update_metrics, daemon=True,
+                                                name="tritonllm-metrics")
+        self._metrics_thread.start()
+
+    def _update_metrics(self) -> None:
+        while not self._stop.wait(METRICS_PERIOD_S):
+            self.metrics.update(self.service)
 
     def execute(self, requests: list[Any]) -> None:
+        t0 = time.perf_counter()
         for request in requests:
             sender = request.get_response_sender()
             inputs = {t.name(): t.as_numpy() for t in request.inputs()}
@@ -122,11 +147,10 @@ class TritonPythonModel:
             except QueueFull as e:
                 err = pb_utils.TritonError(str(e), pb_utils.TritonError.UNAVAILABLE)
                 sender.send(pb_utils.InferenceResponse(error=err), flags=FINAL)
-        now = time.monotonic()
-        if now - self._last_metrics > 0.5:
-            self._last_metrics = now
-            self.metrics.update(self.service.engine)
+        self.metrics.executed((time.perf_counter() - t0) * 1000)
         return None
 
     def finalize(self) -> None:
+        self._stop.set()
+        self._metrics_thread.join(2)
         self.service.close()

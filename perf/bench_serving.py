@@ -1,0 +1,305 @@
+"""The serving benchmark of the CPU target: what Triton costs on top of the bare engine.
+
+    python -m tritonllm.perf.bench_serving [--size small] [--concurrency 16] [--out DIR]
+
+One run, four measurements, all on the same engine build and the same prompts:
+
+1. **bare**: OpenVINO GenAI's ContinuousBatchingPipeline in this process, driven by a plain
+   ``step()`` loop, closed loop at concurrency C (a new request as soon as one ends) and 1;
+2. **served**: the rendered repository on the real tritonserver, the same load sent by the
+   perf harness (:func:`tritonllm.perf.run.run_ours`, streaming through ``--model``) at C and 1;
+3. **idle TTFT**: single short requests on the idle server, one after the other;
+4. **late TTFT**: the same request sent while C-1 long streams are decoding (each has already
+   streamed its first token), so it has to join the running batch.
+
+Every request generates exactly ``--output-tokens`` tokens (``min_tokens`` = ``max_tokens``), so
+tokens/s compare like with like. The targets (issue #4) are printed with the numbers:
+served/bare at C >= 0.9, served C-stream/1-stream >= 3, late/idle TTFT <= 3; ``--check`` exits 1
+if one is missed. A JSON file with every number goes to ``--out``.
+
+Client, server and engine share this machine's cores: on a 2-core box the client's and
+Triton's per-response work is taken from the engine, which a GPU deployment would not feel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+TARGETS = {"served_over_bare": 0.9, "concurrent_over_single": 3.0, "late_over_idle_ttft": 3.0}
+
+
+@dataclass
+class Numbers:
+    """Everything one run measured (tokens/s, TTFT in ms)."""
+
+    size: str
+    model: str
+    concurrency: int
+    input_tokens: int
+    output_tokens: int
+    requests: int
+    cores: int
+    bare_tps: float = 0.0
+    bare_single_tps: float = 0.0
+    served_tps: float = 0.0
+    served_single_tps: float = 0.0
+    idle_ttft_ms: float = 0.0
+    late_ttft_ms: float = 0.0
+    max_step_ms: float = 0.0
+    ratios: dict[str, float] = field(default_factory=dict)
+
+    def finish(self) -> None:
+        self.ratios = {
+            "served_over_bare": self.served_tps / self.bare_tps,
+            "concurrent_over_single": self.served_tps / self.served_single_tps,
+            "late_over_idle_ttft": self.late_ttft_ms / self.idle_ttft_ms,
+        }
+
+    def missed(self) -> list[str]:
+        out = []
+        for key, target in TARGETS.items():
+            value = self.ratios[key]
+            ok = value <= target if key == "late_over_idle_ttft" else value >= target
+            if not ok:
+                out.append(key)
+        return out
+
+
+def _say(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def prepare(work: Path, size: str, max_batch_size: int) -> tuple[Path, Path, Path]:
+    """Model, engine (cached builds) and a freshly rendered repository under ``work``."""
+    import shutil
+
+    from tritonllm.builders import BuildSettings, build
+    from tritonllm.builders.repository import render_repository
+    from tritonllm.settings import RepoSettings
+    from tritonllm.tiny import make_tiny_model
+
+    model, engine, repo = work / f"model-{size}", work / f"engine-{size}", work / f"repo-{size}"
+    if not (model / "config.json").exists():
+        _say(f"making the {size} model")
+        make_tiny_model(model, size=size, seed=0)
+    _say("building the CPU engine (cached)")
+    build(BuildSettings(checkpoint=model, engine="cpu", out=engine,
+                        max_batch_size=max_batch_size))
+    shutil.rmtree(repo, ignore_errors=True)
+    render_repository(engine, repo, RepoSettings(
+        preprocessing_instance_count=1, postprocessing_instance_count=2, bls_instance_count=1))
+    return model, engine, repo
+
+
+def bare_pipeline(engine: Path, concurrency: int) -> Any:
+    """The pipeline exactly as the served model creates it."""
+    from tritonllm.ensembles.cpu_engine import CpuEngine, EngineConfig
+
+    return CpuEngine._make_pipeline(EngineConfig(engine, max_num_seqs=max(64, concurrency)))
+
+
+_ids = iter(range(1 << 62))
+
+
+def bare_throughput(pipe: Any, prompts: list[list[int]], output_tokens: int,
+                    concurrency: int, requests: int) -> tuple[float, float]:
+    """(tokens/s, worst step ms) of a closed loop at ``concurrency`` on the bare pipeline."""
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as ovg
+
+    def config() -> Any:
+        g = ovg.GenerationConfig()
+        g.max_new_tokens = g.min_new_tokens = output_tokens
+        g.do_sample = False
+        return g
+
+    sent = tokens = 0
+    live: dict[int, Any] = {}
+
+    def add() -> None:
+        nonlocal sent
+        ids = prompts[sent % len(prompts)]
+        live[sent] = pipe.add_request(next(_ids), ov.Tensor(np.asarray([ids], np.int64)),
+                                      config())
+        sent += 1
+
+    t0 = time.perf_counter()
+    worst = 0.0
+    while sent < min(concurrency, requests):
+        add()
+    while live:
+        s0 = time.perf_counter()
+        pipe.step()
+        worst = max(worst, time.perf_counter() - s0)
+        for rid, handle in list(live.items()):
+            if handle.can_read():
+                tokens += sum(len(o.generated_ids) for o in handle.read().values())
+            if handle.get_status() != ovg.GenerationStatus.RUNNING:
+                del live[rid]
+                if sent < requests:
+                    add()
+    return tokens / (time.perf_counter() - t0), worst * 1000
+
+
+async def ttfts(address: str, model: str, prompt: str, load: int, probes: int,
+                long_tokens: int) -> tuple[float, float]:
+    """(idle, late) median TTFT in ms; late = while ``load`` long streams decode."""
+    from tritonllm.client import AsyncLLMClient
+
+    async with AsyncLLMClient(address, model=model, timeout=600) as client:
+        async def one() -> float:
+            t0 = time.perf_counter()
+            first: float | None = None
+            async for delta in client.stream(prompt, max_tokens=8, min_tokens=8):
+                if first is None and delta.text:
+                    first = delta.time
+            if first is None:
+                raise RuntimeError("no token streamed")
+            return (first - t0) * 1000
+
+        idle = [await one() for _ in range(probes)]
+        started = [asyncio.Event() for _ in range(load)]
+        stop = asyncio.Event()
+
+        async def background(i: int) -> None:
+            async for delta in client.stream(prompt, max_tokens=long_tokens,
+                                             min_tokens=long_tokens):
+                if delta.text:
+                    started[i].set()
+                if stop.is_set():
+                    break  # leaving the stream cancels it on the server
+
+        tasks = [asyncio.create_task(background(i)) for i in range(load)]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 300)
+        late = [await one() for _ in range(probes)]
+        busy = not any(t.done() for t in tasks)
+        stop.set()
+        await asyncio.gather(*tasks)
+        if not busy:
+            raise RuntimeError("the load finished before the probes: raise --long-tokens")
+    return statistics.median(idle), statistics.median(late)
+
+
+def run(args: argparse.Namespace) -> Numbers:
+    import os
+
+    from tritonllm.perf.prompts import Tokenizer, make_prompts
+    from tritonllm.perf.run import run_ours
+    from tritonllm.perf.scenario import LengthSpec, Scenario
+    from tritonllm.server import ServerOptions, TritonServer
+
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    model, engine, repo = prepare(work, args.size, max(64, args.concurrency))
+    tok = Tokenizer(model)
+    prompts = [p.text for p in make_prompts(tok, 32, args.input_tokens, seed=0)]
+    numbers = Numbers(args.size, args.model, args.concurrency, args.input_tokens,
+                      args.output_tokens, args.requests, os.cpu_count() or 0)
+
+    ids = [tok.encode(p) for p in prompts]
+    _say(f"bare pipeline: {args.requests} requests at concurrency {args.concurrency}, then 1")
+    pipe = bare_pipeline(engine, args.concurrency)
+    bare_throughput(pipe, ids, 16, args.concurrency, args.concurrency)  # warm-up
+    numbers.bare_tps, numbers.max_step_ms = bare_throughput(
+        pipe, ids, args.output_tokens, args.concurrency, args.requests)
+    numbers.bare_single_tps, _ = bare_throughput(pipe, ids, args.output_tokens, 1,
+                                                 max(2, args.requests // args.concurrency))
+    del pipe  # its threads and KV cache must not compete with the server
+    _say(f"  {numbers.bare_tps:.0f} tok/s at {args.concurrency}, "
+         f"{numbers.bare_single_tps:.0f} tok/s at 1")
+
+    _say("starting tritonserver")
+    with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
+                                    startup_timeout=600)) as server:
+        single = max(2, args.requests // args.concurrency)
+        for conc, n, attr in ((args.concurrency, args.requests, "served_tps"),
+                              (1, single, "served_single_tps")):
+            _say(f"served: {n} requests at concurrency {conc} through {args.model}")
+            scenario = Scenario(
+                url=server.grpc_address, model=args.model, concurrency=(conc,),
+                input_tokens=LengthSpec(args.input_tokens),
+                output_tokens=LengthSpec(args.output_tokens), requests=n, warmup=conc,
+                num_prompts=32, streaming=True, exact_output=True, timeout=600)
+            result = run_ours(scenario, tok)
+            summary = result.points[0].summary
+            if summary.errors:
+                raise RuntimeError(f"served requests failed: {summary.errors}")
+            # The server's own count: re-tokenizing a random model's text is not exact.
+            tps = summary.server_output_tokens_per_s
+            if tps is None:
+                raise RuntimeError(f"{args.model} did not report num_output_tokens")
+            setattr(numbers, attr, tps)
+        _say(f"  {numbers.served_tps:.0f} tok/s at {args.concurrency}, "
+             f"{numbers.served_single_tps:.0f} tok/s at 1")
+        _say(f"TTFT: idle, then with {args.concurrency - 1} streams decoding")
+        numbers.idle_ttft_ms, numbers.late_ttft_ms = asyncio.run(ttfts(
+            server.grpc_address, args.model, prompts[0], args.concurrency - 1, args.probes,
+            args.long_tokens))
+    numbers.finish()
+    return numbers
+
+
+def table(n: Numbers) -> str:
+    r = n.ratios
+    rows = [
+        ("bare pipeline, tokens/s", f"{n.bare_tps:.0f} (C={n.concurrency})",
+         f"{n.bare_single_tps:.0f} (C=1)"),
+        (f"served via {n.model}, tokens/s", f"{n.served_tps:.0f} (C={n.concurrency})",
+         f"{n.served_single_tps:.0f} (C=1)"),
+        ("TTFT ms, idle / late arrival", f"{n.idle_ttft_ms:.1f}", f"{n.late_ttft_ms:.1f}"),
+    ]
+    checks = [
+        ("served / bare at C", r["served_over_bare"], ">=", TARGETS["served_over_bare"]),
+        ("served C / served 1", r["concurrent_over_single"], ">=",
+         TARGETS["concurrent_over_single"]),
+        ("late / idle TTFT", r["late_over_idle_ttft"], "<=", TARGETS["late_over_idle_ttft"]),
+    ]
+    out = ["| measurement | | |", "|---|---|---|"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    out += ["", "| ratio | measured | target | |", "|---|---|---|---|"]
+    for name, value, op, target in checks:
+        ok = value >= target if op == ">=" else value <= target
+        out.append(f"| {name} | {value:.2f} | {op} {target} | {'met' if ok else 'MISSED'} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tritonllm.perf.bench_serving",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", default="small", choices=("tiny", "small"),
+                   help="model made by tritonllm make-tiny-model (default: small)")
+    p.add_argument("--model", default="ensemble", choices=("ensemble", "tensorrt_llm_bls"))
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--requests", type=int, default=64, help="requests at the concurrency")
+    p.add_argument("--input-tokens", type=int, default=64)
+    p.add_argument("--output-tokens", type=int, default=128)
+    p.add_argument("--long-tokens", type=int, default=512,
+                   help="output tokens of each background stream in the late-TTFT test")
+    p.add_argument("--probes", type=int, default=5, help="TTFT samples, idle and late")
+    p.add_argument("--work", type=Path, default=Path(".bench"), help="model/engine cache")
+    p.add_argument("--out", type=Path, default=None, help="write numbers.json and table.md")
+    p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    args = p.parse_args(argv)
+    if args.concurrency < 2:
+        p.error("--concurrency: must be at least 2")
+    numbers = run(args)
+    text = table(numbers)
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "numbers.json").write_text(json.dumps(asdict(numbers), indent=2) + "\n")
+        (args.out / "table.md").write_text(text + "\n")
+    return 1 if args.check and numbers.missed() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
