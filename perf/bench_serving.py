@@ -53,7 +53,10 @@ class Numbers:
     served_single_tps: float = 0.0
     idle_ttft_ms: float = 0.0
     late_ttft_ms: float = 0.0
-    max_step_ms: float = 0.0
+    max_step_ms: float = 0.0  # bare pipeline
+    served_max_step_ms: float = 0.0  # the served model's worst step, response send, execute()
+    served_max_send_ms: float = 0.0
+    served_max_execute_ms: float = 0.0
     ratios: dict[str, float] = field(default_factory=dict)
 
     def finish(self) -> None:
@@ -189,6 +192,38 @@ async def ttfts(address: str, model: str, prompt: str, load: int, probes: int,
     return statistics.median(idle), statistics.median(late)
 
 
+class StallSampler:
+    """Polls the served model's per-period worst step/send/execute() gauges; keeps the max."""
+
+    GAUGES = ("tritonllm_step_max_ms", "tritonllm_send_max_ms", "tritonllm_execute_max_ms")
+
+    def __init__(self, metrics_url: str, period: float = 0.2) -> None:
+        import threading
+
+        self.url = metrics_url
+        self.worst = dict.fromkeys(self.GAUGES, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
+
+    def _run(self, period: float) -> None:
+        import urllib.request
+
+        while not self._stop.wait(period):
+            with urllib.request.urlopen(self.url, timeout=5) as r:
+                for line in r.read().decode().splitlines():
+                    name = line.split("{", 1)[0]
+                    if name in self.worst:
+                        self.worst[name] = max(self.worst[name], float(line.rsplit(" ", 1)[1]))
+
+    def __enter__(self) -> StallSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def run(args: argparse.Namespace) -> Numbers:
     import os
 
@@ -217,10 +252,12 @@ def run(args: argparse.Namespace) -> Numbers:
     _say(f"  {numbers.bare_tps:.0f} tok/s at {args.concurrency}, "
          f"{numbers.bare_single_tps:.0f} tok/s at 1")
 
-    _say("starting tritonserver")
+    log = work / "tritonserver.log"
+    _say(f"starting tritonserver (log: {log})")
     with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
-                                    startup_timeout=600)) as server:
+                                    startup_timeout=600, log_file=log)) as server:
         single = max(2, args.requests // args.concurrency)
+        sampler = StallSampler(server.url_metrics).__enter__()
         for conc, n, attr in ((args.concurrency, args.requests, "served_tps"),
                               (1, single, "served_single_tps")):
             _say(f"served: {n} requests at concurrency {conc} through {args.model}")
@@ -238,6 +275,9 @@ def run(args: argparse.Namespace) -> Numbers:
             if tps is None:
                 raise RuntimeError(f"{args.model} did not report num_output_tokens")
             setattr(numbers, attr, tps)
+        sampler.__exit__()
+        numbers.served_max_step_ms, numbers.served_max_send_ms, numbers.served_max_execute_ms = (
+            sampler.worst[g] for g in StallSampler.GAUGES)
         _say(f"  {numbers.served_tps:.0f} tok/s at {args.concurrency}, "
              f"{numbers.served_single_tps:.0f} tok/s at 1")
         _say(f"TTFT: idle, then with {args.concurrency - 1} streams decoding")
@@ -256,6 +296,9 @@ def table(n: Numbers) -> str:
         (f"served via {n.model}, tokens/s", f"{n.served_tps:.0f} (C={n.concurrency})",
          f"{n.served_single_tps:.0f} (C=1)"),
         ("TTFT ms, idle / late arrival", f"{n.idle_ttft_ms:.1f}", f"{n.late_ttft_ms:.1f}"),
+        ("worst step ms, bare / served", f"{n.max_step_ms:.1f}", f"{n.served_max_step_ms:.1f}"),
+        ("worst response send / execute() ms (served)", f"{n.served_max_send_ms:.1f}",
+         f"{n.served_max_execute_ms:.1f}"),
     ]
     checks = [
         ("served / bare at C", r["served_over_bare"], ">=", TARGETS["served_over_bare"]),

@@ -23,16 +23,22 @@ Known quirks handled here (perf_analyzer from tritonclient 2.51, genai-perf 0.0.
   name); the ensemble's input is ``min_tokens``, sent with ``--extra-inputs min_tokens:N``.
 - genai-perf's ``--request-rate`` is a constant rate unless perf_analyzer gets
   ``--request-distribution poisson`` (passed through).
+- perf_analyzer 2.51 keeps sending forever when ``0 < --warmup-request-count <
+  concurrency`` (seen with a decoupled ensemble): the warm-up count is raised to the
+  concurrency (:func:`tool_warmup`).
+- perf_analyzer refuses a ``--profile-export-file`` that exists: stale ones are removed.
 - genai-perf ``--generate-plots`` crashes in 0.0.16 against a Triton ensemble: not used (we
   plot ourselves). Both tools take a request count, not a duration.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -155,6 +161,14 @@ def input_data(scenario: Scenario, plan: RequestPlan) -> dict[str, Any]:
     return {"data": [request_inputs(scenario, plan, k) for k in range(len(plan.prompts))]}
 
 
+def tool_warmup(scenario: Scenario, point: LoadPoint) -> int:
+    """Warm-up count for the tools: perf_analyzer 2.51 never ends a run whose warm-up count
+    is above 0 but below the concurrency (it keeps sending), so such counts are raised."""
+    if scenario.warmup and point.concurrency is not None:
+        return max(scenario.warmup, point.concurrency)
+    return scenario.warmup
+
+
 def _load_args(point: LoadPoint, flag_rate: str, flag_conc: str) -> list[str]:
     if point.concurrency is not None:
         return [flag_conc, str(point.concurrency)]
@@ -171,7 +185,7 @@ def perf_analyzer_command(exe: Path | str, scenario: Scenario, point: LoadPoint,
     if point.rate is not None:
         cmd += ["--request-distribution", "poisson"]
     cmd += ["--request-count", str(scenario.requests),
-            "--warmup-request-count", str(scenario.warmup),
+            "--warmup-request-count", str(tool_warmup(scenario, point)),
             "--stability-percentage", "999", "--profile-export-file", str(export_file),
             "-f", str(csv_file)]
     for k, v in scenario.headers.items():
@@ -190,7 +204,7 @@ def genai_perf_command(exe: Path | str, scenario: Scenario, point: LoadPoint,
            "--output-tokens-stddev", f"{out.std:g}",
            *_load_args(point, "--request-rate", "--concurrency"),
            "--request-count", str(scenario.requests),
-           "--warmup-request-count", str(scenario.warmup),
+           "--warmup-request-count", str(tool_warmup(scenario, point)),
            "--random-seed", str(scenario.seed), "--artifact-dir", str(artifact_dir)]
     if scenario.streaming:
         cmd.append("--streaming")
@@ -216,7 +230,8 @@ def records_from_profile_export(data: Mapping[str, Any],
                                 ) -> list[tuple[LoadPoint, list[RequestRecord]]]:
     """Records per experiment of a perf_analyzer profile export (Triton gRPC, ``text_output``).
 
-    Times are the tool's nanosecond stamps in seconds. With ``count_many`` the prompt and
+    Times are seconds since the experiment's first request (from the tool's nanosecond
+    stamps). With ``count_many`` the prompt and
     output texts are re-tokenized (input and output tokens); without, counts stay None.
     """
     if data.get("service_kind") not in (None, "triton"):
@@ -227,11 +242,14 @@ def records_from_profile_export(data: Mapping[str, Any],
         mode = str(exp["experiment"]["mode"])
         point = LoadPoint(mode, float(exp["experiment"]["value"]))
         records = []
+        # nanosecond stamps are ~1.8e18: subtract the first send in integers, then scale, so
+        # the float seconds keep nanosecond resolution
+        base = min((int(r["timestamp"]) for r in exp.get("requests", [])), default=0)
         for i, req in enumerate(exp.get("requests", [])):
             inputs = req.get("request_inputs", {})
             rec = RequestRecord(index=i, point=point.label, request_id=str(req.get("id", i)),
-                                start=req["timestamp"] / 1e9)
-            times = [t / 1e9 for t in req.get("response_timestamps", [])]
+                                start=(int(req["timestamp"]) - base) / 1e9)
+            times = [(int(t) - base) / 1e9 for t in req.get("response_timestamps", [])]
             outputs = req.get("response_outputs", [])
             texts = [str(o.get("text_output", "")) for o in outputs]
             rec.response_times = [t for t, s in zip(times, texts, strict=False) if s]
@@ -283,17 +301,27 @@ def read_genai_perf_summary(path: Path) -> dict[str, Any]:
 
 
 def _run(cmd: list[str], env: Mapping[str, str], log: Path, timeout: float) -> None:
+    """Run a tool in its own process group (genai-perf starts perf_analyzer: a timeout ends
+    both), output in ``log``; ToolError with the log's tail when it fails."""
     with log.open("w", encoding="utf-8") as f:
         f.write(" ".join(cmd) + "\n\n")
         f.flush()
+        proc = subprocess.Popen(cmd, env=dict(env), stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         try:
-            proc = subprocess.run(cmd, env=dict(env), stdout=f, stderr=subprocess.STDOUT,
-                                  timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as e:
-            raise ToolError(f"{Path(cmd[0]).name} ran past {timeout:g}s (log: {log})") from e
-    if proc.returncode != 0:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            if proc.poll() is None or code is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    if code is None:
+        raise ToolError(f"{Path(cmd[0]).name} ran past {timeout:g}s and was killed (log: {log})")
+    if code != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
-        raise ToolError(f"{Path(cmd[0]).name} exited with {proc.returncode} (log: {log})\n"
+        raise ToolError(f"{Path(cmd[0]).name} exited with {code} (log: {log})\n"
                         + "\n".join(tail))
 
 
@@ -303,8 +331,10 @@ def _check(scenario: Scenario) -> None:
                           "--requests instead of --duration")
 
 
-def _tool_timeout(scenario: Scenario) -> float:
-    seconds: float = 120.0 + scenario.timeout * (scenario.requests + scenario.warmup)
+def _tool_timeout(scenario: Scenario, point: LoadPoint) -> float:
+    """Wall-clock bound for one tool run: every request wave at its timeout, plus start-up."""
+    waves = -(-(scenario.requests + tool_warmup(scenario, point)) // (point.concurrency or 1))
+    seconds: float = 120.0 + scenario.timeout * min(waves, 20)
     return seconds
 
 
@@ -327,10 +357,12 @@ def run_perf_analyzer(scenario: Scenario, plan: RequestPlan, tokenizer: Tokenize
     for point in scenario.points:
         tag = point.label.replace("=", "")
         export, csv_file = work / f"profile_export-{tag}.json", work / f"perf_analyzer-{tag}.csv"
+        for stale in (export, csv_file):  # perf_analyzer refuses an existing export path
+            stale.unlink(missing_ok=True)
         cmd = perf_analyzer_command(exe, scenario, point, input_file, export, csv_file, shapes)
         if say:
             say(f"perf_analyzer {point.label}: {' '.join(cmd)}")
-        _run(cmd, env, work / f"perf_analyzer-{tag}.log", _tool_timeout(scenario))
+        _run(cmd, env, work / f"perf_analyzer-{tag}.log", _tool_timeout(scenario, point))
         points.append(_point_from_export(point, export, tokenizer,
                                          read_perf_analyzer_csv(csv_file)))
     meta = base_meta("perf_analyzer", tool_version(PERF_ANALYZER))
@@ -376,7 +408,7 @@ def run_genai_perf(scenario: Scenario, plan: RequestPlan, tokenizer: Tokenizer,
         cmd = genai_perf_command(exe, scenario, point, prompts_file, art, tokenizer.path, shapes)
         if say:
             say(f"genai-perf {point.label}: {' '.join(cmd)}")
-        _run(cmd, env, work / f"genai-perf-{tag}.log", _tool_timeout(scenario))
+        _run(cmd, env, work / f"genai-perf-{tag}.log", _tool_timeout(scenario, point))
         exports = sorted(art.glob("*/profile_export.json"))
         summaries = sorted(art.glob("*/profile_export_genai_perf.json"))
         if not exports or not summaries:

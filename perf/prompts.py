@@ -120,14 +120,18 @@ class Prompt:
 
 
 class SyntheticPrompts:
-    """Prompts of exactly N tokens of ``tokenizer``, deterministic for a seed."""
+    """Prompts of exactly N tokens of ``tokenizer``, deterministic for a seed.
+
+    A prompt is a first word without a leading space (genai-perf strips prompts, so ours
+    tokenize the same there) followed by space-prefixed words.
+    """
 
     def __init__(self, tokenizer: Tokenizer, words: Sequence[str] = _WORDS) -> None:
         self.tok = tokenizer
-        pieces = [" " + w for w in dict.fromkeys(words)]
-        counts = tokenizer.count_many(pieces)
-        self._words = [(p, c) for p, c in zip(pieces, counts, strict=True) if c > 0]
-        if not self._words:
+        unique = list(dict.fromkeys(words))
+        self._first = self._table(unique)
+        self._words = self._table([" " + w for w in unique])
+        if not self._words or not self._first:
             raise ConfigError("the tokenizer encodes none of the prompt words")
         self._by_count: dict[int, list[str]] = {}
         for p, c in self._words:
@@ -138,12 +142,17 @@ class SyntheticPrompts:
             if ones:
                 self._by_count[1] = ones
 
+    def _table(self, pieces: list[str]) -> list[tuple[str, int]]:
+        counts = self.tok.count_many(pieces)
+        return [(p, c) for p, c in zip(pieces, counts, strict=True) if c > 0]
+
     def make(self, n: int, rng: random.Random) -> str:
         """A prompt of exactly ``n`` tokens (n >= 1); ConfigError if the tokenizer won't allow."""
         if n < 1:
             raise ConfigError(f"a prompt needs at least 1 token, got {n}")
-        words: list[str] = []
-        total = 0
+        fits_first = [w for w in self._first if w[1] <= n] or [min(self._first, key=lambda w: w[1])]
+        first, total = rng.choice(fits_first)
+        words = [first]
         while total < n:
             piece, c = rng.choice(self._words)
             if total + c > n:
@@ -171,7 +180,7 @@ class SyntheticPrompts:
             c = self.tok.count(text)
             if c == n:
                 return text
-            if c > n and words:
+            if c > n and len(words) > 1:
                 words.pop()
             else:
                 words.append(rng.choice(ones))
