@@ -164,9 +164,10 @@ def input_data(scenario: Scenario, plan: RequestPlan) -> dict[str, Any]:
 def tool_warmup(scenario: Scenario, point: LoadPoint) -> int:
     """Warm-up count for the tools: perf_analyzer 2.51 never ends a run whose warm-up count
     is above 0 but below the concurrency (it keeps sending), so such counts are raised."""
-    if scenario.warmup and point.concurrency is not None:
-        return max(scenario.warmup, point.concurrency)
-    return scenario.warmup
+    warmup = int(scenario.warmup)
+    if warmup and point.concurrency is not None:
+        return max(warmup, int(point.concurrency))
+    return warmup
 
 
 def _load_args(point: LoadPoint, flag_rate: str, flag_conc: str) -> list[str]:
