@@ -23,7 +23,6 @@ would wait behind more than that many others for an engine slot raises :class:`Q
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -186,6 +185,55 @@ class StreamWindows:
         return window, ctx
 
 
+def merge_events(held: TokenEvent, new: TokenEvent) -> TokenEvent:
+    """One event with what ``held`` and the later ``new`` carry (same request)."""
+    return TokenEvent(held.request_id, held.token_ids + new.token_ids, new.finished,
+                      new.finish_reason, held.log_probs + new.log_probs, new.error,
+                      new.prompt_tokens, new.output_tokens)
+
+
+Deliver = Callable[[TokenEvent], None]
+
+
+class Outbox:
+    """Token events waiting to be sent, at most one per request, oldest request first.
+
+    Responses are built and sent on a thread of their own: a send waits for the Triton core
+    to take the response, and the engine thread keeps stepping meanwhile (OpenVINO GenAI
+    releases the GIL inside ``step()``). When sending falls behind generation, a request's
+    new tokens join its event still waiting here instead of queueing behind everyone else's:
+    responses then carry several tokens, nothing piles up, and a new request's first token
+    waits for at most one response per running request.
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._events: dict[int, tuple[TokenEvent, Deliver]] = {}  # insertion order = FIFO
+        self._closed = False
+
+    def put(self, event: TokenEvent, deliver: Deliver) -> None:
+        with self._cv:
+            held = self._events.get(event.request_id)
+            if held is not None:  # an update keeps the request's place in the queue
+                event = merge_events(held[0], event)
+            self._events[event.request_id] = (event, deliver)
+            self._cv.notify()
+
+    def get(self) -> tuple[TokenEvent, Deliver] | None:
+        """The oldest waiting event; None once closed and drained."""
+        with self._cv:
+            while not self._events and not self._closed:
+                self._cv.wait()
+            if not self._events:
+                return None
+            return self._events.pop(next(iter(self._events)))
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+
 def _i32(values: Sequence[int] | int, shape: tuple[int, ...]) -> npt.NDArray[np.int32]:
     return np.asarray(values, dtype=np.int32).reshape(shape)
 
@@ -209,11 +257,7 @@ class LLMService:
         self._lock = threading.Lock()
         self._live: dict[int, tuple[ResponseSink, str]] = {}
         self._closed = threading.Event()
-        # Responses are built and sent on a thread of their own: a send waits for the Triton
-        # core to take the response, and the engine thread should be stepping meanwhile
-        # (OpenVINO GenAI releases the GIL inside step()). One thread keeps each request's
-        # responses in order.
-        self._outbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._outbox = Outbox()
         self._send_ms = 0.0
         self._sender = threading.Thread(target=self._send_loop, name="tritonllm-sender",
                                         daemon=True)
@@ -237,7 +281,8 @@ class LLMService:
         prompt_prefix = [] if (req.streaming or req.exclude_input_in_output) else req.prompt
 
         def on_event(ev: TokenEvent) -> None:
-            self._outbox.put(lambda: self._on_event(ev, req, sink, windows, prompt_prefix))
+            self._outbox.put(ev, lambda merged: self._on_event(merged, req, sink, windows,
+                                                               prompt_prefix))
 
         with self._lock:  # execute() is serial per instance: nothing slips in between
             self._check_queue()
@@ -291,10 +336,11 @@ class LLMService:
         sink.send(out, final=ev.finished)
 
     def _send_loop(self) -> None:
-        while (job := self._outbox.get()) is not None:
+        while (item := self._outbox.get()) is not None:
+            event, deliver = item
             t0 = time.perf_counter()
             try:
-                job()
+                deliver(event)
             except Exception:  # one failed send must not stop the others' responses
                 log.exception("sending a response failed")
             self._send_ms = max(self._send_ms, (time.perf_counter() - t0) * 1000)
@@ -333,6 +379,6 @@ class LLMService:
         """Finish everything in flight (final responses included), then stop the threads."""
         self._closed.set()
         self.engine.close()
-        self._outbox.put(None)
+        self._outbox.close()
         self._sender.join(10)
         self._poller.join(2)

@@ -184,11 +184,12 @@ async def ttfts(address: str, model: str, prompt: str, load: int, probes: int,
         tasks = [asyncio.create_task(background(i)) for i in range(load)]
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 300)
         late = [await one() for _ in range(probes)]
-        busy = not any(t.done() for t in tasks)
+        ended = sum(t.done() for t in tasks)
         stop.set()
         await asyncio.gather(*tasks)
-        if not busy:
-            raise RuntimeError("the load finished before the probes: raise --long-tokens")
+        if ended:
+            raise RuntimeError(f"{ended} of the {load} load streams ended before the probes "
+                               "did: raise --long-tokens")
     return statistics.median(idle), statistics.median(late)
 
 

@@ -10,6 +10,7 @@ A bad request gets an INVALID_ARG error naming the field; the others carry on.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,30 +22,31 @@ from tritonllm.ensembles.cpu_engine import CpuEngine, EngineConfig
 from tritonllm.ensembles.detokenize import decode
 from tritonllm.ensembles.llm_service import LLMLimits, LLMService, QueueFull
 from tritonllm.ensembles.requests import RequestError
+from tritonllm.ensembles.senders import GuardedSender
 from tritonllm.ensembles.tokenization import load_tokenizer, read_special_ids
 from tritonllm.settings import CpuLLMParams
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 METRICS_PERIOD_S = 0.25
+SWITCH_INTERVAL_S = 0.0002
 
 
 class _Sink:
     """Adapts a Triton response sender to tritonllm.ensembles.llm_service.ResponseSink."""
 
     def __init__(self, sender: Any) -> None:
-        self._sender = sender
+        self._sender = GuardedSender(sender, FINAL)
 
     def send(self, outputs: dict[str, Any], final: bool) -> None:
         tensors = [pb_utils.Tensor(name, value) for name, value in outputs.items()]
-        self._sender.send(pb_utils.InferenceResponse(output_tensors=tensors),
-                          flags=FINAL if final else 0)
+        self._sender.send(pb_utils.InferenceResponse(output_tensors=tensors), final)
 
     def error(self, message: str, final: bool = True) -> None:
         err = pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL)
-        self._sender.send(pb_utils.InferenceResponse(error=err), flags=FINAL if final else 0)
+        self._sender.send(pb_utils.InferenceResponse(error=err), final)
 
     def is_cancelled(self) -> bool:
-        return bool(self._sender.is_cancelled())
+        return self._sender.is_cancelled()
 
 
 class _Metrics:
@@ -101,6 +103,10 @@ class _Metrics:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
+        # The engine thread holds the GIL for parts of every step; with the default 5 ms switch
+        # interval each GIL hand-over to the response sender can wait that long, and one send
+        # takes several (measured: sends of up to 200 ms at 16 streams on 2 cores).
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         config = json.loads(args["model_config"])
         p = CpuLLMParams.from_triton_parameters(
             config.get("parameters"), model_dir=Path(args["model_repository"]))

@@ -18,6 +18,7 @@ import triton_python_backend_utils as pb_utils
 
 from tritonllm.ensembles.bls import BLSPipeline
 from tritonllm.ensembles.requests import RequestError
+from tritonllm.ensembles.senders import GuardedSender
 from tritonllm.ensembles.tokenization import load_tokenizer
 from tritonllm.settings import BLSParams
 
@@ -27,10 +28,15 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 class _Upstream(Exception):
     """A called model refused the request; its message already names the field."""
 
+    def __init__(self, error: Any) -> None:
+        super().__init__(error.message())
+        code = error.code() if hasattr(error, "code") else None
+        self.code = pb_utils.TritonError.INVALID_ARG if code is None else code
+
 
 def _outputs(response: Any) -> dict[str, Any]:
     if response.has_error():
-        raise _Upstream(response.error().message())
+        raise _Upstream(response.error())
     return {t.name(): t.as_numpy() for t in response.output_tensors()}
 
 
@@ -41,7 +47,7 @@ class _LLMStream:
     def __iter__(self) -> Any:
         for response in self._responses:
             if response.has_error():
-                raise _Upstream(response.error().message())
+                raise _Upstream(response.error())
             if response.output_tensors():
                 yield _outputs(response)
 
@@ -52,15 +58,20 @@ class _LLMStream:
 
 class _Sink:
     def __init__(self, sender: Any) -> None:
-        self._sender = sender
+        self._sender = GuardedSender(sender, FINAL)
 
     def send(self, outputs: dict[str, Any], final: bool) -> None:
         tensors = [pb_utils.Tensor(k, v) for k, v in outputs.items()]
-        self._sender.send(pb_utils.InferenceResponse(output_tensors=tensors),
-                          flags=FINAL if final else 0)
+        self._sender.send(pb_utils.InferenceResponse(output_tensors=tensors), final)
 
     def is_cancelled(self) -> bool:
-        return bool(self._sender.is_cancelled())
+        return self._sender.is_cancelled()
+
+    def fail(self, message: str, code: int) -> None:
+        """The final error response, unless the final response already went out."""
+        if not self._sender.done:
+            err = pb_utils.TritonError(message, code)
+            self._sender.send(pb_utils.InferenceResponse(error=err), True)
 
 
 class TritonPythonModel:
@@ -91,16 +102,16 @@ class TritonPythonModel:
                                     accumulate_tokens=p.accumulate_tokens)
 
     def _serve(self, request: Any) -> None:
-        sender = request.get_response_sender()
+        sink = _Sink(request.get_response_sender())
         inputs = {t.name(): t.as_numpy() for t in request.inputs()}
         try:
-            self.pipeline.run(inputs, _Sink(sender))
-        except (RequestError, _Upstream) as e:
-            err = pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)
-            sender.send(pb_utils.InferenceResponse(error=err), flags=FINAL)
+            self.pipeline.run(inputs, sink)
+        except RequestError as e:
+            sink.fail(str(e), pb_utils.TritonError.INVALID_ARG)
+        except _Upstream as e:  # keeps the called model's code (e.g. UNAVAILABLE: queue full)
+            sink.fail(str(e), e.code)
         except Exception as e:  # report, never leave a request without its final response
-            err = pb_utils.TritonError(f"tensorrt_llm_bls: {e}", pb_utils.TritonError.INTERNAL)
-            sender.send(pb_utils.InferenceResponse(error=err), flags=FINAL)
+            sink.fail(f"tensorrt_llm_bls: {e}", pb_utils.TritonError.INTERNAL)
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
