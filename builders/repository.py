@@ -34,6 +34,7 @@ sees the repository (e.g. ``/models`` in a container; default: OUT's absolute pa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -217,10 +218,15 @@ def plan_render(manifest: Manifest, out: Path, settings: RepoSettings) -> Render
     return RenderPlan(target, mbs, end_id, pad_id, engine_ref, copy_engine)
 
 
-def _batching(settings: RepoSettings, delay: int,
-              preserve_ordering: bool = False) -> dict[str, object]:
+def _batching(settings: RepoSettings, delay: int, preserve_ordering: bool = False,
+              client_facing: bool = True) -> dict[str, object]:
+    """Dynamic batching of one model. Only client-facing models (the LLM, BLS) get the queue
+    bound and timeout: pre/postprocessing run inside the ensemble, where a refused step would
+    stall a stream that was already admitted."""
     # Triton refuses priority levels together with preserve_ordering.
     priorities = 0 if preserve_ordering else settings.priority_levels
+    if not client_facing:
+        settings = dataclasses.replace(settings, max_queue_size=0, queue_timeout_microseconds=0)
     return {
         "max_queue_delay_microseconds": delay,
         "preserve_ordering": preserve_ordering,
@@ -298,7 +304,8 @@ def render_configs(
     per_model: dict[str, dict[str, object]] = {
         C.ENSEMBLE: {"steps": models.steps},
         C.PREPROCESSING: {
-            "batching": _batching(s, s.preprocessing_max_queue_delay_microseconds),
+            "batching": _batching(s, s.preprocessing_max_queue_delay_microseconds,
+                                  client_facing=False),
             "instance_count": s.preprocessing_instance_count,
         },
         C.LLM: {
@@ -309,7 +316,7 @@ def render_configs(
             # Streamed responses of one request pass through postprocessing one by one; with
             # several instances they would overtake each other without preserve_ordering.
             "batching": _batching(s, s.postprocessing_max_queue_delay_microseconds,
-                                  preserve_ordering=True),
+                                  preserve_ordering=True, client_facing=False),
             "instance_count": s.postprocessing_instance_count,
         },
         C.BLS: {

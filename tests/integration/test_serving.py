@@ -194,6 +194,10 @@ def test_late_request_gets_first_token_while_long_ones_run(stream: Stream) -> No
 
 
 def test_cancelled_streams_free_the_engine(server: Any) -> None:
+    """Known gap (issue #4 note): with ``min_tokens`` forcing 1000 tokens the slots are not
+    freed here; Triton 2.51's ensemble does not pass cancellation into its steps, and through
+    the BLS model the cancelled LLM requests stayed active. This test only shows the server
+    drains and serves on."""
     import tritonclient.grpc as grpcclient
 
     clients, started = [], []

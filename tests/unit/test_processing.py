@@ -132,28 +132,3 @@ def test_llm_bad_requests_name_both_fields(extra: dict[str, Any], field: str) ->
 def test_llm_stop_input_only_stops() -> None:
     req = parse_request({"stop": np.array([[True]])}, LIMITS, True, False)
     assert req.stop_only
-
-
-# --- the LLM model's outbox: merged per request, oldest request first --------------------------
-
-def test_outbox_merges_a_requests_waiting_events_and_keeps_its_place() -> None:
-    from tritonllm.ensembles.cpu_engine import TokenEvent
-    from tritonllm.ensembles.llm_service import Outbox
-
-    box = Outbox()
-    seen: list[int] = []
-    box.put(TokenEvent(1, [10], False, output_tokens=1), seen.append)  # type: ignore[arg-type]
-    box.put(TokenEvent(2, [20], False, output_tokens=1), seen.append)  # type: ignore[arg-type]
-    box.put(TokenEvent(1, [11, 12], True, "length", output_tokens=3),
-            seen.append)  # type: ignore[arg-type]
-    first = box.get()
-    assert first is not None
-    event, _ = first
-    assert (event.request_id, event.token_ids, event.finished, event.finish_reason,
-            event.output_tokens) == (1, [10, 11, 12], True, "length", 3)
-    box.put(TokenEvent(3, [30], False), seen.append)  # type: ignore[arg-type]
-    second, third = box.get(), box.get()
-    assert second is not None and third is not None
-    assert [second[0].request_id, third[0].request_id] == [2, 3]
-    box.close()
-    assert box.get() is None
