@@ -22,7 +22,6 @@ would wait behind more than that many others for an engine slot raises :class:`Q
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,7 +44,6 @@ from tritonllm.ensembles.requests import parse_request as parse_generation_reque
 from tritonllm.errors import TritonLLMError
 
 Decode = Callable[[Sequence[int]], str]
-log = logging.getLogger(__name__)
 POLL_SHARE = 0.1  # of the time the cancellation poller may spend asking senders
 
 # The name a client used for each LLM input, where the ensemble/BLS renames it.
