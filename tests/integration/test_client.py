@@ -60,14 +60,15 @@ def server(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     render_repository(cpu_engine, repo, RepoSettings(
         max_batch_size=SLOTS, max_queue_size=QUEUE, preprocessing_instance_count=1,
         postprocessing_instance_count=2, bls_instance_count=1))
-    # RepoSettings.max_queue_size also bounds Triton's queue of every Python model; a bound of
-    # 1 on postprocessing (one request per streamed response) stalls streams. Keep the bound
-    # where it belongs here: the LLM model (its engine queue and its Triton queue).
-    for name in ("preprocessing", "postprocessing", "tensorrt_llm_bls"):
-        config = repo / name / "config.pbtxt"
-        text = config.read_text()
-        assert f"max_queue_size: {QUEUE}" in text
-        config.write_text(text.replace(f"max_queue_size: {QUEUE}", "max_queue_size: 0"))
+    # The renderer bounds only the client-facing models' queues (pre/postprocessing run inside
+    # the ensemble). Here the bound stays on the LLM model alone, so that the Overloaded test
+    # meets the engine's queue: the BLS model's own queue is unbounded.
+    for name in ("preprocessing", "postprocessing"):
+        assert f"max_queue_size: {QUEUE}" not in (repo / name / "config.pbtxt").read_text()
+    config = repo / "tensorrt_llm_bls" / "config.pbtxt"
+    text = config.read_text()
+    assert f"max_queue_size: {QUEUE}" in text
+    config.write_text(text.replace(f"max_queue_size: {QUEUE}", "max_queue_size: 0"))
     extra = (f"--grpc-restricted-protocol=inference:{KEY}={SECRET}",
              f"--http-restricted-api=inference:{KEY}={SECRET}")
     with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
