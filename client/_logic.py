@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from tritonllm.client._errors import (
+    Cancelled,
     ClientError,
     InvalidRequest,
     Overloaded,
@@ -255,6 +257,37 @@ def build_request(model: str, prompt: str, max_tokens: int, *, stream: bool,
     return RequestSpec(model, request_id or new_request_id(), stream, tuple(inputs))
 
 
+def resolve_timeout(timeout: float | EllipsisType | None, default: float | None) -> float | None:
+    """A call's timeout: ``...`` (not given) means the client's default; None means none."""
+    return default if isinstance(timeout, EllipsisType) else timeout
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """What a client needs to start one request; ``build`` takes the model's input names."""
+
+    model: str
+    request_id: str
+    timeout: float | None
+    build: Callable[[frozenset[str] | None], RequestSpec]
+
+
+def plan_request(default_model: str, default_timeout: float | None, prompt: str,
+                 max_tokens: int, *, request_id: str | None,
+                 timeout: float | EllipsisType | None, model: str | None, stream: bool,
+                 sampling: Mapping[str, Any], where: str) -> PlannedRequest:
+    """The one place both clients turn a ``generate``/``stream`` call into a request."""
+    check_sampling(sampling, where)
+    name = model or default_model
+    rid = request_id or new_request_id()
+
+    def build(inputs: frozenset[str] | None) -> RequestSpec:
+        return build_request(name, prompt, max_tokens, stream=stream, sampling=sampling,
+                             request_id=rid, model_inputs=inputs)
+
+    return PlannedRequest(name, rid, resolve_timeout(timeout, default_timeout), build)
+
+
 # --- responses --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -394,6 +427,7 @@ class Exchange:
         self.assembly = Assembly(request_id, now)
         self.attempts = 0
         self.done = False
+        self.cancelled = False
         self.end: float | None = None
         self._rng = rng
 
@@ -432,6 +466,18 @@ class Exchange:
             self.finish(now)
             raise error
         return delay
+
+    def cancel(self, now: float) -> None:
+        """The caller cancelled: if the request had not ended, reading on raises Cancelled."""
+        if not self.done:
+            self.cancelled = True
+        self.finish(now)
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise Cancelled(f"request {self.request_id} was cancelled",
+                            request_id=self.request_id, attempts=self.attempts,
+                            status="CANCELLED")
 
     def finish(self, now: float) -> None:
         if not self.done:

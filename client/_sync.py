@@ -17,11 +17,10 @@ from tritonllm.client._errors import Cancelled, ClientError, Unauthorized
 from tritonllm.client._logic import (
     Exchange,
     RequestSpec,
-    build_request,
-    check_sampling,
-    new_request_id,
     parse_outputs,
     parse_url,
+    plan_request,
+    resolve_timeout,
 )
 from tritonllm.client._transport import SyncCall, SyncTransport, make_sync_transport
 from tritonllm.client._types import Completion, Delta, Health, ModelStatus, RetryPolicy
@@ -76,6 +75,7 @@ class Stream(Iterator[Delta]):
             self._exchange = Exchange(self.request_id, policy=self._client.retry,
                                       timeout=self._timeout, now=time.perf_counter())
         ex = self._exchange
+        ex.raise_if_cancelled()  # cancel() from elsewhere before this read began
         while not ex.done:
             if self._closed:
                 ex.finish(time.perf_counter())
@@ -124,7 +124,7 @@ class Stream(Iterator[Delta]):
         if call is not None:
             call.cancel()
         if self._exchange is not None:
-            self._exchange.finish(time.perf_counter())
+            self._exchange.cancel(time.perf_counter())
 
     close = cancel
 
@@ -190,16 +190,11 @@ class LLMClient:
     def _stream(self, prompt: str, max_tokens: int, request_id: str | None,
                 timeout: float | EllipsisType | None, model: str | None, stream: bool,
                 sampling: dict[str, Any], where: str) -> Stream:
-        check_sampling(sampling, where)
-        name = model or self.model
-        rid = request_id or new_request_id()
-        deadline = self._deadline(timeout)
-
-        def build(inputs: frozenset[str] | None) -> RequestSpec:
-            return build_request(name, prompt, max_tokens, stream=stream, sampling=sampling,
-                                 request_id=rid, model_inputs=inputs)
-
-        return Stream(self, name, build, rid, deadline)  # type: ignore[arg-type,unused-ignore]
+        r = plan_request(self.model, self.timeout, prompt, max_tokens, request_id=request_id,
+                         timeout=timeout, model=model, stream=stream, sampling=sampling,
+                         where=where)
+        return Stream(self, r.model, r.build, r.request_id,  # type: ignore[arg-type,unused-ignore]
+                     r.timeout)
 
     def _model_inputs(self, model: str, timeout: float | None) -> frozenset[str] | None:
         """The model's input names from its metadata (cached); None where metadata is refused."""
@@ -225,9 +220,8 @@ class LLMClient:
         return dict(self._transport.metadata(model or self.model, self._deadline(timeout)))
 
     def _deadline(self, timeout: float | EllipsisType | None) -> float | None:
-        if isinstance(timeout, EllipsisType):
-            return self.timeout
-        return timeout
+        resolved: float | None = resolve_timeout(timeout, self.timeout)
+        return resolved
 
     def close(self) -> None:
         self._transport.close()
