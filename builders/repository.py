@@ -280,6 +280,7 @@ def model_parameters(
             exclude_input_in_output=s.exclude_input_in_output,
             cancellation_check_period_ms=s.cancellation_check_period_ms,
             num_threads=s.num_threads,
+            max_stream_interval_ms=s.max_stream_interval_ms,
             max_queue_size=s.max_queue_size,
         ).to_triton_parameters()
     return params

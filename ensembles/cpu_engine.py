@@ -251,11 +251,11 @@ class CpuEngine:
         req = self._active.pop(rid, None)
         if req is None:
             with self._cv:  # cancelled before it was added: drop it from the inbox
-                for queued in self._inbox:
-                    if queued.rid == rid:
-                        self._inbox.remove(queued)
-                        self._emit(queued, TokenEvent(rid, [], True, FINISH_CANCELLED))
-                        break
+                queued = next((q for q in self._inbox if q.rid == rid), None)
+                if queued is not None:
+                    self._inbox.remove(queued)
+            if queued is not None:  # callbacks never run under the lock
+                self._emit(queued, TokenEvent(rid, [], True, FINISH_CANCELLED))
             return
         req.handle.cancel()
         self._flush = True

@@ -13,6 +13,13 @@ only as decoding context (leading-space pieces, multi-byte characters). Postproc
 is final (no trailing U+FFFD), so the deltas concatenate to the non-streamed text exactly.
 Ids whose text is still incomplete are held until the next step or the end.
 
+Coalescing. Every response costs a round trip to the Triton core on the engine thread, a
+postprocessing run, a gRPC message and a client parse; at 16 streams on 2 cores that was over
+half of the CPU (``docs/serving.md``). So a stream's tokens after its first are sent at most once
+per *interval*: ``live streams x measured send cost / SEND_SHARE``, capped at
+``max_stream_interval_ms``. One stream on an idle engine gets every token as it is made; many
+streams get a few tokens per response. The first token and the final response are never held.
+
 Bad requests raise :class:`~tritonllm.ensembles.requests.RequestError` from ``submit`` naming
 the field (the client-facing name where the ensemble renames it); the adapter turns that into
 an INVALID_ARG response for that request alone. With ``max_queue_size`` set, a request that
@@ -32,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tritonllm.contract import CPU_UNSUPPORTED_INPUTS
+from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.cpu_engine import (
     FINISH_CANCELLED,
     FINISH_ERROR,
@@ -44,7 +52,7 @@ from tritonllm.ensembles.requests import parse_request as parse_generation_reque
 from tritonllm.errors import TritonLLMError
 
 Decode = Callable[[Sequence[int]], str]
-POLL_SHARE = 0.1  # of the time the cancellation poller may spend asking senders
+SEND_SHARE = 0.05  # of the engine thread's time that streaming responses may take
 
 # The name a client used for each LLM input, where the ensemble/BLS renames it.
 CLIENT_NAMES = {
@@ -184,6 +192,15 @@ class StreamWindows:
         return window, ctx
 
 
+@dataclass
+class _Held:
+    """What one streamed request has generated but not sent yet."""
+
+    windows: StreamWindows
+    log_probs: list[float] = field(default_factory=list)
+    last_sent: float | None = None
+
+
 def _i32(values: Sequence[int] | int, shape: tuple[int, ...]) -> npt.NDArray[np.int32]:
     return np.asarray(values, dtype=np.int32).reshape(shape)
 
@@ -197,8 +214,11 @@ class LLMService:
 
     def __init__(self, engine: CpuEngine, limits: LLMLimits, decode: Decode, *,
                  default_exclude_input: bool = True, default_streaming: bool = True,
-                 cancellation_check_period_s: float = 0.1, max_queue_size: int = 0) -> None:
+                 cancellation_check_period_s: float = 0.1, max_queue_size: int = 0,
+                 max_stream_interval_s: float = 0.1) -> None:
         self.engine = engine
+        self.max_stream_interval_s = max_stream_interval_s
+        self._send_cost_s = 0.0  # moving average of one response send
         self.max_queue_size = max_queue_size
         self.limits = limits
         self.decode = decode
@@ -206,12 +226,8 @@ class LLMService:
         self.default_streaming = default_streaming
         self._lock = threading.Lock()
         self._live: dict[int, tuple[ResponseSink, str]] = {}
-        self._closed = threading.Event()
         self._send_ms = 0.0
-        self._poller = threading.Thread(target=self._poll_cancellations,
-                                        args=(cancellation_check_period_s,),
-                                        name="tritonllm-cancel-poller", daemon=True)
-        self._poller.start()
+        self._cancellations = CancellationPoller(cancellation_check_period_s)
 
     def submit(self, inputs: Mapping[str, npt.NDArray[Any]], sink: ResponseSink,
                request_id: str = "") -> None:
@@ -223,7 +239,7 @@ class LLMService:
             sink.send({"output_ids": _i32([], (1, 1, 0)), "sequence_length": _i32(0, (1, 1)),
                        "finish_reason": _text(FINISH_CANCELLED)}, final=True)
             return
-        windows = StreamWindows(self.decode) if req.streaming else None
+        held = _Held(StreamWindows(self.decode)) if req.streaming else None
         prompt_prefix = [] if (req.streaming or req.exclude_input_in_output) else req.prompt
 
         def on_event(ev: TokenEvent) -> None:
@@ -231,14 +247,17 @@ class LLMService:
             # measured slower (1.7x fewer tokens/s for one stream on 2 cores): it fights the
             # engine thread for the GIL on every send.
             t0 = time.perf_counter()
-            self._on_event(ev, req, sink, windows, prompt_prefix)
+            self._on_event(ev, req, sink, held, prompt_prefix)
             self._send_ms = max(self._send_ms, (time.perf_counter() - t0) * 1000)
 
-        with self._lock:  # execute() is serial per instance: nothing slips in between
-            self._check_queue()
-        rid = self.engine.submit(req.prompt, req.params, on_event, stream=req.streaming)
+        # One critical section: the queue check and the registration cannot be split by
+        # another submit, and the request's own finish (on the engine thread, which takes
+        # this lock; the engine never calls back under its own lock) cannot come first.
         with self._lock:
+            self._check_queue()
+            rid = self.engine.submit(req.prompt, req.params, on_event, stream=req.streaming)
             self._live[rid] = (sink, request_id)
+            self._cancellations.watch(rid, sink.is_cancelled, lambda: self.engine.cancel(rid))
 
     def _check_queue(self) -> None:
         if not self.max_queue_size:
@@ -250,23 +269,40 @@ class LLMService:
                             f"the CPU engine's {slots} slots (max_queue_size "
                             f"{self.max_queue_size}); retry later")
 
+    def stream_interval_s(self) -> float:
+        """How long a stream's tokens may wait now (see "Coalescing" in the module docstring)."""
+        if not self.max_stream_interval_s:
+            return 0.0
+        return min(self.max_stream_interval_s,
+                   len(self._live) * self._send_cost_s / SEND_SHARE)
+
     def _on_event(self, ev: TokenEvent, req: LLMRequest, sink: ResponseSink,
-                  windows: StreamWindows | None, prompt_prefix: list[int]) -> None:
+                  held: _Held | None, prompt_prefix: list[int]) -> None:
         if ev.finished:
             with self._lock:
                 self._live.pop(ev.request_id, None)
+                self._cancellations.unwatch(ev.request_id)
         if ev.error is not None and ev.finish_reason == FINISH_ERROR:
             sink.error(f"generation failed: {ev.error}")
             return
-        if windows is not None:
+        log_probs = ev.log_probs
+        if held is not None:
+            held.log_probs.extend(ev.log_probs)
             if ev.finished:
-                windows.ids.extend(ev.token_ids)
-                ids, ctx = windows.finish()
+                held.windows.ids.extend(ev.token_ids)
+                ids, ctx = held.windows.finish()
             else:
-                cut = windows.push(ev.token_ids)
+                now = time.perf_counter()
+                if held.last_sent is not None and \
+                        now - held.last_sent < self.stream_interval_s():
+                    held.windows.ids.extend(ev.token_ids)  # coalesced into a later response
+                    return
+                cut = held.windows.push(ev.token_ids)
                 if cut is None:
                     return  # the new ids end inside a character: wait for more
                 ids, ctx = cut
+                held.last_sent = now
+            log_probs, held.log_probs = held.log_probs, []
         else:
             ids, ctx = prompt_prefix + ev.token_ids, 0
         out: dict[str, npt.NDArray[Any]] = {
@@ -280,10 +316,12 @@ class LLMService:
         if req.want_counts[1]:
             out["num_output_tokens"] = _i32(ev.output_tokens, (1, 1))
         if req.params.return_log_probs:
-            lps = np.asarray(ev.log_probs, dtype=np.float32)
+            lps = np.asarray(log_probs, dtype=np.float32)
             out["output_log_probs"] = lps.reshape(1, 1, -1)
             out["cum_log_probs"] = np.asarray([[lps.sum()]], dtype=np.float32)
+        t0 = time.perf_counter()
         sink.send(out, final=ev.finished)
+        self._send_cost_s += (time.perf_counter() - t0 - self._send_cost_s) * 0.05
 
     def take_max_send_ms(self) -> float:
         """The longest response build + send since the previous call, in ms."""
@@ -298,30 +336,6 @@ class LLMService:
         for rid in rids:
             self.engine.cancel(rid)
 
-    def _poll_cancellations(self, period: float) -> None:
-        """Ask every live request's sender whether its client cancelled, every ``period``.
-
-        Each ``is_cancelled()`` is a round trip to the Triton core that holds the GIL (measured:
-        ~2.5 ms each at 16 streams on 2 cores, which cost 30% of the tokens/s), so a round
-        that took long stretches the pause after it: polling keeps at most
-        :data:`POLL_SHARE` of the time, and cancellation is noticed within
-        ``max(period, round / POLL_SHARE)``.
-        """
-        wait = period
-        while not self._closed.wait(wait):
-            t0 = time.perf_counter()
-            with self._lock:
-                live = list(self._live.items())
-            for rid, (sink, _) in live:
-                try:
-                    cancelled = sink.is_cancelled()
-                except Exception:  # a sender that can no longer tell is treated as gone
-                    cancelled = True
-                if cancelled:
-                    self.engine.cancel(rid)
-            spent = time.perf_counter() - t0
-            wait = max(period, spent * (1 / POLL_SHARE - 1))
-
     @property
     def active(self) -> int:
         with self._lock:
@@ -329,6 +343,5 @@ class LLMService:
 
     def close(self) -> None:
         """Finish everything in flight (final responses included), then stop the threads."""
-        self._closed.set()
+        self._cancellations.close()
         self.engine.close()
-        self._poller.join(2)

@@ -135,6 +135,8 @@ def _parse_kv(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 @_setting("kv_cache_precision", "CPU KV cache precision.", type=click.Choice(KV_CACHE_PRECISIONS))
 @_setting("cache_size_gb", "CPU KV cache size in GB.", type=float)
 @_setting("num_threads", "CPU inference threads.", type=int, callback=_positive)
+@_setting("max_stream_interval_ms", "CPU: longest a streamed token waits so that busy streams "
+          "get several tokens per response (0: every token at once).", type=int)
 @_setting("engine_path", "Reference the engine at this path (e.g. a container mount) instead "
           "of copying it.")
 @_setting("server_repo_path", "Where tritonserver sees this repository, e.g. /models "

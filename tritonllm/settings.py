@@ -223,7 +223,8 @@ class RepoSettings:
         kv_cache_onboard_blocks, gpu_device_ids, decoding_mode, gpu_weights_percent,
         enable_context_fmha_fp32_acc, multi_block_mode, cuda_graph_mode, cuda_graph_cache_size;
         extra_llm_parameters: any other official key (lora_cache_*, medusa_choices, ...).
-    CPU engine (OpenVINO GenAI): kv_cache_precision, cache_size_gb, num_threads;
+    CPU engine (OpenVINO GenAI): kv_cache_precision, cache_size_gb, num_threads,
+        max_stream_interval_ms (coalesce streamed tokens under load; 0: never);
         enable_kv_cache_reuse → prefix caching; enable_chunked_context → dynamic split-fuse.
     Paths:
         engine_path: reference the engine at this path (e.g. a container mount) instead of
@@ -281,6 +282,7 @@ class RepoSettings:
     kv_cache_precision: str = "f32"
     cache_size_gb: float = 1.0
     num_threads: int | None = None
+    max_stream_interval_ms: int = 100
     # paths
     engine_path: str | None = None
     server_repo_path: str | None = None
@@ -311,7 +313,8 @@ class RepoSettings:
         for name in ("max_queue_delay_microseconds", "preprocessing_max_queue_delay_microseconds",
                      "postprocessing_max_queue_delay_microseconds", "max_queue_size",
                      "queue_timeout_microseconds", "priority_levels", "sink_token_length",
-                     "kv_cache_host_memory_bytes", "cuda_graph_cache_size"):
+                     "kv_cache_host_memory_bytes", "cuda_graph_cache_size",
+                     "max_stream_interval_ms"):
             at_least(name, 0)
         frac = self.kv_cache_free_gpu_mem_fraction
         if frac is not None and not 0 < frac <= 1:
@@ -401,6 +404,9 @@ class CpuLLMParams(TritonParams):
     exclude_input_in_output: default when a request does not say.
     cancellation_check_period_ms: how often running requests are checked for cancellation.
     num_threads: OpenVINO inference threads (None: all cores). device: OpenVINO device.
+    max_stream_interval_ms: the longest a streamed token may be held so that several go out
+    in one response when many streams share the engine (0: every token as it is made; see
+    tritonllm.ensembles.llm_service).
     max_queue_size: requests allowed to wait for a free engine slot (beyond max_num_seqs
     decoding); more are refused with UNAVAILABLE, as Triton's own queue does (0: unbounded).
     """
@@ -424,13 +430,14 @@ class CpuLLMParams(TritonParams):
     cancellation_check_period_ms: int = RepoSettings.cancellation_check_period_ms
     num_threads: int | None = None
     device: str = "CPU"
+    max_stream_interval_ms: int = RepoSettings.max_stream_interval_ms
     max_queue_size: int = RepoSettings.max_queue_size
 
     def __post_init__(self) -> None:
         for key in ("max_num_seqs", "max_num_batched_tokens", "max_input_len", "max_seq_len",
                     "cancellation_check_period_ms", "num_threads"):
             self._check_min(key, 1)
-        for key in ("end_id", "pad_id", "max_queue_size"):
+        for key in ("end_id", "pad_id", "max_queue_size", "max_stream_interval_ms"):
             self._check_min(key, 0)
         self._check_choice("kv_cache_precision", KV_CACHE_PRECISIONS)
         if self.cache_size_gb <= 0:

@@ -214,3 +214,71 @@ def test_max_queue_size_refuses_requests_beyond_the_slots_and_queue(cpu_engine: 
         assert after.final.wait(TIMEOUT)
     finally:
         service.close()
+
+
+class _RecordingSink(_Sink):
+    """Keeps every response; each send takes ``send_s`` (a slow response path)."""
+
+    def __init__(self, send_s: float = 0.0) -> None:
+        super().__init__()
+        self.responses: list[dict[str, object]] = []
+        self.send_s = send_s
+
+    def send(self, outputs: dict[str, object], final: bool) -> None:
+        if self.send_s:
+            threading.Event().wait(self.send_s)  # the cost of a send, not synchronisation
+        self.responses.append(outputs)
+        super().send(outputs, final)
+
+
+def _stream_all(cpu_engine: Path, max_stream_interval_s: float, send_s: float,
+                n_streams: int, n_tokens: int) -> list[_RecordingSink]:
+    import numpy as np
+
+    from tritonllm.ensembles.llm_service import LLMLimits, LLMService
+
+    service = LLMService(CpuEngine(EngineConfig(cpu_engine, max_num_seqs=n_streams)),
+                         LLMLimits(64, 1024, 1000, (2,), 3), lambda ids: "x" * len(ids),
+                         max_stream_interval_s=max_stream_interval_s)
+    sinks = [_RecordingSink(send_s) for _ in range(n_streams)]
+    try:
+        for i, sink in enumerate(sinks):
+            service.submit({"input_ids": np.array([[1, 40 + i, 41]], np.int32),
+                            "request_output_len": np.array([[n_tokens]], np.int32),
+                            "min_tokens": np.array([[n_tokens]], np.int32),
+                            "streaming": np.array([[True]]),
+                            "return_log_probs": np.array([[True]]),
+                            "return_num_output_tokens": np.array([[True]])}, sink)
+        assert all(s.final.wait(TIMEOUT) for s in sinks)
+    finally:
+        service.close()
+    return sinks
+
+
+def _new_ids(response: dict[str, object]) -> list[int]:
+    import numpy as np
+
+    ids = np.asarray(response["output_ids"]).reshape(-1)
+    return [int(t) for t in ids[int(np.asarray(response["context_length"]).reshape(-1)[0]):]]
+
+
+def test_busy_streams_get_several_tokens_per_response_and_lose_none(cpu_engine: Path) -> None:
+    """Coalescing (llm_service "Coalescing"): with sends that cost 2 ms, 8 streams get fewer
+    responses than tokens, yet every stream's first response is its first token alone and the
+    ids, log probs and counts add up to the same greedy output as one response per token."""
+    import numpy as np
+
+    n_streams, n_tokens = 8, 48
+    every = _stream_all(cpu_engine, 0.0, 0.002, n_streams, n_tokens)
+    coalesced = _stream_all(cpu_engine, 0.2, 0.002, n_streams, n_tokens)
+    for one, many in zip(every, coalesced, strict=True):
+        ids = [t for r in many.responses for t in _new_ids(r)]
+        assert ids == [t for r in one.responses for t in _new_ids(r)]
+        assert len(ids) == n_tokens
+        assert len(_new_ids(many.responses[0])) == 1  # the first token is never held
+        lps = [x for r in many.responses
+               for x in np.asarray(r["output_log_probs"]).reshape(-1)]
+        assert len(lps) == n_tokens
+        assert int(np.asarray(many.responses[-1]["num_output_tokens"]).item()) == n_tokens
+    assert sum(len(s.responses) for s in every) >= n_streams * n_tokens
+    assert sum(len(s.responses) for s in coalesced) < n_streams * n_tokens / 2

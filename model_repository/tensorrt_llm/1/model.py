@@ -129,7 +129,8 @@ class TritonPythonModel:
             engine, limits, lambda ids: decode(tokenizer, ids),
             default_exclude_input=p.exclude_input_in_output, default_streaming=False,
             cancellation_check_period_s=p.cancellation_check_period_ms / 1000,
-            max_queue_size=p.max_queue_size)
+            max_queue_size=p.max_queue_size,
+            max_stream_interval_s=p.max_stream_interval_ms / 1000)
         self.metrics = _Metrics(args["model_name"])
         self._stop = threading.Event()
         self._metrics_thread = threading.Thread(target=self._update_metrics, daemon=True,
