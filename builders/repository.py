@@ -219,14 +219,17 @@ def plan_render(manifest: Manifest, out: Path, settings: RepoSettings) -> Render
 
 
 def _batching(settings: RepoSettings, delay: int, preserve_ordering: bool = False,
-              client_facing: bool = True) -> dict[str, object]:
+              client_facing: bool = True, queue_bound: bool = True) -> dict[str, object]:
     """Dynamic batching of one model. Only client-facing models (the LLM, BLS) get the queue
     bound and timeout: pre/postprocessing run inside the ensemble, where a refused step would
-    stall a stream that was already admitted."""
+    stall a stream that was already admitted. ``queue_bound=False``: ``max_queue_size`` is
+    enforced elsewhere (the CPU engine's own wait queue), not by Triton's queue."""
     # Triton refuses priority levels together with preserve_ordering.
     priorities = 0 if preserve_ordering else settings.priority_levels
     if not client_facing:
         settings = dataclasses.replace(settings, max_queue_size=0, queue_timeout_microseconds=0)
+    elif not queue_bound:
+        settings = dataclasses.replace(settings, max_queue_size=0)
     return {
         "max_queue_delay_microseconds": delay,
         "preserve_ordering": preserve_ordering,
@@ -296,6 +299,11 @@ def render_configs(
     models = C.TargetModels(plan.target, settings.logits_datatype)
     params = model_parameters(manifest, plan, settings)
     s = settings
+    # On CPU the decoupled Python models return from execute() at once, so Triton's queue in
+    # front of them only ever holds a burst that arrived during one execute(); a bound there
+    # refused requests (and `stop`s) while the engine had room. The CPU engine enforces
+    # max_queue_size on its own wait queue instead; the BLS model passes its refusals on.
+    engine_bound = plan.target != "cpu"
     common = {
         "max_batch_size": plan.max_batch_size,
         "streaming": s.streaming,
@@ -310,7 +318,7 @@ def render_configs(
             "instance_count": s.preprocessing_instance_count,
         },
         C.LLM: {
-            "batching": _batching(s, s.max_queue_delay_microseconds),
+            "batching": _batching(s, s.max_queue_delay_microseconds, queue_bound=engine_bound),
             "instance_count": s.llm_instance_count,
         },
         C.POSTPROCESSING: {
@@ -321,7 +329,7 @@ def render_configs(
             "instance_count": s.postprocessing_instance_count,
         },
         C.BLS: {
-            "batching": _batching(s, s.max_queue_delay_microseconds),
+            "batching": _batching(s, s.max_queue_delay_microseconds, queue_bound=engine_bound),
             "instance_count": s.bls_instance_count,
         },
     }

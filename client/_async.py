@@ -13,17 +13,24 @@ from collections.abc import AsyncIterator, Mapping
 from types import EllipsisType, TracebackType
 from typing import Any
 
-from tritonllm.client._errors import Cancelled, ClientError, Unauthorized
+from tritonllm.client._errors import Cancelled, ClientError, Timeout, Unauthorized
 from tritonllm.client._logic import (
     Exchange,
     RequestSpec,
+    model_input_names,
     parse_outputs,
     parse_url,
     plan_request,
     resolve_timeout,
 )
-from tritonllm.client._sync import DEFAULT, model_input_names
-from tritonllm.client._transport import AsyncCall, AsyncTransport, make_async_transport
+from tritonllm.client._stop import Stopper
+from tritonllm.client._sync import DEFAULT
+from tritonllm.client._transport import (
+    AsyncCall,
+    AsyncTransport,
+    make_async_transport,
+    make_sync_transport,
+)
 from tritonllm.client._types import Completion, Delta, Health, ModelStatus, RetryPolicy
 
 __all__ = ["AsyncLLMClient", "AsyncStream"]
@@ -92,6 +99,8 @@ class AsyncStream(AsyncIterator[Delta]):
                 self._call = None
                 if call is not None:
                     call.cancel()
+                    if isinstance(e, Timeout):  # the server would run on to the end
+                        self._client._stopper.stop(self._model, self.request_id)
                 await asyncio.sleep(ex.on_error(e, time.perf_counter()))  # backoff
                 continue
             except BaseException:  # the task was cancelled (or worse): cancel on the server
@@ -127,6 +136,7 @@ class AsyncStream(AsyncIterator[Delta]):
         call, self._call = self._call, None
         if call is not None:
             call.cancel()
+            self._client._stopper.stop(self._model, self.request_id)
         if self._exchange is not None:
             self._exchange.cancel(time.perf_counter())
 
@@ -159,6 +169,10 @@ class AsyncLLMClient:
         self.retry = retry if retry is not None else RetryPolicy()
         self._transport: AsyncTransport = make_async_transport(self.endpoint, headers,
                                                                root_certificates)
+        # Stops go out on a thread of their own with a blocking transport (see ._stop).
+        self._stopper = Stopper(lambda: make_sync_transport(self.endpoint, headers,
+                                                            root_certificates),
+                                owns_transport=True)
         self._inputs: dict[str, frozenset[str] | None] = {}
 
     def stream(self, prompt: str, max_tokens: int = 64, *, request_id: str | None = None,
@@ -217,6 +231,7 @@ class AsyncLLMClient:
         return resolved
 
     async def close(self) -> None:
+        await asyncio.to_thread(self._stopper.close)
         await self._transport.close()
 
     async def __aenter__(self) -> AsyncLLMClient:

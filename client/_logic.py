@@ -16,6 +16,12 @@ into :class:`~tritonllm.client.Delta` s and, at the end, a
 
 Retries. :func:`retry_delay` decides whether and after how long a failed attempt is sent
 again (see :class:`~tritonllm.client.RetryPolicy`).
+
+Stopping. Triton (2.51 and later) passes a cancelled ensemble request's cancellation only to
+steps not yet started, never into the running LLM step; the contract's way to end that request
+is a ``stop`` request with the same request id to the LLM model (tensorrtllm_backend documents
+it; the ensemble gives its steps its own request id). :func:`stop_target` finds that model
+from the ensemble's config and its steps' metadata; :func:`stop_request` is the request.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from tritonllm.client._errors import (
     Unavailable,
 )
 from tritonllm.client._types import Completion, Delta, RetryPolicy, Timings
-from tritonllm.contract import BLS, CONTRACTS, ENSEMBLE, FINISH_REASON, ModelContract
+from tritonllm.contract import BLS, CONTRACTS, ENSEMBLE, FINISH_REASON, LLM, ModelContract
 
 __all__ = [
     "COUNT_INPUTS",
@@ -58,6 +64,8 @@ __all__ = [
     "parse_outputs",
     "parse_url",
     "retry_delay",
+    "stop_request",
+    "stop_target",
     "wire_dtype",
 ]
 
@@ -255,6 +263,47 @@ def build_request(model: str, prompt: str, max_tokens: int, *, stream: bool,
         t = c.input(name)
         inputs.append(TensorValue(name, t.dtype, t.dims, _array(name, t.dtype, t.dims, value)))
     return RequestSpec(model, request_id or new_request_id(), stream, tuple(inputs))
+
+
+STOP_INPUT = "stop"
+
+
+def model_input_names(metadata: Mapping[str, Any]) -> frozenset[str]:
+    """A model's input names from its metadata (as JSON)."""
+    return frozenset(str(i["name"]) for i in metadata.get("inputs", []))
+
+
+def ensemble_steps(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The models an ensemble's config (as JSON) calls, in step order; () for other models."""
+    cfg = config.get("config", config)
+    if cfg.get("platform") != "ensemble":
+        return ()
+    steps = cfg.get("ensemble_scheduling", {}).get("step", [])
+    return tuple(str(s["model_name"]) for s in steps if "model_name" in s)
+
+
+def stop_target(steps: Iterable[tuple[str, Iterable[str] | None]]) -> str | None:
+    """The first step model (name, its input names) that takes ``stop``; None if none does."""
+    for name, inputs in steps:
+        if inputs is not None and STOP_INPUT in inputs:
+            return name
+    return None
+
+
+def stop_request(model: str, request_id: str) -> RequestSpec:
+    """``stop`` for the LLM request ``request_id`` of ``model`` (the tensorrt_llm contract).
+
+    The inputs the LLM model requires come along with placeholder values; the model reads
+    only ``stop`` and the request id.
+    """
+    c = CONTRACTS[LLM]
+    values = {"input_ids": 1, "input_lengths": 1, "request_output_len": 1, STOP_INPUT: True}
+    inputs = []
+    for name, value in values.items():
+        t = c.input(name)
+        dims = t.dims if t.dims == (-1,) else (1,)
+        inputs.append(TensorValue(name, t.dtype, dims, _array(name, t.dtype, dims, value)))
+    return RequestSpec(model, request_id, False, tuple(inputs))
 
 
 def resolve_timeout(timeout: float | EllipsisType | None, default: float | None) -> float | None:

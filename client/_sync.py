@@ -13,15 +13,17 @@ from collections.abc import Iterator, Mapping
 from types import EllipsisType, TracebackType
 from typing import Any
 
-from tritonllm.client._errors import Cancelled, ClientError, Unauthorized
+from tritonllm.client._errors import Cancelled, ClientError, Timeout, Unauthorized
 from tritonllm.client._logic import (
     Exchange,
     RequestSpec,
+    model_input_names,
     parse_outputs,
     parse_url,
     plan_request,
     resolve_timeout,
 )
+from tritonllm.client._stop import Stopper
 from tritonllm.client._transport import SyncCall, SyncTransport, make_sync_transport
 from tritonllm.client._types import Completion, Delta, Health, ModelStatus, RetryPolicy
 
@@ -31,15 +33,13 @@ __all__ = ["LLMClient", "Stream"]
 DEFAULT: EllipsisType = ...
 
 
-def model_input_names(metadata: Mapping[str, Any]) -> frozenset[str]:
-    return frozenset(str(i["name"]) for i in metadata.get("inputs", []))
-
-
 class Stream(Iterator[Delta]):
     """The deltas of one request, as they arrive. Sends the request on the first ``next()``.
 
     Leaving early — ``break`` (the stream is then garbage), :meth:`close`, or leaving its
-    ``with`` block — cancels the request on the server. :meth:`cancel` may be called from
+    ``with`` block — cancels the request on the server (for an ensemble, also by the
+    contract's ``stop``: see tritonllm.client._stop), as does a missed deadline.
+    :meth:`cancel` may be called from
     another thread; a thread blocked in ``next()`` then gets Cancelled. After the last delta,
     :attr:`completion` holds the whole result.
     """
@@ -97,6 +97,8 @@ class Stream(Iterator[Delta]):
                 self._call = None
                 if call is not None:
                     call.cancel()
+                    if isinstance(e, Timeout):  # the server would run on to the end
+                        self._client._stopper.stop(self._model, self.request_id)
                 time.sleep(ex.on_error(e, time.perf_counter()))  # backoff before a retry
                 continue
             now = time.perf_counter()
@@ -123,6 +125,7 @@ class Stream(Iterator[Delta]):
             call, self._call = self._call, None
         if call is not None:
             call.cancel()
+            self._client._stopper.stop(self._model, self.request_id)
         if self._exchange is not None:
             self._exchange.cancel(time.perf_counter())
 
@@ -159,6 +162,7 @@ class LLMClient:
         self.retry = retry if retry is not None else RetryPolicy()
         self._transport: SyncTransport = make_sync_transport(self.endpoint, headers,
                                                              root_certificates)
+        self._stopper = Stopper(lambda: self._transport)
         self._inputs: dict[str, frozenset[str] | None] = {}
 
     # -- generation ----------------------------------------------------------------------------
@@ -224,6 +228,7 @@ class LLMClient:
         return resolved
 
     def close(self) -> None:
+        self._stopper.close()
         self._transport.close()
 
     def __enter__(self) -> LLMClient:

@@ -87,6 +87,7 @@ class SyncTransport(Protocol):
     def health(self, timeout: float | None) -> Health: ...
     def models(self, timeout: float | None) -> list[ModelStatus]: ...
     def metadata(self, model: str, timeout: float | None) -> dict[str, Any]: ...
+    def config(self, model: str, timeout: float | None) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -303,6 +304,9 @@ class GrpcTransport:
 
     def metadata(self, model: str, timeout: float | None) -> dict[str, Any]:
         return dict(self._unary("get_model_metadata", model, as_json=True, timeout=timeout))
+
+    def config(self, model: str, timeout: float | None) -> dict[str, Any]:
+        return dict(self._unary("get_model_config", model, as_json=True, timeout=timeout))
 
     def close(self) -> None:
         with self._lock:
@@ -524,6 +528,9 @@ class HttpTransport:
 
     def metadata(self, model: str, timeout: float | None) -> dict[str, Any]:
         return dict(self._json(f"/v2/models/{urllib.parse.quote(model)}", None, timeout))
+
+    def config(self, model: str, timeout: float | None) -> dict[str, Any]:
+        return dict(self._json(f"/v2/models/{urllib.parse.quote(model)}/config", None, timeout))
 
     def close(self) -> None:
         """Nothing to close: one connection per call."""

@@ -7,11 +7,17 @@ reaches the LLM (a client cancel or a stop string ends the LLM request and frees
 
 The Triton adapter injects two calls, so this module imports nothing from Triton:
   * ``call_pre(inputs) -> outputs`` runs the preprocessing model (raises RequestError),
-  * ``call_llm(inputs) -> LLMStream`` starts the LLM request and yields its output dicts.
+  * ``call_llm(inputs, outputs) -> LLMStream`` starts the LLM request (asking for those output
+    tensors) and yields its output dicts; ``LLMStream.cancel()`` asks the LLM to end it, after
+    which the stream ends with the LLM's final response.
+
+A client cancel is noticed by a shared :class:`~tritonllm.ensembles.cancellation.CancellationPoller`
+(asking once per token would cost a round trip to the Triton core per token).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -19,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tritonllm.contract import BLS_UNSUPPORTED_INPUTS, CONTEXT_LENGTH, FINISH_REASON
+from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.detokenize import IncrementalDetokenizer
 from tritonllm.ensembles.requests import RequestError
 from tritonllm.ensembles.stops import StopStrings
@@ -39,6 +46,13 @@ PASSTHROUGH = {
 TO_PRE = {"text_input": "QUERY", "max_tokens": "REQUEST_OUTPUT_LEN", "bad_words": "BAD_WORDS_DICT",
           "end_id": "END_ID", "pad_id": "PAD_ID"}
 # preprocessing output → LLM input
+# LLM outputs always asked for, and those asked for when the request wants them
+LLM_OUTPUTS = ("output_ids", "sequence_length", CONTEXT_LENGTH, FINISH_REASON)
+OPTIONAL_LLM_OUTPUTS = {
+    "return_num_input_tokens": ("num_input_tokens",),
+    "return_num_output_tokens": ("num_output_tokens",),
+    "return_log_probs": ("output_log_probs", "cum_log_probs"),
+}
 PRE_TO_LLM = {"INPUT_ID": "input_ids", "REQUEST_INPUT_LEN": "input_lengths",
               "REQUEST_OUTPUT_LEN": "request_output_len", "OUT_END_ID": "end_id",
               "OUT_PAD_ID": "pad_id", "BAD_WORDS_IDS": "bad_words_list"}
@@ -86,10 +100,13 @@ class BLSPipeline:
     """One instance per model; ``run`` serves one request (call it from a worker thread)."""
 
     def __init__(self, tokenizer: Any, call_pre: Callable[[dict[str, Any]], dict[str, Any]],
-                 call_llm: Callable[[dict[str, Any]], LLMStream], *,
+                 call_llm: Callable[[dict[str, Any], list[str]], LLMStream], *,
                  skip_special_tokens: bool = True, accumulate_tokens: bool = False,
-                 default_exclude_input: bool = True) -> None:
+                 default_exclude_input: bool = True,
+                 cancellations: CancellationPoller | None = None) -> None:
         self.tokenizer = tokenizer
+        self.cancellations = cancellations
+        self._keys = itertools.count()
         self.call_pre = call_pre
         self.call_llm = call_llm
         self.skip = skip_special_tokens
@@ -119,19 +136,37 @@ class BLSPipeline:
         prefix = "" if (exclude or stream) else _strings(inputs, "text_input")[0]
         return llm_in, stops, stream, prefix
 
+    @staticmethod
+    def llm_outputs(llm_in: Mapping[str, Any]) -> list[str]:
+        """The LLM outputs to ask for: the text's, plus counts / log probs when wanted."""
+        names = list(LLM_OUTPUTS)
+        for flag, wanted in OPTIONAL_LLM_OUTPUTS.items():
+            if flag in llm_in and bool(np.asarray(llm_in[flag]).reshape(-1)[0]):
+                names.extend(wanted)
+        return names
+
     def run(self, inputs: Arrays, sink: Sink) -> None:
         """Serve one request; RequestError before anything was sent means a bad request."""
         llm_in, stops, stream, prefix = self.prepare(inputs)
+        llm = self.call_llm(llm_in, self.llm_outputs(llm_in))
+        key = next(self._keys)
+        if self.cancellations is not None:  # a client cancel ends the LLM request too
+            self.cancellations.watch(key, sink.is_cancelled, llm.cancel)
+        try:
+            self._relay(llm, stops, stream, prefix, sink)
+        finally:
+            if self.cancellations is not None:
+                self.cancellations.unwatch(key)
+
+    def _relay(self, llm: LLMStream, stops: list[str], stream: bool, prefix: str,
+               sink: Sink) -> None:
         detok = IncrementalDetokenizer(self.tokenizer, skip_special_tokens=self.skip)
         matcher = StopStrings(stops)
-        llm = self.call_llm(llm_in)
         reason = ""
         pending: list[str] = [prefix] if prefix else []
-        extras: dict[str, Any] = {}
+        counts: dict[str, Any] = {}
+        log_probs: list[float] | None = None
         for out in llm:
-            if sink.is_cancelled():
-                llm.cancel()
-                return
             ids = np.asarray(out["output_ids"]).reshape(-1)
             ctx = int(np.asarray(out[CONTEXT_LENGTH]).reshape(-1)[0]) if CONTEXT_LENGTH in out \
                 else 0
@@ -140,8 +175,10 @@ class BLSPipeline:
             delta = detok.push(ids[ctx:n])
             if FINISH_REASON in out:
                 reason = np.asarray(out[FINISH_REASON]).reshape(-1)[0].decode() or reason
-            extras.update({k: v for k, v in out.items()
-                           if k.startswith("num_") or k.endswith("log_probs")})
+            counts.update({k: v for k, v in out.items() if k.startswith("num_")})
+            if "output_log_probs" in out:
+                log_probs = (log_probs or []) + \
+                    np.asarray(out["output_log_probs"], np.float32).reshape(-1).tolist()
             step = matcher.push(delta)
             if step.text:
                 pending.append(step.text)
@@ -159,6 +196,11 @@ class BLSPipeline:
             if step.stopped:
                 reason = "stop"
         text = "".join(pending)
+        extras = dict(counts)
+        if log_probs is not None:  # the whole output's, on the final response
+            lps = np.asarray(log_probs, np.float32)
+            extras["output_log_probs"] = lps.reshape(1, 1, -1)
+            extras["cum_log_probs"] = np.asarray([[lps.sum()]], np.float32)
         self._send(sink, text, reason or "stop", extras, final=True, detok=detok)
 
     def _send(self, sink: Sink, text: str, reason: str, extras: dict[str, Any], final: bool,

@@ -13,6 +13,12 @@ only as decoding context (leading-space pieces, multi-byte characters). Postproc
 is final (no trailing U+FFFD), so the deltas concatenate to the non-streamed text exactly.
 Ids whose text is still incomplete are held until the next step or the end.
 
+Stopping by id. A request whose ``stop`` input is true (the contract's way to end a request;
+Triton's ensemble does not pass a client's cancel into the running LLM step) ends every live
+request with the same request id; each then gets its final response with finish_reason
+``cancelled``. A stop that arrives before its request (it can overtake a request still in
+preprocessing) applies to it if it comes within ``EARLY_STOP_TTL_S``.
+
 Coalescing. Every response costs a round trip to the Triton core on the engine thread, a
 postprocessing run, a gRPC message and a client parse; at 16 streams on 2 cores that was over
 half of the CPU (``docs/serving.md``). So a stream's tokens after its first are sent at most once
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,6 +59,8 @@ from tritonllm.ensembles.requests import parse_request as parse_generation_reque
 from tritonllm.errors import TritonLLMError
 
 Decode = Callable[[Sequence[int]], str]
+EARLY_STOP_TTL_S = 10.0  # a stop that came before its request still applies this long
+EARLY_STOP_MAX = 4096
 SEND_SHARE = 0.05  # of the engine thread's time that streaming responses may take
 
 # The name a client used for each LLM input, where the ensemble/BLS renames it.
@@ -228,6 +237,9 @@ class LLMService:
         self._live: dict[int, tuple[ResponseSink, str]] = {}
         self._send_ms = 0.0
         self._cancellations = CancellationPoller(cancellation_check_period_s)
+        # request id -> when: ``stop`` for requests not (yet) here. Through an ensemble the stop
+        # can overtake its own request (which is still in preprocessing).
+        self._early_stops: OrderedDict[str, float] = OrderedDict()
 
     def submit(self, inputs: Mapping[str, npt.NDArray[Any]], sink: ResponseSink,
                request_id: str = "") -> None:
@@ -236,6 +248,10 @@ class LLMService:
                             self.default_streaming)
         if req.stop_only:
             self._stop_by_id(request_id)
+            sink.send({"output_ids": _i32([], (1, 1, 0)), "sequence_length": _i32(0, (1, 1)),
+                       "finish_reason": _text(FINISH_CANCELLED)}, final=True)
+            return
+        if request_id and self._stopped_early(request_id):
             sink.send({"output_ids": _i32([], (1, 1, 0)), "sequence_length": _i32(0, (1, 1)),
                        "finish_reason": _text(FINISH_CANCELLED)}, final=True)
             return
@@ -333,8 +349,18 @@ class LLMService:
             raise RequestError("stop", "needs the request id of the request to stop")
         with self._lock:
             rids = [rid for rid, (_, tid) in self._live.items() if tid == request_id]
+            if not rids:
+                self._early_stops[request_id] = time.monotonic()
+                while len(self._early_stops) > EARLY_STOP_MAX:
+                    self._early_stops.popitem(last=False)
         for rid in rids:
             self.engine.cancel(rid)
+
+    def _stopped_early(self, request_id: str) -> bool:
+        """Whether a ``stop`` for ``request_id`` came (recently) before the request; once."""
+        with self._lock:
+            when = self._early_stops.pop(request_id, None)
+        return when is not None and time.monotonic() - when < EARLY_STOP_TTL_S
 
     @property
     def active(self) -> int:

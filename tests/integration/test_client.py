@@ -60,15 +60,12 @@ def server(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     render_repository(cpu_engine, repo, RepoSettings(
         max_batch_size=SLOTS, max_queue_size=QUEUE, preprocessing_instance_count=1,
         postprocessing_instance_count=2, bls_instance_count=1))
-    # The renderer bounds only the client-facing models' queues (pre/postprocessing run inside
-    # the ensemble). Here the bound stays on the LLM model alone, so that the Overloaded test
-    # meets the engine's queue: the BLS model's own queue is unbounded.
-    for name in ("preprocessing", "postprocessing"):
+    # On CPU no Triton queue is bounded: the engine enforces max_queue_size itself (a Triton
+    # bound in front of a decoupled Python model refused bursts while the engine had room).
+    for name in ("preprocessing", "postprocessing", "tensorrt_llm", "tensorrt_llm_bls"):
         assert f"max_queue_size: {QUEUE}" not in (repo / name / "config.pbtxt").read_text()
-    config = repo / "tensorrt_llm_bls" / "config.pbtxt"
-    text = config.read_text()
-    assert f"max_queue_size: {QUEUE}" in text
-    config.write_text(text.replace(f"max_queue_size: {QUEUE}", "max_queue_size: 0"))
+    llm = (repo / "tensorrt_llm" / "config.pbtxt").read_text()
+    assert 'key: "max_queue_size"\n  value { string_value: "1" }' in llm
     extra = (f"--grpc-restricted-protocol=inference:{KEY}={SECRET}",
              f"--http-restricted-api=inference:{KEY}={SECRET}")
     with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
@@ -278,9 +275,6 @@ def fill_engine(client: LLMClient, server: Any) -> list[Any]:
     return streams
 
 
-@pytest.mark.skip(reason=(
-    "server (f0ea530): with 4 engine slots and max_queue_size 1 a 6th concurrent request is "
-    "admitted, and closed ensemble streams keep generating; see the client report"))
 def test_queue_full_is_overloaded_and_cancelling_frees_the_slots(client: LLMClient,
                                                                   server: Any) -> None:
     streams = fill_engine(client, server)
@@ -338,9 +332,6 @@ def _leave_async(server: Any, how: str) -> None:
     asyncio.run(run())
 
 
-@pytest.mark.skip(reason=(
-    "server (f0ea530): a cancelled ensemble request keeps generating in the CPU LLM model "
-    "(the tokens counter grows by the full min_tokens); see the client report"))
 @pytest.mark.parametrize("how", ["break", "with", "async-break", "async-task-cancel"])
 def test_leaving_a_stream_early_cancels_it_on_the_server(client: LLMClient, server: Any,
                                                          how: str) -> None:

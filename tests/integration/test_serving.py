@@ -193,36 +193,80 @@ def test_late_request_gets_first_token_while_long_ones_run(stream: Stream) -> No
         stream.collect(rid)
 
 
-def test_cancelled_streams_free_the_engine(server: Any) -> None:
-    """Known gap (issue #4 note): with ``min_tokens`` forcing 1000 tokens the slots are not
-    freed here; Triton 2.51's ensemble does not pass cancellation into its steps, and through
-    the BLS model the cancelled LLM requests stayed active. This test only shows the server
-    drains and serves on."""
+def _wait_engine_idle(server: Any) -> None:
+    """Polls the engine's own gauges (server-side state; nothing of ours to wait on)."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+            _metric(server, "tritonllm_active_requests")
+            or _metric(server, "tritonllm_waiting_requests")):
+        time.sleep(0.1)
+    assert _metric(server, "tritonllm_active_requests") == 0
+    assert _metric(server, "tritonllm_waiting_requests") == 0
+
+
+def _stop_by_id(server: Any, request_id: str) -> None:
+    """The contract's way to stop an LLM request: ``stop`` with the same request id."""
+    s = Stream(server)
+    try:
+        s.send(request_id, "tensorrt_llm", [
+            _t("input_ids", np.array([[1]], np.int32), "INT32"),
+            _t("input_lengths", np.array([[1]], np.int32), "INT32"),
+            _t("request_output_len", np.array([[1]], np.int32), "INT32"),
+            _t("stop", np.array([[True]]), "BOOL")])
+        _, err = s.collect(request_id)
+        assert err is None
+    finally:
+        s.close()
+
+
+def _t(name: str, value: Any, dtype: str) -> Any:
     import tritonclient.grpc as grpcclient
 
+    x = grpcclient.InferInput(name, list(value.shape), dtype)
+    x.set_data_from_numpy(value)
+    return x
+
+
+@pytest.mark.parametrize("model", ["tensorrt_llm_bls", "ensemble"])
+def test_cancelled_streams_free_the_engine(server: Any, model: str) -> None:
+    """10 streams that would each generate LONG tokens (min_tokens) are cancelled after their
+    first token: the engine reports no active or waiting sequence soon after, far fewer tokens
+    were generated than running them out would, and the server serves on.
+
+    Through the BLS model the gRPC cancel alone does it (the BLS model stops its LLM request).
+    Triton 2.51's ensemble checks cancellation only between steps, never inside the running
+    LLM step, so there the client also sends the contract's ``stop`` with the request id (what
+    tritonllm.client does when a stream to an ensemble is left early).
+    """
+    import tritonclient.grpc as grpcclient
+
+    long = 1000
+    _wait_engine_idle(server)
+    before = _metric(server, "tritonllm_generated_tokens_total")
     clients, started = [], []
     for i in range(10):
         got_one = threading.Event()
         c = grpcclient.InferenceServerClient(server.grpc_address)
         c.start_stream(callback=lambda result, error, ev=got_one: ev.set())
-        c.async_stream_infer("ensemble", _inputs("stream me", 1000, stream=True),
-                             request_id=f"x{i}")
+        c.async_stream_infer(model, _inputs("stream me", long, stream=True,
+                                            min_tokens=(np.array([[long]], np.int32), "INT32")),
+                             request_id=f"cancel-{model}-{i}")
         clients.append(c)
         started.append(got_one)
     assert all(ev.wait(TIMEOUT) for ev in started)
-    for c in clients:
+    for i, c in enumerate(clients):
         c.stop_stream(cancel_requests=True)
         c.close()
-    # The engine reports no active sequence once the cancellations are seen (polled, bounded).
-    import time
-
-    deadline = time.monotonic() + 30
-    while _metric(server, "tritonllm_active_requests") != 0 and time.monotonic() < deadline:
-        time.sleep(0.2)  # polling a server-side gauge; not used as synchronisation of our own
-    assert _metric(server, "tritonllm_active_requests") == 0
+        if model == "ensemble":
+            _stop_by_id(server, f"cancel-{model}-{i}")
+    _wait_engine_idle(server)
+    generated = _metric(server, "tritonllm_generated_tokens_total") - before
+    assert generated < 10 * long / 2, generated
     s = Stream(server)
     try:
-        s.send("after", "ensemble", _inputs("still serving", 4))
+        s.send("after", model, _inputs("still serving", 4))
         pieces, err = s.collect("after")
         assert err is None and "".join(pieces)
     finally:

@@ -5,18 +5,25 @@ Inputs/outputs: tritonllm.contract.BLS_CONTRACT (text_input, max_tokens, stream,
 requests are served concurrently; it calls ``preprocessing`` and then ``tensorrt_llm``
 (streamed), detokenizes incrementally, matches stop strings on text and cancels the LLM
 request on a stop string or a client cancel. Logic: tritonllm.ensembles.bls.
+
+Cancelling the LLM request: Triton 2.51's BLS response iterator has no ``cancel()``, so the
+model sends the LLM the contract's ``stop`` request with the LLM request's id (what
+tensorrtllm_backend documents for stopping a request); where the iterator can cancel, it does.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonllm.ensembles.bls import BLSPipeline
+from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.requests import RequestError
 from tritonllm.ensembles.senders import GuardedSender
 from tritonllm.ensembles.tokenization import load_tokenizer
@@ -41,8 +48,10 @@ def _outputs(response: Any) -> dict[str, Any]:
 
 
 class _LLMStream:
-    def __init__(self, responses: Any) -> None:
+    def __init__(self, responses: Any, model: str, request_id: str) -> None:
         self._responses = responses
+        self._model = model
+        self._request_id = request_id
 
     def __iter__(self) -> Any:
         for response in self._responses:
@@ -54,6 +63,17 @@ class _LLMStream:
     def cancel(self) -> None:
         if hasattr(self._responses, "cancel"):
             self._responses.cancel()
+            return
+        one = np.ones((1, 1), np.int32)
+        stop = pb_utils.InferenceRequest(
+            model_name=self._model, request_id=self._request_id,
+            inputs=[pb_utils.Tensor("input_ids", one), pb_utils.Tensor("input_lengths", one),
+                    pb_utils.Tensor("request_output_len", one),
+                    pb_utils.Tensor("stop", np.ones((1, 1), np.bool_))],
+            requested_output_names=["finish_reason"])
+        for response in stop.exec(decoupled=True):
+            if response.has_error():
+                raise _Upstream(response.error())
 
 
 class _Sink:
@@ -89,17 +109,20 @@ class TritonPythonModel:
                                         "OUT_END_ID", "OUT_PAD_ID", "BAD_WORDS_IDS"])
             return _outputs(request.exec())
 
-        def call_llm(inputs: dict[str, Any]) -> _LLMStream:
+        def call_llm(inputs: dict[str, Any], outputs: list[str]) -> _LLMStream:
+            request_id = f"bls-{uuid.uuid4().hex}"  # unique: a stop must hit this one only
             request = pb_utils.InferenceRequest(
-                model_name=p.tensorrt_llm_model_name,
+                model_name=p.tensorrt_llm_model_name, request_id=request_id,
                 inputs=[pb_utils.Tensor(k, v) for k, v in inputs.items()],
-                requested_output_names=["output_ids", "sequence_length", "context_length",
-                                        "finish_reason"])
-            return _LLMStream(request.exec(decoupled=True))
+                requested_output_names=outputs)
+            return _LLMStream(request.exec(decoupled=True), p.tensorrt_llm_model_name,
+                              request_id)
 
+        self.cancellations = CancellationPoller(name="tritonllm-bls-cancel-poller")
         self.pipeline = BLSPipeline(load_tokenizer(p.tokenizer_dir), call_pre, call_llm,
                                     skip_special_tokens=p.skip_special_tokens,
-                                    accumulate_tokens=p.accumulate_tokens)
+                                    accumulate_tokens=p.accumulate_tokens,
+                                    cancellations=self.cancellations)
 
     def _serve(self, request: Any) -> None:
         sink = _Sink(request.get_response_sender())
@@ -117,3 +140,6 @@ class TritonPythonModel:
         for request in requests:
             threading.Thread(target=self._serve, args=(request,), daemon=True).start()
         return None
+
+    def finalize(self) -> None:
+        self.cancellations.close()
