@@ -12,6 +12,10 @@ One run, four measurements, all on the same engine build and the same prompts:
 4. **late TTFT**: the same request sent while C-1 long streams are decoding (each has already
    streamed its first token), so it has to join the running batch.
 
+Bare and served at C alternate ``--rounds`` times and the served/bare ratio is the median of
+the rounds' ratios: on a shared machine the speed drifts between minutes, and a bare run
+measured far from its served run says little.
+
 Every request generates exactly ``--output-tokens`` tokens (``min_tokens`` = ``max_tokens``), so
 tokens/s compare like with like. The targets (issue #4) are printed with the numbers:
 served/bare at C >= 0.9, served C-stream/1-stream >= 3, late/idle TTFT <= 3; ``--check`` exits 1
@@ -57,11 +61,16 @@ class Numbers:
     served_max_step_ms: float = 0.0  # the served model's worst step, response send, execute()
     served_max_send_ms: float = 0.0
     served_max_execute_ms: float = 0.0
+    bare_rounds: list[float] = field(default_factory=list)  # tokens/s at C, round by round
+    served_rounds: list[float] = field(default_factory=list)
     ratios: dict[str, float] = field(default_factory=dict)
 
     def finish(self) -> None:
+        self.bare_tps = statistics.median(self.bare_rounds)
+        self.served_tps = statistics.median(self.served_rounds)
         self.ratios = {
-            "served_over_bare": self.served_tps / self.bare_tps,
+            "served_over_bare": statistics.median(
+                s / b for s, b in zip(self.served_rounds, self.bare_rounds, strict=True)),
             "concurrent_over_single": self.served_tps / self.served_single_tps,
             "late_over_idle_ttft": self.late_ttft_ms / self.idle_ttft_ms,
         }
@@ -242,45 +251,47 @@ def run(args: argparse.Namespace) -> Numbers:
                       args.output_tokens, args.requests, os.cpu_count() or 0)
 
     ids = [tok.encode(p) for p in prompts]
-    _say(f"bare pipeline: {args.requests} requests at concurrency {args.concurrency}, then 1")
-    pipe = bare_pipeline(engine, args.concurrency)
+    pipe = bare_pipeline(engine, args.concurrency)  # idle while the server runs
     bare_throughput(pipe, ids, 16, args.concurrency, args.concurrency)  # warm-up
-    numbers.bare_tps, numbers.max_step_ms = bare_throughput(
-        pipe, ids, args.output_tokens, args.concurrency, args.requests)
-    numbers.bare_single_tps, _ = bare_throughput(pipe, ids, args.output_tokens, 1,
-                                                 max(2, args.requests // args.concurrency))
-    del pipe  # its threads and KV cache must not compete with the server
-    _say(f"  {numbers.bare_tps:.0f} tok/s at {args.concurrency}, "
-         f"{numbers.bare_single_tps:.0f} tok/s at 1")
+    single = max(2, args.requests // args.concurrency)
 
     log = work / "tritonserver.log"
     _say(f"starting tritonserver (log: {log})")
     with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
                                     startup_timeout=600, log_file=log)) as server:
-        single = max(2, args.requests // args.concurrency)
-        sampler = StallSampler(server.url_metrics).__enter__()
-        for conc, n, attr in ((args.concurrency, args.requests, "served_tps"),
-                              (1, single, "served_single_tps")):
-            _say(f"served: {n} requests at concurrency {conc} through {args.model}")
+
+        def served(conc: int, n: int) -> float:
             scenario = Scenario(
                 url=server.grpc_address, model=args.model, concurrency=(conc,),
                 input_tokens=LengthSpec(args.input_tokens),
                 output_tokens=LengthSpec(args.output_tokens), requests=n, warmup=conc,
                 num_prompts=32, streaming=True, exact_output=True, timeout=600)
-            result = run_ours(scenario, tok)
-            summary = result.points[0].summary
+            summary = run_ours(scenario, tok).points[0].summary
             if summary.errors:
                 raise RuntimeError(f"served requests failed: {summary.errors}")
             # The server's own count: re-tokenizing a random model's text is not exact.
             tps = summary.server_output_tokens_per_s
             if tps is None:
                 raise RuntimeError(f"{args.model} did not report num_output_tokens")
-            setattr(numbers, attr, tps)
+            return float(tps)
+
+        sampler = StallSampler(server.url_metrics).__enter__()
+        for r in range(args.rounds):
+            bare, worst = bare_throughput(pipe, ids, args.output_tokens, args.concurrency,
+                                          args.requests)
+            numbers.max_step_ms = max(numbers.max_step_ms, worst)
+            numbers.bare_rounds.append(bare)
+            numbers.served_rounds.append(served(args.concurrency, args.requests))
+            _say(f"round {r + 1}/{args.rounds} at concurrency {args.concurrency}: bare "
+                 f"{bare:.0f}, served {numbers.served_rounds[-1]:.0f} tok/s through "
+                 f"{args.model}")
+        numbers.bare_single_tps, _ = bare_throughput(pipe, ids, args.output_tokens, 1, single)
+        numbers.served_single_tps = served(1, single)
         sampler.__exit__()
         numbers.served_max_step_ms, numbers.served_max_send_ms, numbers.served_max_execute_ms = (
             sampler.worst[g] for g in StallSampler.GAUGES)
-        _say(f"  {numbers.served_tps:.0f} tok/s at {args.concurrency}, "
-             f"{numbers.served_single_tps:.0f} tok/s at 1")
+        _say(f"at 1: bare {numbers.bare_single_tps:.0f}, served "
+             f"{numbers.served_single_tps:.0f} tok/s")
         _say(f"TTFT: idle, then with {args.concurrency - 1} streams decoding")
         numbers.idle_ttft_ms, numbers.late_ttft_ms = asyncio.run(ttfts(
             server.grpc_address, args.model, prompts[0], args.concurrency - 1, args.probes,
@@ -324,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="ensemble", choices=("ensemble", "tensorrt_llm_bls"))
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--requests", type=int, default=64, help="requests at the concurrency")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="bare/served pairs at the concurrency (the ratio is their median)")
     p.add_argument("--input-tokens", type=int, default=64)
     p.add_argument("--output-tokens", type=int, default=128)
     p.add_argument("--long-tokens", type=int, default=512,

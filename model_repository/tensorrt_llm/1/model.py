@@ -10,7 +10,6 @@ A bad request gets an INVALID_ARG error naming the field; the others carry on.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,7 +27,6 @@ from tritonllm.settings import CpuLLMParams
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 METRICS_PERIOD_S = 0.25
-SWITCH_INTERVAL_S = 0.0002
 
 
 class _Sink:
@@ -103,10 +101,6 @@ class _Metrics:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        # The engine thread holds the GIL for parts of every step; with the default 5 ms switch
-        # interval each GIL hand-over to the response sender can wait that long, and one send
-        # takes several (measured: sends of up to 200 ms at 16 streams on 2 cores).
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         config = json.loads(args["model_config"])
         p = CpuLLMParams.from_triton_parameters(
             config.get("parameters"), model_dir=Path(args["model_repository"]))
