@@ -194,7 +194,8 @@ RUNNERS: dict[str, Callable[[Load], RoundResult]] = {
 # --- server -----------------------------------------------------------------------------------
 
 @contextmanager
-def own_server(size: str, workdir: Path, say: Callable[[str], None]) -> Iterator[str]:
+def own_server(size: str, workdir: Path, say: Callable[[str], None],
+               max_stream_interval_ms: int | None = None) -> Iterator[str]:
     """Tiny/small model → CPU engine → repository → tritonserver on free ports; yields url."""
     from tritonllm.builders import BuildSettings, build
     from tritonllm.builders.repository import render_repository
@@ -207,7 +208,9 @@ def own_server(size: str, workdir: Path, say: Callable[[str], None]) -> Iterator
     engine = workdir / "engine"
     build(BuildSettings(checkpoint=model, engine="cpu", out=engine))
     repo = workdir / "repo"
-    render_repository(engine, repo, RepoSettings())
+    settings = RepoSettings() if max_stream_interval_ms is None else RepoSettings(
+        max_stream_interval_ms=max_stream_interval_ms)
+    render_repository(engine, repo, settings)
     say("starting tritonserver")
     with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
                                     log_file=workdir / "tritonserver.log")) as srv:
@@ -241,6 +244,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drivers", default=",".join(DRIVERS),
                    help="comma-separated subset of raw,async,sync")
     p.add_argument("--header", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--max-stream-interval-ms", type=int, default=None,
+                   help="the own server's setting (0: one response per token, the client's "
+                   "hardest case) [default: the repository default]")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     drivers = [d.strip() for d in args.drivers.split(",") if d.strip()]
@@ -299,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run(args.url)
     else:
         with tempfile.TemporaryDirectory(prefix="tritonllm-bench-") as tmp, \
-                own_server(args.size, Path(tmp), say) as url:
+                own_server(args.size, Path(tmp), say, args.max_stream_interval_ms) as url:
             report = run(url)
     report["load"]["headers"] = sorted(report["load"]["headers"])  # names only
     print(f"{'driver':>6}  {'responses/s':>12}  {'tokens/s':>10}  {'vs raw':>7}")
