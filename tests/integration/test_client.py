@@ -1,7 +1,8 @@
 """tritonllm.client and its CLI against the real tritonserver serving the tiny CPU repository.
 
 One server for the module, rendered from the ``cpu_engine`` fixture with a small engine
-(``max_batch_size=4``, ``max_queue_size=1``: the fifth concurrent request is refused) and
+(``max_batch_size=4``, ``max_queue_size=1``: four decode, one waits, the sixth concurrent
+request is refused) and
 inference restricted to callers sending an API key (gRPC ``--grpc-restricted-protocol``, HTTP
 ``--http-restricted-api``). References: the official tritonclient's non-streamed text for
 correctness, the server's own queue bound for Overloaded and for freed engine slots.
