@@ -130,7 +130,7 @@ class CpuEngine:
 
     def __init__(self, config: EngineConfig, pipeline: Any | None = None) -> None:
         self.config = config
-        self._pipe = pipeline if pipeline is not None else self._make_pipeline(config)
+        self._pipe = pipeline if pipeline is not None else self.make_pipeline(config)
         self._ids = itertools.count(1)
         self._cv = threading.Condition()
         self._inbox: list[_Request] = []
@@ -149,7 +149,8 @@ class CpuEngine:
         self._thread.start()
 
     @staticmethod
-    def _make_pipeline(config: EngineConfig) -> Any:
+    def make_pipeline(config: EngineConfig) -> Any:
+        """The OpenVINO GenAI pipeline as the engine creates it (benchmarks compare against it)."""
         import openvino as ov
         import openvino_genai as ovg
 

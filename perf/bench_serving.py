@@ -115,7 +115,7 @@ def bare_pipeline(engine: Path, concurrency: int) -> Any:
     """The pipeline exactly as the served model creates it."""
     from tritonllm.ensembles.cpu_engine import CpuEngine, EngineConfig
 
-    return CpuEngine._make_pipeline(EngineConfig(engine, max_num_seqs=max(64, concurrency)))
+    return CpuEngine.make_pipeline(EngineConfig(engine, max_num_seqs=max(64, concurrency)))
 
 
 _ids = iter(range(1 << 62))
