@@ -177,8 +177,8 @@ class BLSPipeline:
                 reason = np.asarray(out[FINISH_REASON]).reshape(-1)[0].decode() or reason
             counts.update({k: v for k, v in out.items() if k.startswith("num_")})
             if "output_log_probs" in out:
-                log_probs = (log_probs or []) + \
-                    np.asarray(out["output_log_probs"], np.float32).reshape(-1).tolist()
+                log_probs = log_probs if log_probs is not None else []
+                log_probs.extend(np.asarray(out["output_log_probs"], np.float32).reshape(-1))
             step = matcher.push(delta)
             if step.text:
                 pending.append(step.text)

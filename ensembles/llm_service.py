@@ -248,10 +248,7 @@ class LLMService:
                             self.default_streaming)
         if req.stop_only:
             self._stop_by_id(request_id)
-            sink.send({"output_ids": _i32([], (1, 1, 0)), "sequence_length": _i32(0, (1, 1)),
-                       "finish_reason": _text(FINISH_CANCELLED)}, final=True)
-            return
-        if request_id and self._stopped_early(request_id):
+        if req.stop_only or (request_id and self._stopped_early(request_id)):
             sink.send({"output_ids": _i32([], (1, 1, 0)), "sequence_length": _i32(0, (1, 1)),
                        "finish_reason": _text(FINISH_CANCELLED)}, final=True)
             return

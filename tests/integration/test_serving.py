@@ -273,6 +273,34 @@ def test_cancelled_streams_free_the_engine(server: Any, model: str) -> None:
         s.close()
 
 
+def test_bls_returns_token_counts_and_the_whole_outputs_log_probs(server: Any,
+                                                                  tiny_model: Path) -> None:
+    """The BLS model streams from the LLM internally; its one final response must still carry
+    the counts and every generated token's log prob (not the last chunk's)."""
+    from transformers import AutoTokenizer
+
+    n = 24
+    s = Stream(server)
+    try:
+        s.send("bls-counts", "tensorrt_llm_bls", _inputs(
+            "The quick brown fox", n,
+            min_tokens=(np.array([[n]], np.int32), "INT32"),
+            return_num_input_tokens=(np.array([[True]]), "BOOL"),
+            return_num_output_tokens=(np.array([[True]]), "BOOL"),
+            return_log_probs=(np.array([[True]]), "BOOL")))
+        result, error = s.results["bls-counts"].get(timeout=TIMEOUT)
+    finally:
+        s.close()
+    assert error is None, error
+    prompt_ids = AutoTokenizer.from_pretrained(tiny_model)("The quick brown fox").input_ids
+    assert int(result.as_numpy("num_input_tokens").item()) == len(prompt_ids)
+    assert int(result.as_numpy("num_output_tokens").item()) == n
+    lps = result.as_numpy("output_log_probs").reshape(-1)
+    assert lps.shape == (n,) and (lps <= 0).all()
+    assert float(result.as_numpy("cum_log_probs").item()) == pytest.approx(float(lps.sum()),
+                                                                          rel=1e-5)
+
+
 def test_http_generate_and_generate_stream(server: Any, hf_text: Any) -> None:
     body = json.dumps({"text_input": "The quick brown fox", "max_tokens": 12}).encode()
     url = server.url_http.rstrip("/") + "/v2/models/ensemble/generate"
