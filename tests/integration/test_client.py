@@ -258,10 +258,15 @@ def generated_tokens(server: Any) -> float:
                if line.startswith("tritonllm_generated_tokens_total{"))
 
 
-def wait_idle(server: Any, timeout: float = 30.0) -> float:
-    """Poll (bounded) until the engine holds no request; the seconds it took."""
+def wait_idle(server: Any, timeout: float = 30.0, tokens_at_least: float = 0) -> float:
+    """Poll (bounded) until the engine holds no request; the seconds it took.
+
+    The gauges are refreshed every 0.25 s and may still show the state from before a burst;
+    ``tokens_at_least`` first waits for a refresh whose token counter has seen the burst
+    (counter and gauges are set together).
+    """
     start = time.monotonic()
-    while engine_load(server) != 0:
+    while generated_tokens(server) < tokens_at_least or engine_load(server) != 0:
         assert time.monotonic() - start < timeout, "the engine did not drain"
         time.sleep(0.05)  # polling a server-side gauge
     return time.monotonic() - start
@@ -344,7 +349,8 @@ def test_leaving_a_stream_early_cancels_it_on_the_server(client: LLMClient, serv
         _leave_by_context(client)
     else:
         _leave_async(server, "break" if how == "async-break" else "cancel")
-    wait_idle(server)  # the engine's gauges are back to 0
+    # The engine's gauges are back to 0, in a refresh that counted the streams' first tokens.
+    wait_idle(server, tokens_at_least=before + SLOTS + QUEUE)
     # Left running, the streams would generate LONG tokens each (min_tokens=LONG).
     generated = generated_tokens(server) - before
     assert generated < (SLOTS + QUEUE) * LONG / 2, generated

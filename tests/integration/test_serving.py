@@ -193,30 +193,40 @@ def test_late_request_gets_first_token_while_long_ones_run(stream: Stream) -> No
         stream.collect(rid)
 
 
-def _wait_engine_idle(server: Any) -> None:
-    """Polls the engine's own gauges (server-side state; nothing of ours to wait on)."""
+def _wait_engine_idle(server: Any, tokens_at_least: float = 0) -> None:
+    """Polls the engine's own gauges (server-side state; nothing of ours to wait on).
+
+    The gauges are refreshed every 0.25 s, so right after a burst they may still show the
+    state from before it. ``tokens_at_least``: first wait until the token counter has reached
+    it, i.e. until a refresh that saw the burst's tokens (gauges and counter are set together).
+    """
     import time
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (
-            _metric(server, "tritonllm_active_requests")
+            _metric(server, "tritonllm_generated_tokens_total") < tokens_at_least
+            or _metric(server, "tritonllm_active_requests")
             or _metric(server, "tritonllm_waiting_requests")):
         time.sleep(0.1)
+    assert _metric(server, "tritonllm_generated_tokens_total") >= tokens_at_least
     assert _metric(server, "tritonllm_active_requests") == 0
     assert _metric(server, "tritonllm_waiting_requests") == 0
 
 
-def _stop_by_id(server: Any, request_id: str) -> None:
-    """The contract's way to stop an LLM request: ``stop`` with the same request id."""
+def _stop_by_id(server: Any, request_ids: list[str]) -> None:
+    """The contract's way to stop LLM requests: ``stop`` with the same request id (all sent
+    at once on one stream, then every final response collected)."""
     s = Stream(server)
     try:
-        s.send(request_id, "tensorrt_llm", [
-            _t("input_ids", np.array([[1]], np.int32), "INT32"),
-            _t("input_lengths", np.array([[1]], np.int32), "INT32"),
-            _t("request_output_len", np.array([[1]], np.int32), "INT32"),
-            _t("stop", np.array([[True]]), "BOOL")])
-        _, err = s.collect(request_id)
-        assert err is None
+        for rid in request_ids:
+            s.send(rid, "tensorrt_llm", [
+                _t("input_ids", np.array([[1]], np.int32), "INT32"),
+                _t("input_lengths", np.array([[1]], np.int32), "INT32"),
+                _t("request_output_len", np.array([[1]], np.int32), "INT32"),
+                _t("stop", np.array([[True]]), "BOOL")])
+        for rid in request_ids:
+            _, err = s.collect(rid)
+            assert err is None
     finally:
         s.close()
 
@@ -256,12 +266,13 @@ def test_cancelled_streams_free_the_engine(server: Any, model: str) -> None:
         clients.append(c)
         started.append(got_one)
     assert all(ev.wait(TIMEOUT) for ev in started)
-    for i, c in enumerate(clients):
+    for c in clients:
         c.stop_stream(cancel_requests=True)
+    if model == "ensemble":
+        _stop_by_id(server, [f"cancel-{model}-{i}" for i in range(len(clients))])
+    for c in clients:
         c.close()
-        if model == "ensemble":
-            _stop_by_id(server, f"cancel-{model}-{i}")
-    _wait_engine_idle(server)
+    _wait_engine_idle(server, tokens_at_least=before + len(clients))  # their first tokens
     generated = _metric(server, "tritonllm_generated_tokens_total") - before
     assert generated < 10 * long / 2, generated
     s = Stream(server)
