@@ -283,6 +283,7 @@ def fill_engine(client: LLMClient, server: Any) -> list[Any]:
 
 def test_queue_full_is_overloaded_and_cancelling_frees_the_slots(client: LLMClient,
                                                                   server: Any) -> None:
+    before = generated_tokens(server)
     streams = fill_engine(client, server)
     try:
         with pytest.raises(Overloaded, match="queue") as info:
@@ -299,9 +300,13 @@ def test_queue_full_is_overloaded_and_cancelling_frees_the_slots(client: LLMClie
     finally:
         for s in streams:  # close(): cancel on the server
             s.close()
-    wait_idle(server)
+    # The stops for closed ensemble streams go out from the client's Stopper thread: the slots
+    # are free once the engine's gauges (refreshed after the streams' first tokens) read 0.
+    wait_idle(server, tokens_at_least=before + SLOTS + QUEUE)
+    before = generated_tokens(server)
     for s in fill_engine(client, server):  # every slot is free again
         s.close()
+    wait_idle(server, tokens_at_least=before + SLOTS + QUEUE)
     assert client.generate("still serving", 4).text
 
 
