@@ -30,6 +30,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import statistics
 import sys
 import time
@@ -61,6 +63,9 @@ class Numbers:
     served_max_step_ms: float = 0.0  # the served model's worst step, response send, execute()
     served_max_send_ms: float = 0.0
     served_max_execute_ms: float = 0.0
+    # CPU seconds per process during the last served round at C (where the cores went)
+    served_cpu_s: dict[str, float] = field(default_factory=dict)
+    served_wall_s: float = 0.0
     bare_rounds: list[float] = field(default_factory=list)  # tokens/s at C, round by round
     served_rounds: list[float] = field(default_factory=list)
     ratios: dict[str, float] = field(default_factory=dict)
@@ -83,6 +88,41 @@ class Numbers:
             if not ok:
                 out.append(key)
         return out
+
+
+def process_cpu_s(root_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of ``root_pid`` and its children, by process: the server
+    as ``tritonserver``, each Python-backend stub by its model's folder name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        pid, ppid = int(proc.name), int(stat[1])
+        if pid != root_pid and ppid != root_pid:
+            continue
+        if pid == root_pid:
+            label = "tritonserver"
+        elif len(argv) > 1 and argv[1].endswith(b"model.py"):  # stub: argv[1] = <model>/1/model.py
+            label = Path(argv[1].decode()).parent.parent.name
+        else:
+            label = Path(argv[0].decode()).name
+        cpu = (int(stat[11]) + int(stat[12])) / tick
+        key, n = label, 2
+        while key in out:  # several instances of one model
+            key, n = f"{label} #{n}", n + 1
+        out[key] = cpu
+    return out
+
+
+def _self_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _say(msg: str) -> None:
@@ -281,7 +321,13 @@ def run(args: argparse.Namespace) -> Numbers:
                                           args.requests)
             numbers.max_step_ms = max(numbers.max_step_ms, worst)
             numbers.bare_rounds.append(bare)
+            pid = server.pid
+            before, self_before, t0 = process_cpu_s(pid or 0), _self_cpu_s(), time.monotonic()
             numbers.served_rounds.append(served(args.concurrency, args.requests))
+            after = process_cpu_s(pid or 0)
+            numbers.served_wall_s = time.monotonic() - t0
+            numbers.served_cpu_s = {k: after[k] - v for k, v in before.items() if k in after}
+            numbers.served_cpu_s["benchmark client (this process)"] = _self_cpu_s() - self_before
             _say(f"round {r + 1}/{args.rounds} at concurrency {args.concurrency}: bare "
                  f"{bare:.0f}, served {numbers.served_rounds[-1]:.0f} tok/s through "
                  f"{args.model}")
@@ -320,6 +366,12 @@ def table(n: Numbers) -> str:
     ]
     out = ["| measurement | | |", "|---|---|---|"]
     out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    if n.served_cpu_s:
+        out += ["", f"CPU seconds during the last served round at C (wall {n.served_wall_s:.1f} "
+                f"s x {n.cores} cores = {n.served_wall_s * n.cores:.1f} CPU s available):", "",
+                "| process | CPU s |", "|---|---:|"]
+        out += [f"| {k} | {v:.1f} |" for k, v in sorted(n.served_cpu_s.items(),
+                                                        key=lambda kv: -kv[1])]
     out += ["", "| ratio | measured | target | |", "|---|---|---|---|"]
     for name, value, op, target in checks:
         ok = value >= target if op == ">=" else value <= target
