@@ -23,8 +23,11 @@ Coalescing. Every response costs a round trip to the Triton core on the engine t
 postprocessing run, a gRPC message and a client parse; at 16 streams on 2 cores that was over
 half of the CPU (``docs/serving.md``). So a stream's tokens after its first are sent at most once
 per *interval*: ``live streams x measured send cost / SEND_SHARE``, capped at
-``max_stream_interval_ms``. One stream on an idle engine gets every token as it is made; many
-streams get a few tokens per response. The first token and the final response are never held.
+``max_stream_interval_ms``. The send cost is what the engine thread waits for (the round trip);
+the same response costs about as much again in each of tritonserver, postprocessing and the
+client, so the share is kept small. A few streams get a response every few tokens; a saturated
+engine sends each stream a response per cap. The first token and the final response are never
+held.
 
 Bad requests raise :class:`~tritonllm.ensembles.requests.RequestError` from ``submit`` naming
 the field (the client-facing name where the ensemble renames it); the adapter turns that into
@@ -61,7 +64,7 @@ from tritonllm.errors import TritonLLMError
 Decode = Callable[[Sequence[int]], str]
 EARLY_STOP_TTL_S = 10.0  # a stop that came before its request still applies this long
 EARLY_STOP_MAX = 4096
-SEND_SHARE = 0.05  # of the engine thread's time that streaming responses may take
+SEND_SHARE = 0.02  # of the engine thread's time that response round trips may take
 
 # The name a client used for each LLM input, where the ensemble/BLS renames it.
 CLIENT_NAMES = {
@@ -224,7 +227,7 @@ class LLMService:
     def __init__(self, engine: CpuEngine, limits: LLMLimits, decode: Decode, *,
                  default_exclude_input: bool = True, default_streaming: bool = True,
                  cancellation_check_period_s: float = 0.1, max_queue_size: int = 0,
-                 max_stream_interval_s: float = 0.1) -> None:
+                 max_stream_interval_s: float = 0.25) -> None:
         self.engine = engine
         self.max_stream_interval_s = max_stream_interval_s
         self._send_cost_s = 0.0  # moving average of one response send

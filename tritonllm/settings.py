@@ -282,7 +282,7 @@ class RepoSettings:
     kv_cache_precision: str = "f32"
     cache_size_gb: float = 1.0
     num_threads: int | None = None
-    max_stream_interval_ms: int = 100
+    max_stream_interval_ms: int = 250
     # paths
     engine_path: str | None = None
     server_repo_path: str | None = None
