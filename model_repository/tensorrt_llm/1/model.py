@@ -80,20 +80,25 @@ class _Metrics:
                                  gauge)
         self._last_tokens = 0
         self._execute_ms = 0.0
+        self._shown: dict[int, float] = {}  # id(gauge) -> the value it shows
 
     def executed(self, ms: float) -> None:
         self._execute_ms = max(self._execute_ms, ms)
 
     def update(self, service: LLMService) -> None:
         s = service.engine.stats()
-        self.step_ms.set(s.max_step_ms)
-        self.send_ms.set(service.take_max_send_ms())
         worst, self._execute_ms = self._execute_ms, 0.0
-        self.execute_ms.set(worst)
-        self.active.set(s.active)
-        self.waiting.set(s.waiting)
-        self.tokens.increment(s.generated_tokens_total - self._last_tokens)
-        self._last_tokens = s.generated_tokens_total
+        for gauge, value in ((self.step_ms, s.max_step_ms),
+                             (self.send_ms, service.take_max_send_ms()),
+                             (self.execute_ms, worst), (self.active, s.active),
+                             (self.waiting, s.waiting)):
+            # Each set() is a round trip to tritonserver: unchanged values are not sent again.
+            if self._shown.get(id(gauge)) != value:
+                gauge.set(value)
+                self._shown[id(gauge)] = value
+        if s.generated_tokens_total != self._last_tokens:
+            self.tokens.increment(s.generated_tokens_total - self._last_tokens)
+            self._last_tokens = s.generated_tokens_total
         if s.ttft_ms:
             self.ttft.increment(sum(s.ttft_ms))
             self.first_tokens.increment(len(s.ttft_ms))
