@@ -129,8 +129,10 @@ def _say(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def prepare(work: Path, size: str, max_batch_size: int) -> tuple[Path, Path, Path]:
-    """Model, engine (cached builds) and a freshly rendered repository under ``work``."""
+def prepare(work: Path, size: str, max_batch_size: int,
+            max_stream_interval_ms: int | None = None) -> tuple[Path, Path, Path]:
+    """Model, engine (cached builds) and a freshly rendered repository under ``work``
+    (repository defaults, but for ``max_stream_interval_ms`` when given)."""
     import shutil
 
     from tritonllm.builders import BuildSettings, build
@@ -146,8 +148,11 @@ def prepare(work: Path, size: str, max_batch_size: int) -> tuple[Path, Path, Pat
     build(BuildSettings(checkpoint=model, engine="cpu", out=engine,
                         max_batch_size=max_batch_size))
     shutil.rmtree(repo, ignore_errors=True)
+    extra = {} if max_stream_interval_ms is None else {
+        "max_stream_interval_ms": max_stream_interval_ms}
     render_repository(engine, repo, RepoSettings(
-        preprocessing_instance_count=1, postprocessing_instance_count=2, bls_instance_count=1))
+        preprocessing_instance_count=1, postprocessing_instance_count=2, bls_instance_count=1,
+        **extra))
     return model, engine, repo
 
 
@@ -284,7 +289,8 @@ def run(args: argparse.Namespace) -> Numbers:
 
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    model, engine, repo = prepare(work, args.size, max(64, args.concurrency))
+    model, engine, repo = prepare(work, args.size, max(64, args.concurrency),
+                                  args.max_stream_interval_ms)
     tok = Tokenizer(model)
     prompts = [p.text for p in make_prompts(tok, 32, args.input_tokens, seed=0)]
     numbers = Numbers(args.size, args.model, args.concurrency, args.input_tokens,
@@ -387,8 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="ensemble", choices=("ensemble", "tensorrt_llm_bls"))
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--requests", type=int, default=64, help="requests at the concurrency")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--rounds", type=int, default=5,
                    help="bare/served pairs at the concurrency (the ratio is their median)")
+    p.add_argument("--max-stream-interval-ms", type=int, default=None,
+                   help="render the repository with this max_stream_interval_ms (default: the "
+                        "repository default)")
     p.add_argument("--input-tokens", type=int, default=64)
     p.add_argument("--output-tokens", type=int, default=128)
     p.add_argument("--long-tokens", type=int, default=512,
