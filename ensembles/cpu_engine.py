@@ -11,6 +11,9 @@ Threading contract:
     a step (they take a lock that the engine thread holds only to swap lists).
   * ``on_event`` callbacks run on the engine thread, in order, exactly one of them with
     ``finished=True`` per request; they must be quick (send a response, put on a queue).
+    ``after_events``, when set, runs on the engine thread after each round of callbacks (a
+    step's, or a round of cancellations) and before the next step, so a consumer can hand
+    over everything one round produced at once.
   * ``step()`` holds the GIL while it runs (see DESIGN.md), so other Python threads of the
     process wait up to one step; ``stats().max_step_ms`` reports the worst step since the
     previous ``stats()`` call. (OpenVINO GenAI 2026.4 releases the GIL for much of a step.)
@@ -145,6 +148,7 @@ class CpuEngine:
         self._steps = 0
         self._max_step_ms = 0.0
         self._ttft_ms: list[float] = []
+        self.after_events: Callable[[], None] | None = None  # see the module docstring
         self._thread = threading.Thread(target=self._run, name="tritonllm-cpu-engine", daemon=True)
         self._thread.start()
 
@@ -229,6 +233,11 @@ class CpuEngine:
                     # and the pipeline's metrics lag one more: step the idle pipeline once so
                     # both read empty.
                     self._step()
+            if self.after_events is not None:
+                try:
+                    self.after_events()
+                except Exception:  # a failing consumer must not take the engine down
+                    log.exception("after_events callback failed")
             if closing:
                 return
 
