@@ -260,6 +260,11 @@ def records_from_profile_export(data: Mapping[str, Any],
             rec.requested_output_tokens = int(max_tokens) if max_tokens is not None else None
             if outputs and outputs[-1].get("finish_reason"):
                 rec.finish_reason = str(outputs[-1]["finish_reason"])
+            if outputs and inputs.get("return_num_output_tokens"):
+                # The server's own count, cumulative per response. Only when asked for: the
+                # tool writes garbage for outputs a response does not carry.
+                rec.server_output_tokens = max(int(o.get("num_output_tokens", 0))
+                                               for o in outputs)
             if times:
                 rec.end = times[-1]
             else:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,3 +143,24 @@ def test_perf_analyzer_export_and_csv(tok: Tokenizer) -> None:
 def test_export_of_other_service_kind_is_refused() -> None:
     with pytest.raises(drivers.ToolError, match="service kind 'openai'"):
         drivers.records_from_profile_export({"service_kind": "openai", "experiments": []})
+
+
+def test_server_token_counts_only_when_asked_for() -> None:
+    """perf_analyzer writes every output of the model into its export, with garbage for those
+    a response did not carry: the server's count is read only from requests that asked."""
+
+    def request(asked: bool, counts: list[int]) -> dict[str, Any]:
+        inputs: dict[str, Any] = {"text_input": "p", "max_tokens": 8}
+        if asked:
+            inputs["return_num_output_tokens"] = True
+        return {"timestamp": 1_000, "request_inputs": inputs,
+                "response_timestamps": [2_000 + i for i in range(len(counts))],
+                "response_outputs": [{"text_output": "a", "num_output_tokens": n}
+                                     for n in counts]}
+
+    export = {"experiments": [{"experiment": {"mode": "concurrency", "value": 1},
+                               "requests": [request(True, [1, 5, 8]),
+                                            request(False, [2052691449])]}]}
+    ((_, (asked, not_asked)),) = drivers.records_from_profile_export(export)
+    assert asked.server_output_tokens == 8
+    assert not_asked.server_output_tokens is None
