@@ -148,6 +148,11 @@ class CpuEngine:
         self._steps = 0
         self._max_step_ms = 0.0
         self._ttft_ms: list[float] = []
+        import openvino_genai as ovg
+
+        self._enums = (ovg.GenerationStatus.RUNNING, ovg.GenerationStatus.IGNORED,
+                       ovg.GenerationStatus.CANCEL, ovg.GenerationFinishReason.NONE,
+                       ovg.GenerationFinishReason.LENGTH)
         self.after_events: Callable[[], None] | None = None  # see the module docstring
         self._thread = threading.Thread(target=self._run, name="tritonllm-cpu-engine", daemon=True)
         self._thread.start()
@@ -291,37 +296,38 @@ class CpuEngine:
         self._pipeline_requests = int(metrics.requests)
 
     def _collect(self, req: _Request, now: float) -> None:
-        import openvino_genai as ovg
-
-        status = req.handle.get_status()
+        # Runs for every live request after every step: kept lean (enum members are looked up
+        # once, in _enums; generated ids come as Python ints already).
+        running, ignored, cancelled, none, length = self._enums
+        handle = req.handle
+        status = handle.get_status()
         new: list[int] = []
         lps: list[float] = []
         reason: str | None = None
-        if req.handle.can_read():
-            for out in req.handle.read().values():
-                new.extend(int(t) for t in out.generated_ids)
+        if handle.can_read():
+            for out in handle.read().values():
+                new += out.generated_ids
                 if req.params.return_log_probs:
-                    lps.extend(float(x) for x in out.generated_log_probs)
-                if out.finish_reason == ovg.GenerationFinishReason.LENGTH:
-                    reason = FINISH_LENGTH
-                elif out.finish_reason == ovg.GenerationFinishReason.STOP:
-                    reason = FINISH_STOP
-        if new and req.first_token_at is None:
-            req.first_token_at = now
-            self._ttft_ms.append((now - req.submitted) * 1000)
+                    lps += out.generated_log_probs
+                fr = out.finish_reason
+                if fr != none:
+                    reason = FINISH_LENGTH if fr == length else FINISH_STOP
         if new:
-            cut = self._stop_sequence_end(req, new)
+            if req.first_token_at is None:
+                req.first_token_at = now
+                self._ttft_ms.append((now - req.submitted) * 1000)
+            cut = self._stop_sequence_end(req, new) if req.params.stop_sequences else None
             if cut is not None:
                 new, lps = new[:cut], lps[:cut]
                 req.handle.stop()
                 self._flush = True
                 reason = FINISH_STOP
-        req.generated.extend(new)
-        self._tokens_total += len(new)
-        finished = reason is not None or status != ovg.GenerationStatus.RUNNING
+            req.generated += new
+            self._tokens_total += len(new)
+        finished = reason is not None or status != running
         if finished and reason is None:
-            reason = (FINISH_ERROR if status == ovg.GenerationStatus.IGNORED
-                      else FINISH_CANCELLED if status == ovg.GenerationStatus.CANCEL
+            reason = (FINISH_ERROR if status == ignored
+                      else FINISH_CANCELLED if status == cancelled
                       else FINISH_STOP)
         if req.stream:
             if new or finished:
@@ -329,8 +335,8 @@ class CpuEngine:
                                            prompt_tokens=len(req.prompt),
                                            output_tokens=len(req.generated)))
         else:
-            req.pending.extend(new)
-            req.pending_lp.extend(lps)
+            req.pending += new
+            req.pending_lp += lps
             if finished:
                 self._emit(req, TokenEvent(req.rid, req.pending, True, reason, req.pending_lp,
                                            prompt_tokens=len(req.prompt),
@@ -339,15 +345,13 @@ class CpuEngine:
             req.done = True
             self._flush = True
             self._active.pop(req.rid, None)
-            if status == ovg.GenerationStatus.IGNORED:
+            if status == ignored:
                 log.warning("request %d was dropped by the pipeline (KV cache too small?)",
                             req.rid)
 
     @staticmethod
     def _stop_sequence_end(req: _Request, new: list[int]) -> int | None:
         """Index into ``new`` just past the first completed stop sequence, if any."""
-        if not req.params.stop_sequences:
-            return None
         history = req.generated
         for i in range(len(new)):
             tail = history + new[: i + 1]

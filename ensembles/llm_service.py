@@ -27,7 +27,8 @@ per *interval*: ``live streams x measured send cost / SEND_SHARE``, capped at
 the same response costs about as much again in each of tritonserver, postprocessing and the
 client, so the share is kept small. A few streams get a response every few tokens; a saturated
 engine sends each stream a response per cap. The first token and the final response are never
-held.
+held, and a response is skipped when the request's token limit is nearer than the tokens it
+would carry: the final response comes about as soon and carries them.
 
 Sending. The responses of one engine round (a step) go out together after it, before the next
 step: one alone on the engine thread, several over ``SEND_THREADS`` threads at once, so that
@@ -321,8 +322,9 @@ class LLMService:
                 ids, ctx = held.windows.finish()
             else:
                 now = time.perf_counter()
-                if held.last_sent is not None and \
-                        now - held.last_sent < self.stream_interval_s():
+                interval = self.stream_interval_s()  # 0: every token goes out
+                if held.last_sent is not None and interval and (
+                        now - held.last_sent < interval or self._final_is_near(req, ev, held)):
                     held.windows.ids.extend(ev.token_ids)  # coalesced into a later response
                     return
                 cut = held.windows.push(ev.token_ids)
@@ -365,6 +367,14 @@ class LLMService:
         per_response = wall / len(box)
         for _ in box:
             self._send_cost_s += (per_response - self._send_cost_s) * 0.05
+
+    @staticmethod
+    def _final_is_near(req: LLMRequest, ev: TokenEvent, held: _Held) -> bool:
+        """Whether the request reaches its token limit within as many tokens as this
+        response would carry (those of one interval): the final response then comes about
+        as soon as the next one would, and carries them."""
+        unsent = len(held.windows.ids) - held.windows.read + len(ev.token_ids)
+        return bool(req.params.max_new_tokens - ev.output_tokens <= unsent)
 
     def take_max_send_ms(self) -> float:
         """The longest round of response sends since the previous call, in ms."""
