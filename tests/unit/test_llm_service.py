@@ -1,0 +1,143 @@
+"""LLMService's sending policy, driven by a scripted engine and a fake clock.
+
+The real engine streams in tests/integration/test_cpu_engine.py; what is checked here depends
+on exact timing (which response a token lands in), so the token events and the clock are
+scripted: ``ScriptedEngine`` stands in for CpuEngine's callback side only.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tritonllm.ensembles import llm_service
+from tritonllm.ensembles.cpu_engine import TokenEvent
+from tritonllm.ensembles.llm_service import LLMLimits, LLMService
+
+TICK = 1 / 64  # one engine step on the fake clock (binary-exact, so no rounding at the cap)
+
+
+class ScriptedEngine:
+    """The part of CpuEngine that LLMService uses; the test plays the engine thread."""
+
+    class config:  # mirrors CpuEngine.config
+        max_num_seqs = 8
+
+    def __init__(self) -> None:
+        self.after_events: Any = None
+        self.callbacks: dict[int, Any] = {}
+
+    def submit(self, prompt: list[int], params: Any, on_event: Any, stream: bool) -> int:
+        rid = len(self.callbacks) + 1
+        self.callbacks[rid] = on_event
+        return rid
+
+    def cancel(self, rid: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.responses: list[dict[str, Any]] = []
+        self.threads: set[str] = set()
+
+    def send(self, outputs: dict[str, Any], final: bool) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.responses.append(outputs)
+
+    def error(self, message: str, final: bool = True) -> None:
+        raise AssertionError(message)
+
+    def is_cancelled(self) -> bool:
+        return False
+
+    def new_ids(self) -> list[list[int]]:
+        """Each response's new ids (the window past its context_length)."""
+        out = []
+        for r in self.responses:
+            ids = np.asarray(r["output_ids"]).reshape(-1).tolist()
+            out.append(ids[int(np.asarray(r["context_length"]).item()):])
+        return out
+
+
+@pytest.fixture()
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    now = [0.0]
+    monkeypatch.setattr(llm_service.time, "perf_counter", lambda: now[0])
+    return now
+
+
+def _service(cap_s: float) -> tuple[LLMService, ScriptedEngine]:
+    engine = ScriptedEngine()
+    service = LLMService(engine, LLMLimits(64, 1024, 1000, (2,), 3),
+                         lambda ids: "x" * len(ids), max_stream_interval_s=cap_s)
+    service._send_cost_s = 1.0  # slow sends: the interval is the cap
+    return service, engine
+
+
+def _request(max_tokens: int) -> dict[str, Any]:
+    return {"input_ids": np.array([[1, 5, 6]], np.int32),
+            "request_output_len": np.array([[max_tokens]], np.int32),
+            "streaming": np.array([[True]])}
+
+
+def test_responses_go_out_after_the_round_and_none_just_before_the_final(
+        clock: list[float]) -> None:
+    """One token per step, a cap of 8 steps, 30 tokens: the first token alone, then a
+    response per 8 steps; at step 25 only 5 tokens are left, fewer than the 8 the response
+    would carry, so the final (step 30) takes them instead."""
+    service, engine = _service(cap_s=8 * TICK)
+    sink = Recorder()
+    service.submit(_request(30), sink)
+    try:
+        for k in range(1, 31):
+            clock[0] = k * TICK
+            engine.callbacks[1](TokenEvent(1, [100 + k], finished=k == 30,
+                                           finish_reason="length" if k == 30 else None,
+                                           output_tokens=k))
+            sent = len(sink.responses)
+            engine.after_events()
+            assert sent == len(sink.responses) - (k in (1, 9, 17, 30))  # sent after the round
+        assert sink.new_ids() == [[101], list(range(102, 110)), list(range(110, 118)),
+                                  list(range(118, 131))]
+    finally:
+        service.close()
+
+
+def test_without_a_cap_every_token_goes_out(clock: list[float]) -> None:
+    service, engine = _service(cap_s=0.0)
+    sink = Recorder()
+    service.submit(_request(12), sink)
+    try:
+        for k in range(1, 13):
+            clock[0] = k * TICK
+            engine.callbacks[1](TokenEvent(1, [100 + k], finished=k == 12,
+                                           finish_reason="length" if k == 12 else None,
+                                           output_tokens=k))
+            engine.after_events()
+        assert sink.new_ids() == [[100 + k] for k in range(1, 13)]
+    finally:
+        service.close()
+
+
+def test_a_round_of_several_responses_is_sent_over_the_send_threads(
+        clock: list[float]) -> None:
+    service, engine = _service(cap_s=8 * TICK)
+    sinks = [Recorder() for _ in range(6)]
+    for sink in sinks:
+        service.submit(_request(4), sink)
+    try:
+        for rid in engine.callbacks:
+            engine.callbacks[rid](TokenEvent(rid, [7], finished=False, output_tokens=1))
+        assert not any(s.responses for s in sinks)  # nothing before the round ends
+        engine.after_events()  # returns once all are out
+        assert all(s.new_ids() == [[7]] for s in sinks)
+        assert all(name.startswith("tritonllm-send") for s in sinks for name in s.threads)
+    finally:
+        service.close()
