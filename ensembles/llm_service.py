@@ -23,12 +23,13 @@ Coalescing. Every response costs a round trip to the Triton core on the engine t
 postprocessing run, a gRPC message and a client parse; at 16 streams on 2 cores that was over
 half of the CPU (``docs/serving.md``). So a stream's tokens after its first are sent at most once
 per *interval*: ``live streams x measured send cost / SEND_SHARE``, capped at
-``max_stream_interval_ms``. The send cost is what the engine thread waits for (the round trip);
-the same response costs about as much again in each of tritonserver, postprocessing and the
-client, so the share is kept small. A few streams get a response every few tokens; a saturated
-engine sends each stream a response per cap. The first token and the final response are never
-held, and a response is skipped when the request's token limit is nearer than the tokens it
-would carry: the final response comes about as soon and carries them.
+``max_stream_interval_ms``. The send cost is one response's round trip to the Triton core (also
+when a round's responses overlap); the same response costs about as much again in each of
+tritonserver, postprocessing and the client, so the share is kept small. A few streams get a
+response every few tokens; a saturated engine sends each stream a response per cap. The first
+token and the final response are never held, and a response is skipped when the request's
+token limit is nearer than the tokens it would carry: the final response comes about as soon
+and carries them.
 
 Sending. The responses of one engine round (a step) go out together after it, before the next
 step: one alone on the engine thread, several over ``SEND_THREADS`` threads at once, so that
@@ -245,7 +246,7 @@ class LLMService:
                  max_stream_interval_s: float = 0.25) -> None:
         self.engine = engine
         self.max_stream_interval_s = max_stream_interval_s
-        self._send_cost_s = 0.0  # moving average of the engine thread's wait per response
+        self._send_cost_s = 0.0  # moving average of one response's round trip
         self._outbox: list[tuple[ResponseSink, Outputs, bool]] = []  # this round's responses
         self._senders = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="tritonllm-send")
         engine.after_events = self._send_round
@@ -364,9 +365,11 @@ class LLMService:
                 pass
         wall = time.perf_counter() - t0
         self._send_ms = max(self._send_ms, wall * 1000)
-        per_response = wall / len(box)
+        # One round trip's time (each send thread made len/SEND_THREADS of them in a row):
+        # what a response costs downstream is the same whether it went out alone or not.
+        round_trip = wall / -(-len(box) // SEND_THREADS)
         for _ in box:
-            self._send_cost_s += (per_response - self._send_cost_s) * 0.05
+            self._send_cost_s += (round_trip - self._send_cost_s) * 0.05
 
     @staticmethod
     def _final_is_near(req: LLMRequest, ev: TokenEvent, held: _Held) -> bool:
