@@ -63,6 +63,7 @@ class AsyncStream(AsyncIterator[Delta]):
         self._spec: RequestSpec | None = None
         self._call: AsyncCall | None = None
         self._closed = False
+        client._stopper.start()  # not later: leaving a stream may happen in a finaliser
 
     @property
     def completion(self) -> Completion | None:

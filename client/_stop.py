@@ -47,15 +47,23 @@ class Stopper:
         self._lock = threading.Lock()
         self._closed = False
 
+    def start(self) -> None:
+        """Start the thread (once). Streams call this when they are made: ``stop`` runs in
+        finalisers too, and a thread started there can deadlock, since a collection may run
+        inside another thread's ``start()``, which holds a lock the new thread needs."""
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="tritonllm-stopper",
+                                                daemon=True)
+                self._thread.start()
+
     def stop(self, model: str, request_id: str) -> None:
         """Stop ``request_id`` of ``model`` on the server, if ``model`` is an ensemble."""
         with self._lock:
             if self._closed:
                 return
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="tritonllm-stopper",
-                                                daemon=True)
-                self._thread.start()
+        if self._thread is None:  # only where no stream was made first (not from finalisers)
+            self.start()
         self._queue.put((model, request_id))
 
     def _run(self) -> None:

@@ -56,6 +56,7 @@ class Stream(Iterator[Delta]):
         self._call: SyncCall | None = None
         self._lock = threading.Lock()
         self._closed = False
+        client._stopper.start()  # not later: leaving a stream may happen in a finaliser
 
     @property
     def completion(self) -> Completion | None:

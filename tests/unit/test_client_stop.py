@@ -142,3 +142,19 @@ def test_nothing_is_started_after_close() -> None:
     s.close()
     s.stop("ensemble", "late")
     assert t.started == []
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_the_stopper_thread_starts_with_the_first_stream_not_when_it_is_left(kind: str) -> None:
+    """Leaving a stream may run in a finaliser, and a thread started there can deadlock (a
+    collection inside another thread's start() holds the lock the new thread needs): the
+    Stopper's thread is running as soon as a stream exists, before anything is sent."""
+    from tritonllm.client import AsyncLLMClient, LLMClient
+
+    client: Any = (LLMClient if kind == "sync" else AsyncLLMClient)("localhost:1")
+    assert client._stopper._thread is None
+    client.stream("hi")  # made, never sent
+    thread = client._stopper._thread
+    assert isinstance(thread, threading.Thread) and thread.is_alive()
+    client._stopper.close()
+    assert not thread.is_alive()
