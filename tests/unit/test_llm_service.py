@@ -8,6 +8,7 @@ scripted: ``ScriptedEngine`` stands in for CpuEngine's callback side only.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -87,6 +88,20 @@ def _request(max_tokens: int) -> dict[str, Any]:
             "streaming": np.array([[True]])}
 
 
+def _play(engine: ScriptedEngine, clock: list[float], sink: Recorder,
+          n: int) -> Iterator[tuple[int, int, int]]:
+    """Token 100+k at step k (one engine round each) up to the limit ``n``; yields k and the
+    responses the sink had before and after the round's end."""
+    for k in range(1, n + 1):
+        clock[0] = k * TICK
+        engine.callbacks[1](TokenEvent(1, [100 + k], finished=k == n,
+                                       finish_reason="length" if k == n else None,
+                                       output_tokens=k))
+        before = len(sink.responses)
+        engine.after_events()
+        yield k, before, len(sink.responses)
+
+
 def test_responses_go_out_after_the_round_and_none_just_before_the_final(
         clock: list[float]) -> None:
     """One token per step, a cap of 8 steps, 30 tokens: the first token alone, then a
@@ -96,14 +111,8 @@ def test_responses_go_out_after_the_round_and_none_just_before_the_final(
     sink = Recorder()
     service.submit(_request(30), sink)
     try:
-        for k in range(1, 31):
-            clock[0] = k * TICK
-            engine.callbacks[1](TokenEvent(1, [100 + k], finished=k == 30,
-                                           finish_reason="length" if k == 30 else None,
-                                           output_tokens=k))
-            sent = len(sink.responses)
-            engine.after_events()
-            assert sent == len(sink.responses) - (k in (1, 9, 17, 30))  # sent after the round
+        for k, before, after in _play(engine, clock, sink, 30):
+            assert before == after - (k in (1, 9, 17, 30))  # sent after the round, not before
         assert sink.new_ids() == [[101], list(range(102, 110)), list(range(110, 118)),
                                   list(range(118, 131))]
     finally:
@@ -115,12 +124,7 @@ def test_without_a_cap_every_token_goes_out(clock: list[float]) -> None:
     sink = Recorder()
     service.submit(_request(12), sink)
     try:
-        for k in range(1, 13):
-            clock[0] = k * TICK
-            engine.callbacks[1](TokenEvent(1, [100 + k], finished=k == 12,
-                                           finish_reason="length" if k == 12 else None,
-                                           output_tokens=k))
-            engine.after_events()
+        list(_play(engine, clock, sink, 12))
         assert sink.new_ids() == [[100 + k] for k in range(1, 13)]
     finally:
         service.close()
