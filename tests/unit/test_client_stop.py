@@ -149,12 +149,25 @@ def test_the_stopper_thread_starts_with_the_first_stream_not_when_it_is_left(kin
     """Leaving a stream may run in a finaliser, and a thread started there can deadlock (a
     collection inside another thread's start() holds the lock the new thread needs): the
     Stopper's thread is running as soon as a stream exists, before anything is sent."""
+    import asyncio
+
     from tritonllm.client import AsyncLLMClient, LLMClient
 
-    client: Any = (LLMClient if kind == "sync" else AsyncLLMClient)("localhost:1")
-    assert client._stopper._thread is None
-    client.stream("hi")  # made, never sent
-    thread = client._stopper._thread
-    assert isinstance(thread, threading.Thread) and thread.is_alive()
-    client._stopper.close()
-    assert not thread.is_alive()
+    def check(client: Any) -> threading.Thread:
+        assert client._stopper._thread is None
+        client.stream("hi")  # made, never sent
+        thread = client._stopper._thread
+        assert isinstance(thread, threading.Thread) and thread.is_alive()
+        return thread
+
+    if kind == "sync":
+        with LLMClient("localhost:1") as client:
+            thread = check(client)
+    else:
+        async def run() -> threading.Thread:
+            async with AsyncLLMClient("localhost:1") as client:
+                return check(client)
+
+        thread = asyncio.run(run())
+    thread.join(5)
+    assert not thread.is_alive()  # closing the client ends it
