@@ -58,9 +58,13 @@ def server(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     from tritonllm.settings import RepoSettings
 
     repo = tmp_path_factory.mktemp("client") / "repo"
+    # One OpenVINO thread: the long streams must outlast this module's sequential round trips
+    # (filling the engine, leaving streams, stops) by a wide margin. With both cores the tiny
+    # model's 1000 tokens take well under a second, close to what those round trips can take
+    # on a busy 2-core runner.
     render_repository(cpu_engine, repo, RepoSettings(
         max_batch_size=SLOTS, max_queue_size=QUEUE, preprocessing_instance_count=1,
-        postprocessing_instance_count=2, bls_instance_count=1))
+        postprocessing_instance_count=2, bls_instance_count=1, num_threads=1))
     # On CPU no Triton queue is bounded: the engine enforces max_queue_size itself (a Triton
     # bound in front of a decoupled Python model refused bursts while the engine had room).
     for name in ("preprocessing", "postprocessing", "tensorrt_llm", "tensorrt_llm_bls"):

@@ -274,7 +274,10 @@ def test_cancelled_streams_free_the_engine(server: Any, model: str) -> None:
         c.close()
     _wait_engine_idle(server, tokens_at_least=before + len(clients))  # their first tokens
     generated = _metric(server, "tritonllm_generated_tokens_total") - before
-    assert generated < 10 * long / 2, generated
+    # Run out, they would make exactly 10 * long tokens. How many fewer depends on how fast
+    # the tiny model decodes (a second or so for `long`) against how soon the stops land on
+    # a busy 2-core runner, so the bound asks for a clear cut, not for a latency.
+    assert generated < 10 * long * 0.8, generated
     s = Stream(server)
     try:
         s.send("after", model, _inputs("still serving", 4))
