@@ -74,7 +74,7 @@ class _Metrics:
         # How long other work waits: the worst engine step, response send and execute() call
         # of the last update period (the Python threads of this process share one GIL).
         self.step_ms = metric("tritonllm_step_max_ms", "Longest engine step, last period", gauge)
-        self.send_ms = metric("tritonllm_send_max_ms", "Longest response send, last period",
+        self.send_ms = metric("tritonllm_send_max_ms", "Longest round of sends, last period",
                               gauge)
         self.execute_ms = metric("tritonllm_execute_max_ms", "Longest execute(), last period",
                                  gauge)
