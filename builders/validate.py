@@ -608,3 +608,11 @@ def validate_repository(repo: Path) -> list[Problem]:
     if not repo.is_dir():
         raise RepositoryError(f"{repo}: not a directory")
     return _Validator(repo).run()
+
+
+def repository_target(repo: Path) -> str:
+    """The target (``"cpu"`` / ``"gpu"``) of the repository at ``repo``, from its LLM model's
+    backend; ``"cpu"`` when that cannot be read (the validator reports why)."""
+    v = _Validator(Path(repo))
+    v.load()
+    return v.target or "cpu"

@@ -24,7 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from tritonllm.contract import BLS_UNSUPPORTED_INPUTS, CONTEXT_LENGTH, FINISH_REASON
+from tritonllm.contract import BLS, BLS_UNSUPPORTED_INPUTS, CONTEXT_LENGTH, FINISH_REASON
+from tritonllm.ensembles import wire
 from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.detokenize import IncrementalDetokenizer
 from tritonllm.ensembles.requests import RequestError
@@ -92,8 +93,8 @@ def _strings(inputs: Arrays, name: str) -> list[str]:
     return out
 
 
-def _text_tensor(text: str) -> npt.NDArray[np.object_]:
-    return np.array([[text.encode()]], dtype=np.object_)
+def _text_tensor(name: str, text: str) -> npt.NDArray[np.object_]:
+    return wire.strings(BLS, name, [text])
 
 
 class BLSPipeline:
@@ -207,6 +208,7 @@ class BLSPipeline:
               detok: IncrementalDetokenizer) -> None:
         if self.accumulate:
             text = detok.text
-        out = {"text_output": _text_tensor(text), FINISH_REASON: _text_tensor(reason)}
+        out = {"text_output": _text_tensor("text_output", text),
+               FINISH_REASON: _text_tensor(FINISH_REASON, reason)}
         out.update(extras)
         sink.send(out, final)

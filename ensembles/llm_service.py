@@ -60,7 +60,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from tritonllm.contract import CPU_UNSUPPORTED_INPUTS
+from tritonllm.contract import CPU_UNSUPPORTED_INPUTS, FINISH_REASON, LLM
+from tritonllm.ensembles import wire
 from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.cpu_engine import (
     FINISH_CANCELLED,
@@ -226,6 +227,7 @@ class _Held:
 
     windows: StreamWindows
     log_probs: list[float] = field(default_factory=list)
+    cum_log_prob: float = 0.0  # of every token sent so far (``cum_log_probs`` is cumulative)
     last_sent: float | None = None
 
 
@@ -233,8 +235,8 @@ def _i32(values: Sequence[int] | int, shape: tuple[int, ...]) -> npt.NDArray[np.
     return np.asarray(values, dtype=np.int32).reshape(shape)
 
 
-def _text(value: str) -> npt.NDArray[np.object_]:
-    return np.array([[value.encode()]], dtype=np.object_)
+def _reason(value: str) -> npt.NDArray[np.object_]:
+    return wire.strings(LLM, FINISH_REASON, [value])
 
 
 class LLMService:
@@ -272,7 +274,7 @@ class LLMService:
             self._stop_by_id(request_id)
         if req.stop_only or (request_id and self._stopped_early(request_id)):
             sink.send({"output_ids": _i32([], (1, 1, 0)), "sequence_length": _i32(0, (1, 1)),
-                       "finish_reason": _text(FINISH_CANCELLED)}, final=True)
+                       "finish_reason": _reason(FINISH_CANCELLED)}, final=True)
             return
         held = _Held(StreamWindows(self.decode)) if req.streaming else None
         prompt_prefix = [] if (req.streaming or req.exclude_input_in_output) else req.prompt
@@ -340,16 +342,20 @@ class LLMService:
             "output_ids": _i32(ids, (1, 1, len(ids))),
             "sequence_length": _i32(len(ids), (1, 1)),
             "context_length": _i32(ctx, (1, 1)),
-            "finish_reason": _text((ev.finish_reason or "") if ev.finished else ""),
+            "finish_reason": _reason((ev.finish_reason or "") if ev.finished else ""),
         }
         if req.want_counts[0]:
             out["num_input_tokens"] = _i32(len(req.prompt), (1, 1))
         if req.want_counts[1]:
             out["num_output_tokens"] = _i32(ev.output_tokens, (1, 1))
-        if req.params.return_log_probs:
+        if req.params.return_log_probs:  # [1, beams, n] and [1, beams], as NVIDIA's backend
             lps = np.asarray(log_probs, dtype=np.float32)
+            cum = float(lps.sum(dtype=np.float64))
+            if held is not None:
+                held.cum_log_prob += cum
+                cum = held.cum_log_prob
             out["output_log_probs"] = lps.reshape(1, 1, -1)
-            out["cum_log_probs"] = np.asarray([[lps.sum()]], dtype=np.float32)
+            out["cum_log_probs"] = np.asarray([[cum]], dtype=np.float32)
         self._outbox.append((sink, out, ev.finished))
 
     def _send_round(self) -> None:

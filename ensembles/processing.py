@@ -7,10 +7,12 @@
 ``OUT_PAD_ID``). Every bad value raises RequestError naming the field by the name the client
 sent (``text_input``, ``max_tokens``, …), so the error reads the same through the ensemble.
 
-``Postprocessor.run(inputs)`` turns ``TOKENS_BATCH`` ``[1, beams, n]`` + ``SEQUENCE_LENGTH``
-``[1, beams]`` into ``OUTPUT`` ``[1, beams]``. With our optional ``CONTEXT_LENGTH`` (sent by the
-CPU LLM while streaming) the first ids are decoding context only and just the new text is
-returned; see tritonllm.ensembles.llm_service for why the deltas then add up exactly.
+``Postprocessor.run(inputs)`` turns ``TOKENS_BATCH`` ``[batch, beams, n]`` + ``SEQUENCE_LENGTH``
+``[batch, beams]`` into ``OUTPUT`` ``[batch * beams]``: 1-D, no batch dimension, as NVIDIA's
+postprocessing sends it (see "Shapes on the wire" in :mod:`tritonllm.contract`). With our
+optional ``CONTEXT_LENGTH`` (sent by the CPU LLM while streaming) the first ids are decoding
+context only and just the new text is returned; see tritonllm.ensembles.llm_service for why
+the deltas then add up exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tritonllm.contract import POSTPROCESSING
+from tritonllm.ensembles import wire
 from tritonllm.ensembles.detokenize import decode
 from tritonllm.ensembles.requests import RequestError, RequestLimits, parse_request
 from tritonllm.ensembles.tokenization import SpecialIds, Tokenization, pack_word_list
@@ -133,9 +137,7 @@ class Postprocessor:
             context = np.asarray(inputs["CONTEXT_LENGTH"]).reshape(-1)
         out = []
         for beams, beam_lengths in zip(tokens, lengths, strict=True):
-            row = []
             for b, (beam, n) in enumerate(zip(beams, beam_lengths, strict=True)):
                 ctx = int(context[min(b, len(context) - 1)]) if context is not None else 0
-                row.append(self.text([int(t) for t in beam[: int(n)]], ctx).encode())
-            out.append(row)
-        return {"OUTPUT": np.array(out, dtype=np.object_)}
+                out.append(self.text([int(t) for t in beam[: int(n)]], ctx))
+        return {"OUTPUT": wire.strings(POSTPROCESSING, "OUTPUT", out)}

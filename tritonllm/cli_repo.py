@@ -167,11 +167,22 @@ def repo_cmd(engine_dir: Path, out: Path, **options: Any) -> None:
 @click.command("validate")
 @click.argument("repo", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as a JSON list.")
-def validate_cmd(repo: Path, as_json: bool) -> None:
+@click.option("--wire", is_flag=True,
+              help="Also print the shape each client-facing output has on the wire.")
+def validate_cmd(repo: Path, as_json: bool, wire: bool) -> None:
     """Check the model repository REPO; print every problem, exit 1 if there is any."""
-    from tritonllm.builders.validate import validate_repository
+    from tritonllm.builders.validate import repository_target, validate_repository
 
     problems = validate_repository(repo)
+    if wire and not as_json:
+        from tritonllm.contract import wire_shapes
+
+        target = repository_target(repo)
+        click.echo(f"outputs on the wire ({target} target; one request of batch 1, n: varies):")
+        for model, name, dtype, dims, shape in wire_shapes(target):
+            note = "  (no batch dimension, as NVIDIA sends it)" if shape == "[n]" else ""
+            click.echo(f"  {model:<17} {name:<28} {dtype:<6} dims {dims:<10} "
+                       f"wire {shape}{note}")
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(p) for p in problems], indent=2))
     else:

@@ -34,6 +34,25 @@ Shapes. Every model batches (``max_batch_size > 0``), so dims exclude the batch 
 one request is shaped ``[1, *dims]``: ``text_input`` arrives as ``[1, 1]``. Inputs with
 ``reshape=()`` (most scalars of the LLM model) reach the backend as shape ``[batch]``.
 
+Shapes on the wire. What a response carries is what NVIDIA's models send, not what the configs
+suggest (read in the sources above: ``postprocessing/1/model.py``,
+``tensorrt_llm_bls/1/lib/triton_decoder.py`` and the C++ backend's
+``inflight_batcher_llm/src/model_instance_state.cc``), because clients index it that way:
+
+* ``text_output`` (and postprocessing's ``OUTPUT``) is 1-D, one string per sequence (beam), no
+  batch dimension, although declared ``dims: [-1]`` with batching: ``[1]`` for one request, so
+  clients read ``as_numpy("text_output")[0].decode()``. :attr:`Tensor.wire` marks it
+  (:data:`PER_SEQUENCE`); our ``finish_reason`` follows it (as the vLLM and ``llmapi`` models
+  send theirs).
+* every other output keeps the batch dimension of one request: ``output_ids`` /
+  ``output_log_probs`` ``[1, beams, n]``, ``sequence_length`` / ``cum_log_probs`` ``[1, beams]``,
+  the scalars (``batch_index``, ``sequence_index``, token counts, perf metrics) ``[1, 1]``, read
+  as ``[0][0]``.
+* optional outputs are sent only when asked for: log probs with ``return_log_probs``, token
+  counts with ``return_num_*_tokens``, ``batch_index`` only for a request of batch > 1 and
+  ``sequence_index`` only with ``num_return_sequences`` > 1 (so a client reading
+  ``as_numpy("batch_index")`` gets None and falls back to 0).
+
 Targets. ``targets`` says where a tensor exists: ``"gpu"`` (TensorRT-LLM, ``tensorrtllm``
 backend) and/or ``"cpu"`` (OpenVINO GenAI in a Python-backend model of the same name).
 The CPU LLM model declares every GPU tensor, so clients see one contract; the inputs it cannot
@@ -52,6 +71,8 @@ CPU_ONLY: frozenset[str] = frozenset({"cpu"})
 DTYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
           "FP16", "BF16", "FP32", "FP64", "STRING")
 LOGITS_DTYPE = "FP32"
+#: :attr:`Tensor.wire` of an output sent 1-D, one element per sequence, no batch dimension.
+PER_SEQUENCE: tuple[int, ...] = (-1,)
 
 ENSEMBLE = "ensemble"
 PREPROCESSING = "preprocessing"
@@ -83,6 +104,9 @@ class Tensor:
         ragged: ``allow_ragged_batch``.
         ours: our addition, not in NVIDIA's models.
         targets: the targets on which this tensor exists.
+        wire: outputs only: the shape one request's response carries on the wire when it
+            is not ``[1, *dims]`` (see "Shapes on the wire" in the module docstring);
+            ``(-1,)`` is one element per sequence (beam) with no batch dimension.
     """
 
     name: str
@@ -93,6 +117,7 @@ class Tensor:
     ragged: bool = False
     ours: bool = False
     targets: frozenset[str] = BOTH
+    wire: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", short_dtype(self.dtype))
@@ -105,6 +130,16 @@ class Tensor:
     @property
     def triton_dtype(self) -> str:
         return f"TYPE_{self.dtype}"
+
+    @property
+    def wire_shape(self) -> tuple[int, ...]:
+        """The shape of this tensor in one request's response (-1: varies)."""
+        return self.wire if self.wire is not None else (1, *self.dims)
+
+    @property
+    def batched_on_wire(self) -> bool:
+        """Whether the response carries the batch dimension (False: NVIDIA's 1-D outputs)."""
+        return self.wire is None
 
     def on(self, target: str) -> bool:
         return target in self.targets
@@ -239,9 +274,9 @@ ENSEMBLE_CONTRACT = ModelContract(
         _opt("guided_decoding_guide", "STRING", 1, ragged=True),
     ),
     outputs=(
-        _t("text_output", "STRING", -1),
+        _t("text_output", "STRING", -1, wire=PER_SEQUENCE),
         *_PASSTHROUGH_OUTPUTS,
-        _t(FINISH_REASON, "STRING", 1, ours=True, targets=CPU_ONLY),
+        _t(FINISH_REASON, "STRING", 1, ours=True, targets=CPU_ONLY, wire=PER_SEQUENCE),
     ),
 )
 
@@ -352,7 +387,7 @@ LLM_CONTRACT = ModelContract(
         *_PASSTHROUGH_OUTPUTS[:6],  # cum_log_probs .. sequence_index
         _t("context_phase_params", "UINT8", -1),
         *_PASSTHROUGH_OUTPUTS[6:],  # kv_cache_alloc_new_blocks .. num_output_tokens
-        _t(FINISH_REASON, "STRING", 1, ours=True, targets=CPU_ONLY),
+        _t(FINISH_REASON, "STRING", 1, ours=True, targets=CPU_ONLY, wire=PER_SEQUENCE),
         _t(CONTEXT_LENGTH, "INT32", 1, ours=True, targets=CPU_ONLY),
     ),
 )
@@ -414,7 +449,7 @@ POSTPROCESSING_CONTRACT = ModelContract(
         _opt(POST_CONTEXT_LENGTH, "INT32", 1, ours=True, targets=CPU_ONLY),
     ),
     outputs=(
-        _t("OUTPUT", "STRING", -1),
+        _t("OUTPUT", "STRING", -1, wire=PER_SEQUENCE),
     ),
 )
 
@@ -469,9 +504,9 @@ BLS_CONTRACT = ModelContract(
         _opt("guided_decoding_guide", "STRING", 1),
     ),
     outputs=(
-        _t("text_output", "STRING", -1),
+        _t("text_output", "STRING", -1, wire=PER_SEQUENCE),
         *_PASSTHROUGH_OUTPUTS,
-        _t(FINISH_REASON, "STRING", 1, ours=True),
+        _t(FINISH_REASON, "STRING", 1, ours=True, wire=PER_SEQUENCE),
     ),
 )
 
@@ -684,6 +719,20 @@ def with_logits_dtype(tensors: Iterable[Tensor], dtype: str) -> tuple[Tensor, ..
     return tuple(replace(t, dtype=d) if t.name in LOGITS_TENSORS else t for t in tensors)
 
 
+def _shape(dims: Iterable[int]) -> str:
+    return "[" + ", ".join("n" if d == -1 else str(d) for d in dims) + "]"
+
+
+def wire_shapes(target: str, models: Iterable[str] = (ENSEMBLE, BLS)) -> list[tuple[str, ...]]:
+    """(model, output, dtype, declared dims, shape in one request's response) per output.
+
+    What ``tritonllm validate --wire`` prints: the shapes clients index, next to the config's.
+    """
+    _check_target(target)
+    return [(m, t.name, t.dtype, _shape(t.dims), _shape(t.wire_shape))
+            for m in models for t in CONTRACTS[m].outputs_for(target)]
+
+
 @dataclass(frozen=True)
 class TargetModels:
     """All five contracts resolved for one target and logits dtype (what templates render)."""
@@ -729,6 +778,7 @@ __all__ = [
     "LOGITS_TENSORS",
     "MODEL_NAMES",
     "OFFICIAL_PYTHON_PARAMETER_KEYS",
+    "PER_SEQUENCE",
     "POSTPROCESSING",
     "POSTPROCESSING_CONTRACT",
     "PREPROCESSING",
@@ -745,5 +795,6 @@ __all__ = [
     "get_input",
     "get_output",
     "short_dtype",
+    "wire_shapes",
     "with_logits_dtype",
 ]

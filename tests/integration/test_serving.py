@@ -7,7 +7,6 @@ non-streamed response for streaming; the engine's metrics for cancellation.
 from __future__ import annotations
 
 import json
-import queue
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -16,9 +15,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from served import TIMEOUT, Stream
+from served import inputs as _inputs
+from served import metric as _metric
+from served import stop_by_id as _stop_by_id
+from served import wait_engine_idle as _wait_engine_idle
 
 pytestmark = pytest.mark.integration
-TIMEOUT = 120
 
 
 @pytest.fixture(scope="module")
@@ -38,86 +41,11 @@ def server(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield srv
 
 
-def _inputs(prompt: str | bytes, max_tokens: int = 16, stream: bool = False,
-            **extra: tuple[Any, str]) -> list[Any]:
-    import tritonclient.grpc as grpcclient
-
-    def t(name: str, value: Any, dtype: str) -> Any:
-        x = grpcclient.InferInput(name, list(value.shape), dtype)
-        x.set_data_from_numpy(value)
-        return x
-
-    text = prompt if isinstance(prompt, bytes) else prompt.encode()
-    out = [t("text_input", np.array([[text]], dtype=object), "BYTES"),
-           t("max_tokens", np.array([[max_tokens]], dtype=np.int32), "INT32"),
-           t("stream", np.array([[stream]], dtype=bool), "BOOL")]
-    out += [t(k, v, dt) for k, (v, dt) in extra.items()]
-    return out
-
-
-class Stream:
-    """One gRPC stream; ``run`` sends requests and collects each one's text pieces."""
-
-    def __init__(self, server: Any) -> None:
-        import tritonclient.grpc as grpcclient
-
-        self.client = grpcclient.InferenceServerClient(server.grpc_address)
-        self.results: dict[str, queue.Queue[Any]] = {}
-        self.last = ""
-        self.client.start_stream(callback=self._callback)
-
-    def _callback(self, result: Any, error: Any) -> None:
-        # An error response carries no request id over a gRPC stream: it belongs to the last
-        # request sent, so tests send requests that may fail on a stream of their own.
-        rid = result.get_response().id if result is not None else self.last
-        self.results.setdefault(rid, queue.Queue()).put((result, error))
-
-    def send(self, rid: str, model: str, inputs: list[Any]) -> None:
-        self.last = rid
-        self.results.setdefault(rid, queue.Queue())
-        self.client.async_stream_infer(model, inputs, request_id=rid,
-                                       enable_empty_final_response=True)
-
-    def collect(self, rid: str) -> tuple[list[str], str | None]:
-        pieces: list[str] = []
-        q = self.results[rid]
-        while True:
-            result, error = q.get(timeout=TIMEOUT)
-            if error is not None:
-                return pieces, str(error)
-            out = result.as_numpy("text_output")
-            if out is not None and out.size:
-                pieces.append(out.reshape(-1)[0].decode())
-            if result.get_response().parameters["triton_final_response"].bool_param:
-                return pieces, None
-
-    def close(self) -> None:
-        self.client.stop_stream()
-        self.client.close()
-
-
 @pytest.fixture
 def stream(server: Any) -> Iterator[Stream]:
     s = Stream(server)
     yield s
     s.close()
-
-
-@pytest.fixture(scope="module")
-def hf_text(tiny_model: Path) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
-
-    def run(prompt: str, n: int) -> str:
-        ids = tok(prompt, return_tensors="pt").input_ids
-        with torch.no_grad():
-            out = model.generate(ids, max_new_tokens=n, do_sample=False)
-        return str(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
-
-    return run
 
 
 def test_all_models_ready(server: Any) -> None:
@@ -163,13 +91,6 @@ def test_sixteen_concurrent_streams(stream: Stream, hf_text: Any) -> None:
         assert err is None and "".join(pieces) == hf_text(p, 16)
 
 
-def _metric(server: Any, name: str) -> float:
-    body = urllib.request.urlopen(server.url_metrics, timeout=10).read().decode()
-    values = [float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-              if line.startswith(name + "{")]
-    return sum(values)
-
-
 def test_late_request_gets_first_token_while_long_ones_run(stream: Stream) -> None:
     long_ids = [f"long{i}" for i in range(8)]
     for rid in long_ids:
@@ -191,52 +112,6 @@ def test_late_request_gets_first_token_while_long_ones_run(stream: Stream) -> No
         assert not any(finals), rid
     for rid in long_ids:
         stream.collect(rid)
-
-
-def _wait_engine_idle(server: Any, tokens_at_least: float = 0) -> None:
-    """Polls the engine's own gauges (server-side state; nothing of ours to wait on).
-
-    The gauges are refreshed every 0.25 s, so right after a burst they may still show the
-    state from before it. ``tokens_at_least``: first wait until the token counter has reached
-    it, i.e. until a refresh that saw the burst's tokens (gauges and counter are set together).
-    """
-    import time
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (
-            _metric(server, "tritonllm_generated_tokens_total") < tokens_at_least
-            or _metric(server, "tritonllm_active_requests")
-            or _metric(server, "tritonllm_waiting_requests")):
-        time.sleep(0.1)
-    assert _metric(server, "tritonllm_generated_tokens_total") >= tokens_at_least
-    assert _metric(server, "tritonllm_active_requests") == 0
-    assert _metric(server, "tritonllm_waiting_requests") == 0
-
-
-def _stop_by_id(server: Any, request_ids: list[str]) -> None:
-    """The contract's way to stop LLM requests: ``stop`` with the same request id (all sent
-    at once on one stream, then every final response collected)."""
-    s = Stream(server)
-    try:
-        for rid in request_ids:
-            s.send(rid, "tensorrt_llm", [
-                _t("input_ids", np.array([[1]], np.int32), "INT32"),
-                _t("input_lengths", np.array([[1]], np.int32), "INT32"),
-                _t("request_output_len", np.array([[1]], np.int32), "INT32"),
-                _t("stop", np.array([[True]]), "BOOL")])
-        for rid in request_ids:
-            _, err = s.collect(rid)
-            assert err is None
-    finally:
-        s.close()
-
-
-def _t(name: str, value: Any, dtype: str) -> Any:
-    import tritonclient.grpc as grpcclient
-
-    x = grpcclient.InferInput(name, list(value.shape), dtype)
-    x.set_data_from_numpy(value)
-    return x
 
 
 @pytest.mark.parametrize("model", ["tensorrt_llm_bls", "ensemble"])

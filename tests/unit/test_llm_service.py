@@ -145,3 +145,24 @@ def test_a_round_of_several_responses_is_sent_over_the_send_threads(
         assert all(name.startswith("tritonllm-send") for s in sinks for name in s.threads)
     finally:
         service.close()
+
+
+def test_outputs_have_the_shapes_of_nvidias_backend(clock: list[float]) -> None:
+    """output_log_probs [1, beams, n] per response, cum_log_probs [1, beams] cumulative over the
+    stream (as the C++ backend's executor reports it), finish_reason 1-D (one per sequence)."""
+    service, engine = _service(cap_s=0.0)
+    sink = Recorder()
+    service.submit({**_request(3), "return_log_probs": np.array([[True]])}, sink)
+    try:
+        for k in range(1, 4):
+            engine.callbacks[1](TokenEvent(1, [100 + k], finished=k == 3,
+                                           finish_reason="length" if k == 3 else None,
+                                           log_probs=[-0.5 * k], output_tokens=k))
+            engine.after_events()
+        assert [r["output_log_probs"].shape for r in sink.responses] == [(1, 1, 1)] * 3
+        assert [r["cum_log_probs"].shape for r in sink.responses] == [(1, 1)] * 3
+        assert [float(r["cum_log_probs"][0][0]) for r in sink.responses] == [-0.5, -1.5, -3.0]
+        assert [r["finish_reason"].shape for r in sink.responses] == [(1,)] * 3
+        assert sink.responses[-1]["finish_reason"][0] == b"length"
+    finally:
+        service.close()

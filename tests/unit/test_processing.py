@@ -132,3 +132,24 @@ def test_llm_bad_requests_name_both_fields(extra: dict[str, Any], field: str) ->
 def test_llm_stop_input_only_stops() -> None:
     req = parse_request({"stop": np.array([[True]])}, LIMITS, True, False)
     assert req.stop_only
+
+
+def test_postprocessing_output_is_1d_one_string_per_sequence(tiny_model: Path) -> None:
+    """As NVIDIA's postprocessing: OUTPUT has no batch dimension ([batch * beams]), so a client
+    reads ``as_numpy("text_output")[0].decode()``; checked against the HF tokenizer's decode."""
+    from transformers import AutoTokenizer
+
+    from tritonllm.ensembles.processing import Postprocessor
+    from tritonllm.ensembles.tokenization import load_tokenizer
+
+    hf = AutoTokenizer.from_pretrained(tiny_model)
+    ids = hf.encode("café 日本語 tokens", add_special_tokens=False)
+    post = Postprocessor(load_tokenizer(tiny_model))
+    one = post.run({"TOKENS_BATCH": np.array([[ids]], np.int32),
+                    "SEQUENCE_LENGTH": np.array([[len(ids)]], np.int32)})["OUTPUT"]
+    assert one.shape == (1,)
+    assert one[0].decode() == hf.decode(ids, skip_special_tokens=True)
+    two = post.run({"TOKENS_BATCH": np.array([[ids], [ids[:3] + [0] * (len(ids) - 3)]], np.int32),
+                    "SEQUENCE_LENGTH": np.array([[len(ids)], [3]], np.int32)})["OUTPUT"]
+    assert [t.decode() for t in two] == [hf.decode(ids, skip_special_tokens=True),
+                                        hf.decode(ids[:3], skip_special_tokens=True)]

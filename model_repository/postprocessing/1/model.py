@@ -1,7 +1,8 @@
 """``postprocessing``: token ids → text (not decoupled, dynamically batched).
 
-Inputs: TOKENS_BATCH [beams, n], SEQUENCE_LENGTH [beams], optional CONTEXT_LENGTH (ours: the
-leading ids that are decoding context only). Output: OUTPUT [beams] (UTF-8 strings).
+Inputs: TOKENS_BATCH [1, beams, n], SEQUENCE_LENGTH [1, beams], optional CONTEXT_LENGTH (ours: the
+leading ids that are decoding context only). Output: OUTPUT [beams] (UTF-8 strings, 1-D: no batch
+dimension, as NVIDIA's postprocessing sends it).
 Streamed windows from the CPU LLM decode to deltas that add up to the non-streamed text.
 Logic: tritonllm.ensembles.processing.Postprocessor.
 """
