@@ -12,9 +12,11 @@ measured by one definition. genai-perf's own summary
 
 Known quirks handled here (perf_analyzer from tritonclient 2.51, genai-perf 0.0.16):
 
-- perf_analyzer needs ``libcudart.so.12`` even on CPU: :func:`tool_environment` puts the
-  ``nvidia-cuda-runtime-cu12`` wheel's ``lib`` on ``LD_LIBRARY_PATH``; genai-perf runs
-  ``perf_analyzer`` from ``PATH``, so the venv's ``bin`` goes first on ``PATH``.
+- perf_analyzer needs ``libcudart.so.12`` even on CPU. ``scripts/setup.sh`` gives the binary a
+  RUNPATH to the ``nvidia-cuda-runtime-cu12`` wheel's ``lib``, so it runs by name from any
+  shell; :func:`tool_environment` still puts that ``lib`` on ``LD_LIBRARY_PATH`` as a fallback,
+  for a venv made by plain ``pip install`` or a reinstalled tritonclient, whose binary is
+  unpatched. genai-perf runs ``perf_analyzer`` from ``PATH``, so the venv's ``bin`` goes first.
 - Decoupled (streaming) Triton models need the gRPC streaming API: ``-i grpc --streaming``.
 - Inputs with a variable dimension (dims ``[-1]``) need ``--shape NAME:1``: genai-perf adds it
   for ``text_input`` and ``max_tokens`` only, so for ``stream``, ``exclude_input_in_output``,
@@ -83,7 +85,8 @@ def _cuda_runtime_lib() -> Path | None:
 
 
 def tool_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for the tools: this Python's ``bin`` first on PATH, libcudart findable."""
+    """Environment for the tools: this Python's ``bin`` first on PATH, libcudart findable
+    (a fallback for an unpatched perf_analyzer, see the module docstring)."""
     env = dict(os.environ if base is None else base)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bin_dir, *[p for p in env.get("PATH", "").split(os.pathsep)

