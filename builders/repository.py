@@ -323,10 +323,12 @@ def render_configs(
         },
         C.POSTPROCESSING: {
             # Streamed responses of one request pass through postprocessing one by one; with
-            # several instances they would overtake each other without preserve_ordering.
-            "batching": _batching(s, s.postprocessing_max_queue_delay_microseconds,
-                                  preserve_ordering=True, client_facing=False),
-            "instance_count": s.postprocessing_instance_count,
+            # several instances they would overtake each other without preserve_ordering. On
+            # CPU it sees cancelled streams instead (no dynamic batching, one instance).
+            "batching": None if s.postprocessing_sees_cancels(plan.target) else _batching(
+                s, s.postprocessing_max_queue_delay_microseconds, preserve_ordering=True,
+                client_facing=False),
+            "instance_count": s.postprocessing_instances(plan.target),
         },
         C.BLS: {
             "batching": _batching(s, s.max_queue_delay_microseconds, queue_bound=engine_bound),

@@ -17,7 +17,10 @@ Stopping by id. A request whose ``stop`` input is true (the contract's way to en
 Triton's ensemble does not pass a client's cancel into the running LLM step) ends every live
 request with the same request id; each then gets its final response with finish_reason
 ``cancelled``. A stop that arrives before its request (it can overtake a request still in
-preprocessing) applies to it if it comes within ``EARLY_STOP_TTL_S``.
+preprocessing) applies to it if it comes within ``EARLY_STOP_TTL_S``. Every response also
+carries our ``request_key``, unique to its request: a ``stop`` whose request id is a key ends
+that one request. Postprocessing sends it when the ensemble marks a step request cancelled
+(a client cancel or an HTTP disconnect; see ``tritonllm.contract.REQUEST_KEY``).
 
 Coalescing. Every response costs a round trip to the Triton core on the engine thread, a
 postprocessing run, a gRPC message and a client parse; at 16 streams on 2 cores that was over
@@ -51,6 +54,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +64,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from tritonllm.contract import CPU_UNSUPPORTED_INPUTS, FINISH_REASON, LLM
+from tritonllm.contract import CPU_UNSUPPORTED_INPUTS, FINISH_REASON, LLM, REQUEST_KEY
 from tritonllm.ensembles import wire
 from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.cpu_engine import (
@@ -264,6 +268,8 @@ class LLMService:
         # request id -> when: ``stop`` for requests not (yet) here. Through an ensemble the stop
         # can overtake its own request (which is still in preprocessing).
         self._early_stops: OrderedDict[str, float] = OrderedDict()
+        # ``request_key`` of a request: this prefix + its engine id (unique across instances).
+        self._key_prefix = f"tritonllm-{uuid.uuid4().hex[:12]}-"
 
     def submit(self, inputs: Mapping[str, npt.NDArray[Any]], sink: ResponseSink,
                request_id: str = "") -> None:
@@ -279,8 +285,10 @@ class LLMService:
         held = _Held(StreamWindows(self.decode)) if req.streaming else None
         prompt_prefix = [] if (req.streaming or req.exclude_input_in_output) else req.prompt
 
+        key: list[npt.NDArray[np.object_]] = []  # set below, before the first event
+
         def on_event(ev: TokenEvent) -> None:
-            self._on_event(ev, req, sink, held, prompt_prefix)
+            self._on_event(ev, req, sink, held, prompt_prefix, key[0])
 
         # One critical section: the queue check and the registration cannot be split by
         # another submit, and the request's own finish (on the engine thread, which takes
@@ -288,6 +296,7 @@ class LLMService:
         with self._lock:
             self._check_queue()
             rid = self.engine.submit(req.prompt, req.params, on_event, stream=req.streaming)
+            key.append(np.array([[f"{self._key_prefix}{rid}".encode()]], dtype=np.object_))
             self._live[rid] = (sink, request_id)
             self._cancellations.watch(rid, sink.is_cancelled, lambda: self.engine.cancel(rid))
 
@@ -309,7 +318,8 @@ class LLMService:
                    len(self._live) * self._send_cost_s / SEND_SHARE)
 
     def _on_event(self, ev: TokenEvent, req: LLMRequest, sink: ResponseSink,
-                  held: _Held | None, prompt_prefix: list[int]) -> None:
+                  held: _Held | None, prompt_prefix: list[int],
+                  key: npt.NDArray[np.object_]) -> None:
         if ev.finished:
             with self._lock:
                 self._live.pop(ev.request_id, None)
@@ -342,6 +352,7 @@ class LLMService:
             "output_ids": _i32(ids, (1, 1, len(ids))),
             "sequence_length": _i32(len(ids), (1, 1)),
             "context_length": _i32(ctx, (1, 1)),
+            REQUEST_KEY: key,
             "finish_reason": _reason((ev.finish_reason or "") if ev.finished else ""),
         }
         if req.want_counts[0]:
@@ -395,7 +406,10 @@ class LLMService:
             raise RequestError("stop", "needs the request id of the request to stop")
         with self._lock:
             rids = [rid for rid, (_, tid) in self._live.items() if tid == request_id]
-            if not rids:
+            if request_id.startswith(self._key_prefix):  # a request_key: one request, or gone
+                own = request_id.removeprefix(self._key_prefix)
+                rids = [int(own)] if own.isdigit() and int(own) in self._live else []
+            elif not rids:
                 self._early_stops[request_id] = time.monotonic()
                 while len(self._early_stops) > EARLY_STOP_MAX:
                     self._early_stops.popitem(last=False)

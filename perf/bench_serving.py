@@ -151,7 +151,7 @@ def prepare(work: Path, size: str, max_batch_size: int,
     extra = {} if max_stream_interval_ms is None else {
         "max_stream_interval_ms": max_stream_interval_ms}
     render_repository(engine, repo, RepoSettings(
-        preprocessing_instance_count=1, postprocessing_instance_count=2, bls_instance_count=1,
+        preprocessing_instance_count=1, bls_instance_count=1,
         **extra))
     return model, engine, repo
 

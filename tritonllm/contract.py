@@ -225,6 +225,13 @@ FINISH_REASON = "finish_reason"
 #: streamed text deltas add up exactly to the non-streamed text (split UTF-8, leading spaces).
 CONTEXT_LENGTH = "context_length"
 POST_CONTEXT_LENGTH = "CONTEXT_LENGTH"
+#: Ours (CPU): a key naming the LLM request that a response belongs to, passed to
+#: postprocessing. Triton 2.51's ensemble never cancels its running LLM step when the client
+#: cancels; it only marks the step requests it schedules afterwards as cancelled. So
+#: postprocessing, seeing such a request, sends the LLM a ``stop`` with this key as the request
+#: id (the client's own request id may be empty or shared), which frees the engine slot.
+REQUEST_KEY = "request_key"
+POST_REQUEST_KEY = "REQUEST_KEY"
 FINISH_REASONS = ("stop", "length", "cancelled")
 
 #: Tensors whose dtype NVIDIA leaves to ``${logits_datatype}``.
@@ -389,6 +396,7 @@ LLM_CONTRACT = ModelContract(
         *_PASSTHROUGH_OUTPUTS[6:],  # kv_cache_alloc_new_blocks .. num_output_tokens
         _t(FINISH_REASON, "STRING", 1, ours=True, targets=CPU_ONLY, wire=PER_SEQUENCE),
         _t(CONTEXT_LENGTH, "INT32", 1, ours=True, targets=CPU_ONLY),
+        _t(REQUEST_KEY, "STRING", 1, ours=True, targets=CPU_ONLY),
     ),
 )
 
@@ -447,6 +455,7 @@ POSTPROCESSING_CONTRACT = ModelContract(
         _t("TOKENS_BATCH", "INT32", -1, -1),
         _t("SEQUENCE_LENGTH", "INT32", -1),
         _opt(POST_CONTEXT_LENGTH, "INT32", 1, ours=True, targets=CPU_ONLY),
+        _opt(POST_REQUEST_KEY, "STRING", 1, ours=True, targets=CPU_ONLY),
     ),
     outputs=(
         _t("OUTPUT", "STRING", -1, wire=PER_SEQUENCE),
@@ -623,6 +632,7 @@ ENSEMBLE_STEPS: tuple[Step, ...] = (
             *_same(*_PASSTHROUGH_NAMES),
             (FINISH_REASON, FINISH_REASON),
             (CONTEXT_LENGTH, "_CONTEXT_LENGTH"),
+            (REQUEST_KEY, "_REQUEST_KEY"),
         ),
     ),
     Step(
@@ -631,6 +641,7 @@ ENSEMBLE_STEPS: tuple[Step, ...] = (
             ("TOKENS_BATCH", "_TOKENS_BATCH"),
             ("SEQUENCE_LENGTH", "_SEQUENCE_LENGTH"),
             (POST_CONTEXT_LENGTH, "_CONTEXT_LENGTH"),
+            (POST_REQUEST_KEY, "_REQUEST_KEY"),
         ),
         output_map=(
             ("OUTPUT", "text_output"),
@@ -781,8 +792,10 @@ __all__ = [
     "PER_SEQUENCE",
     "POSTPROCESSING",
     "POSTPROCESSING_CONTRACT",
+    "POST_REQUEST_KEY",
     "PREPROCESSING",
     "PREPROCESSING_CONTRACT",
+    "REQUEST_KEY",
     "TARGETS",
     "TRTLLM_PARAMETER_KEYS",
     "ModelContract",

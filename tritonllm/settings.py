@@ -210,6 +210,9 @@ class RepoSettings:
         priority_levels: request priority levels (0: none); default_priority_level: for
             requests without one (None: the middle level).
         *_instance_count: Python-backend instances (pre, post, BLS) and LLM instances.
+            postprocessing: None is 1 on a streaming CPU repository, where it must be 1 (it runs
+            without dynamic batching there, so that it sees cancelled streams, see
+            tritonllm.contract.REQUEST_KEY; one instance keeps their responses in order), else 4.
         exclude_input_in_output: default when a request does not say.
         add_special_tokens / skip_special_tokens: tokenizer options of pre/post/BLS.
         accumulate_tokens: BLS streams the whole text so far instead of deltas.
@@ -245,7 +248,7 @@ class RepoSettings:
     priority_levels: int = 0
     default_priority_level: int | None = None
     preprocessing_instance_count: int = 2
-    postprocessing_instance_count: int = 4
+    postprocessing_instance_count: int | None = None
     bls_instance_count: int = 4
     llm_instance_count: int = 1
     exclude_input_in_output: bool = True
@@ -340,6 +343,23 @@ class RepoSettings:
         for key, value in self.extra_llm_parameters.items():
             if not key or not isinstance(value, str):
                 raise ConfigError(f"extra_llm_parameters: bad entry {key!r}={value!r}")
+
+    def postprocessing_sees_cancels(self, target: str) -> bool:
+        """Whether postprocessing runs without dynamic batching to see cancelled streams:
+        on the CPU target when streaming (see tritonllm.contract.REQUEST_KEY)."""
+        return target == "cpu" and self.streaming
+
+    def postprocessing_instances(self, target: str) -> int:
+        """postprocessing's instance count on ``target`` (see the class docstring)."""
+        n = self.postprocessing_instance_count
+        if self.postprocessing_sees_cancels(target):
+            if n not in (None, 1):
+                raise ConfigError(
+                    f"postprocessing_instance_count: must be 1 on the streaming CPU target, "
+                    f"got {n} (it runs without dynamic batching to see cancelled streams; several "
+                    "instances would reorder a stream's responses)")
+            return 1
+        return 4 if n is None else n
 
     @property
     def resolved_default_priority_level(self) -> int | None:

@@ -64,7 +64,7 @@ def server(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     # on a busy 2-core runner.
     render_repository(cpu_engine, repo, RepoSettings(
         max_batch_size=SLOTS, max_queue_size=QUEUE, preprocessing_instance_count=1,
-        postprocessing_instance_count=2, bls_instance_count=1, num_threads=1))
+        bls_instance_count=1, num_threads=1))
     # On CPU no Triton queue is bounded: the engine enforces max_queue_size itself (a Triton
     # bound in front of a decoupled Python model refused bursts while the engine had room).
     for name in ("preprocessing", "postprocessing", "tensorrt_llm", "tensorrt_llm_bls"):

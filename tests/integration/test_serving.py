@@ -33,7 +33,7 @@ def server(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     repo = tmp_path_factory.mktemp("served") / "repo"
     render_repository(cpu_engine, repo, RepoSettings(
-        preprocessing_instance_count=1, postprocessing_instance_count=2, bls_instance_count=1))
+        preprocessing_instance_count=1, bls_instance_count=1))
     assert validate_repository(repo) == []
     log = repo.parent / "tritonserver.log"  # kept for post-mortems of a failed run
     with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,

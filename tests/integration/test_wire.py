@@ -35,7 +35,8 @@ def server(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     repo = tmp_path_factory.mktemp("wire") / "repo"
     render_repository(cpu_engine, repo, RepoSettings(
-        preprocessing_instance_count=1, postprocessing_instance_count=2, bls_instance_count=1))
+        preprocessing_instance_count=1, bls_instance_count=1, num_threads=1,
+        max_stream_interval_ms=100))
     assert validate_repository(repo) == []
     with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
                                     startup_timeout=300,
@@ -152,3 +153,100 @@ def test_outputs_have_the_shapes_nvidias_models_send(server: Any, model: str) ->
     assert shapes["output_log_probs"] == (1, 1, 8)
     assert shapes["cum_log_probs"] == shapes["num_output_tokens"] == (1, 1)
     assert "batch_index" not in shapes and "sequence_index" not in shapes
+
+
+# --- cancellation from any client ---------------------------------------------------------------
+
+LONG = 1000  # min_tokens = max_tokens: each stream would make exactly this many tokens
+
+
+def _long_request(stream: bool = True) -> dict[str, np.ndarray]:
+    return {"text_input": np.array([[b"stream me"]], dtype=object),
+            "max_tokens": np.array([[LONG]], np.int32), "min_tokens": np.array([[LONG]], np.int32),
+            "stream": np.array([[stream]], dtype=bool)}
+
+
+def _cancelled_after_first_token(server: Any, n: int, start: Any) -> float:
+    """Start ``n`` long streams with ``start(i, on_first) -> cancel``; cancel each one as soon
+    as its first token arrives. Returns the tokens the engine generated meanwhile, counted by
+    the engine itself once it reports idle again (no active, no waiting request)."""
+    from served import metric, wait_engine_idle
+
+    wait_engine_idle(server)
+    before = metric(server, "tritonllm_generated_tokens_total")
+    first: queue.Queue[int] = queue.Queue()
+    cancels = [start(i, partial(first.put, i)) for i in range(n)]
+    for _ in range(n):
+        cancels[first.get(timeout=TIMEOUT)]()
+    wait_engine_idle(server, tokens_at_least=before + n)  # a refresh that saw the first tokens
+    return metric(server, "tritonllm_generated_tokens_total") - before
+
+
+def _grpc_stream(server: Any, model: str, i: int, on_first: Any) -> Any:
+    """A plain tritonclient stream; its cancel is ``stop_stream(cancel_requests=True)``."""
+    import tritonclient.grpc as grpcclient
+
+    seen = [False]
+
+    def callback(result: Any, error: Any) -> None:
+        if not seen[0]:
+            seen[0] = True
+            on_first()
+
+    c = grpcclient.InferenceServerClient(server.grpc_address)
+    c.start_stream(callback=callback)
+    c.async_stream_infer(model, [_prepare(k, v) for k, v in _long_request().items()])
+
+    def cancel() -> None:
+        c.stop_stream(cancel_requests=True)
+        c.close()
+
+    return cancel
+
+
+def _http_stream(server: Any, model: str, i: int, on_first: Any) -> Any:
+    """``generate_stream`` over a plain HTTP connection, closed after the first event."""
+    import http.client
+    import json
+    import threading
+    from urllib.parse import urlsplit
+
+    u = urlsplit(server.url_http if "://" in server.url_http else f"http://{server.url_http}")
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=TIMEOUT)
+    body = json.dumps({"text_input": "stream me", "max_tokens": LONG, "min_tokens": LONG,
+                       "stream": True})
+    conn.request("POST", f"/v2/models/{model}/generate_stream", body,
+                 {"Content-Type": "application/json"})
+
+    def read_first() -> None:
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        while not resp.fp.readline().startswith(b"data:"):
+            pass
+        on_first()
+
+    reader = threading.Thread(target=read_first, daemon=True)
+    reader.start()
+
+    def cancel() -> None:
+        reader.join(TIMEOUT)
+        conn.sock.shutdown(2)  # the client goes away mid-stream
+        conn.close()
+
+    return cancel
+
+
+@pytest.mark.parametrize(("transport", "n"), [("grpc", 50), ("http", 40)])
+@pytest.mark.parametrize("model", MODELS)
+def test_any_client_cancel_frees_the_engine(server: Any, model: str, transport: str,
+                                            n: int) -> None:
+    """Plain tritonclient ``stop_stream(cancel_requests=True)`` and a closed HTTP
+    ``generate_stream`` stop the generation, through the ensemble and the BLS model: the engine
+    reports idle and made far fewer tokens than running the streams out (``n * LONG``)."""
+    opener = _grpc_stream if transport == "grpc" else _http_stream
+    generated = _cancelled_after_first_token(
+        server, n, lambda i, on_first: opener(server, model, i, on_first))
+    print(f"{model} {transport}: {generated:.0f} of {n * LONG} tokens")
+    assert generated < n * LONG * 0.35, generated
+    text, _, _ = _run_like_the_script(server, model, "still serving", 4, streaming=False)
+    assert text.startswith("still serving")
