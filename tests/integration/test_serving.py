@@ -121,9 +121,10 @@ def test_cancelled_streams_free_the_engine(server: Any, model: str) -> None:
     were generated than running them out would, and the server serves on.
 
     Through the BLS model the gRPC cancel alone does it (the BLS model stops its LLM request).
-    Triton 2.51's ensemble checks cancellation only between steps, never inside the running
-    LLM step, so there the client also sends the contract's ``stop`` with the request id (what
-    tritonllm.client does when a stream to an ensemble is left early).
+    On the ensemble the client also sends the contract's ``stop`` with the request id (what
+    tritonllm.client does when a stream to an ensemble is left early, for NVIDIA's GPU
+    repository, where nothing else stops it): this checks that path. A plain cancel alone is
+    checked in test_wire.py.
     """
     import tritonclient.grpc as grpcclient
 
