@@ -13,7 +13,9 @@ the repository's content (only when ``repo`` is not a directory). What it checks
   used, every output is written, no intermediate tensor is left unused, no instance groups,
   batch sizes fit, and a step never mixes inputs from different decoupled models;
 * streaming agrees: a declared streaming ensemble (or BLS) over a non-decoupled LLM, and the
-  reverse; Python models' ``streaming`` parameter against their transaction policy;
+  reverse; Python models' ``streaming`` parameter against their transaction policy; on a
+  streaming CPU repository postprocessing has no dynamic batching and one instance (so that it
+  sees cancelled streams);
 * the Python models: ``1/model.py`` exists, parameters parse (:mod:`tritonllm.settings`);
 * the engine: files present, its kind matches the LLM backend, and ``max_batch_size`` and the
   input/sequence limits in the configs do not exceed the engine's (``manifest.json``);
@@ -545,9 +547,27 @@ class _Validator:
                     self.add(name, CONFIG, field,
                              f"{value} disagrees with the tokenizer's pad id {sorted(allowed_pad)}")
 
+    def check_postprocessing_sees_cancels(self) -> None:
+        """On a streaming CPU repository postprocessing must run without dynamic batching and
+        as one instance (see model_repository/postprocessing/1/model.py)."""
+        llm, post = self.models.get(C.LLM), self.models.get(C.POSTPROCESSING)
+        if self.target != "cpu" or llm is None or post is None or not llm.decoupled:
+            return
+        if post.config.HasField("dynamic_batching"):
+            self.add(C.POSTPROCESSING, CONFIG, "dynamic_batching",
+                     "its queue drops the cancelled step requests of a cancelled stream, so a "
+                     "client's cancel would not stop the LLM (and Triton 2.51 leaves the "
+                     "ensemble request in flight); remove it on the CPU target")
+        count = sum(g.count or 1 for g in post.config.instance_group) or 1
+        if count > 1:
+            self.add(C.POSTPROCESSING, CONFIG, "instance_group",
+                     f"{count} instances without dynamic batching's preserve_ordering reorder "
+                     "a stream's responses; use 1")
+
     def run(self) -> list[Problem]:
         self.load()
         self.check_models()
+        self.check_postprocessing_sees_cancels()
         self.check_ensemble_graph()
         self.check_bls()
         self.check_engine()

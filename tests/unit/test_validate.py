@@ -296,6 +296,13 @@ CASES: list[tuple[str, str, Breaker, Problem]] = [
      lambda r: edit(r, "tensorrt_llm_bls", 'string_value: "tensorrt_llm"', 'string_value: "llm"'),
      Problem("tensorrt_llm_bls", "config.pbtxt", "parameters.tensorrt_llm_model_name",
              "model 'llm' is not in the repository")),
+    ("CPU postprocessing batched: cancels would not stop the LLM", "cpu",
+     lambda r: edit(r, "postprocessing", "instance_group [",
+                    "dynamic_batching { max_queue_delay_microseconds: 100 }\ninstance_group ["),
+     Problem("postprocessing", "config.pbtxt", "dynamic_batching", "client's cancel")),
+    ("CPU postprocessing on several instances reorders a stream", "cpu",
+     lambda r: edit(r, "postprocessing", "count: 1", "count: 2"),
+     Problem("postprocessing", "config.pbtxt", "instance_group", "reorder")),
 ]
 
 
