@@ -14,6 +14,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +91,11 @@ class CancellationPoller:
     def close(self, timeout: float = 2.0) -> None:
         self._closed.set()
         self._thread.join(timeout)
+
+
+def stop_request_inputs() -> dict[str, npt.NDArray[Any]]:
+    """The inputs of the contract's ``stop`` request to the LLM model: sent with the request id
+    (or our ``request_key``) of the request to end; the required inputs carry placeholders."""
+    one = np.ones((1, 1), np.int32)
+    return {"input_ids": one, "input_lengths": one, "request_output_len": one,
+            "stop": np.ones((1, 1), np.bool_)}

@@ -27,10 +27,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from tritonllm.contract import LLM, POST_REQUEST_KEY
+from tritonllm.contract import FINISH_REASON, LLM, POST_REQUEST_KEY
+from tritonllm.ensembles.cancellation import stop_request_inputs
 from tritonllm.ensembles.processing import Postprocessor
 from tritonllm.ensembles.tokenization import load_tokenizer
 from tritonllm.ensembles.wire import first_string
@@ -40,13 +40,10 @@ STOPPED_KEYS = 4096
 
 
 def _stop_llm_request(key: str) -> None:
-    one = np.ones((1, 1), np.int32)
     stop = pb_utils.InferenceRequest(
         model_name=LLM, request_id=key,
-        inputs=[pb_utils.Tensor("input_ids", one), pb_utils.Tensor("input_lengths", one),
-                pb_utils.Tensor("request_output_len", one),
-                pb_utils.Tensor("stop", np.ones((1, 1), np.bool_))],
-        requested_output_names=["finish_reason"])
+        inputs=[pb_utils.Tensor(k, v) for k, v in stop_request_inputs().items()],
+        requested_output_names=[FINISH_REASON])
     for response in stop.exec(decoupled=True):
         if response.has_error():
             pb_utils.Logger.log_warn(

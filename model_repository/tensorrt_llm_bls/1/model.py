@@ -19,11 +19,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from tritonllm.contract import FINISH_REASON
 from tritonllm.ensembles.bls import BLSPipeline
-from tritonllm.ensembles.cancellation import CancellationPoller
+from tritonllm.ensembles.cancellation import CancellationPoller, stop_request_inputs
 from tritonllm.ensembles.requests import RequestError
 from tritonllm.ensembles.senders import GuardedSender
 from tritonllm.ensembles.tokenization import load_tokenizer
@@ -64,13 +64,10 @@ class _LLMStream:
         if hasattr(self._responses, "cancel"):
             self._responses.cancel()
             return
-        one = np.ones((1, 1), np.int32)
         stop = pb_utils.InferenceRequest(
             model_name=self._model, request_id=self._request_id,
-            inputs=[pb_utils.Tensor("input_ids", one), pb_utils.Tensor("input_lengths", one),
-                    pb_utils.Tensor("request_output_len", one),
-                    pb_utils.Tensor("stop", np.ones((1, 1), np.bool_))],
-            requested_output_names=["finish_reason"])
+            inputs=[pb_utils.Tensor(k, v) for k, v in stop_request_inputs().items()],
+            requested_output_names=[FINISH_REASON])
         for response in stop.exec(decoupled=True):
             if response.has_error():
                 raise _Upstream(response.error())
