@@ -8,10 +8,12 @@ chained as ``__cause__``.
     ClientError
     ├── InvalidRequest     the request is wrong: a bad value, dtype or shape, an unknown input
     │   │                  (gRPC INVALID_ARGUMENT, HTTP 400, or a field-naming message)
-    │   └── ModelNotFound  no such model or version on the server (NOT_FOUND, HTTP 404)
+    │   └── ModelNotFound  no such model or version on the server (NOT_FOUND, HTTP 404):
+    │                      "unknown model", "... is not found"
     ├── Unauthorized       a restricted endpoint refused the call: header missing or wrong
     ├── Unavailable        the server cannot take the request now: down, refusing connections,
-    │   │                  not ready, the connection broke (UNAVAILABLE, HTTP 503) — retried
+    │   │                  not ready, draining, the connection broke (UNAVAILABLE, HTTP 503,
+    │   │                  a CANCELLED the client did not ask for) — retried
     │   └── Overloaded     its queue is full (a ``max_queue_size`` bound) — retried on request
     ├── Timeout            the call's deadline passed (DEADLINE_EXCEEDED) or the server's
     │                      queue timeout dropped it
@@ -24,6 +26,29 @@ model of ours name the offending tensor (``"top_p: must be in (0, 1]"``,
 ``"in ensemble 'ensemble', max_tokens: ..."``); those, and Triton's "unexpected input / shape
 / data-type" messages, are InvalidRequest; queue-full messages are Overloaded; the rest is
 ServerError. The tensor names come from :mod:`tritonllm.contract`.
+
+A draining server (Triton 2.51 after SIGTERM/SIGINT, or a model being unloaded) means "try
+another replica": it is Unavailable, whatever status or prefix its message comes with, so the
+request is retried (within the retry policy) as long as no text has reached the caller.
+Measured on the CPU repository (tests/integration/test_drain.py), in order, while
+``--exit-timeout-secs`` runs:
+
+- HTTP stops taking connections at once (reset / refused: Unavailable) and lets its
+  requests in flight finish;
+- every model's scheduler stops: a new request, or the next step of an ensemble request in
+  flight, gets ``"Server is stopping, scheduler for model has stopped accepting new inference
+  requests"`` (UNAVAILABLE; inside a stream, message only, prefixed ``"[request id: …] "`` and
+  for an ensemble step ``"in ensemble 'ensemble', "``); health and metadata calls answer
+  ``"Server not ready"`` (UNAVAILABLE);
+- once nothing is in flight the models unload and a request gets ``"Request for unknown
+  model: 'ensemble' has no available versions"`` (NOT_FOUND, or message only in a stream).
+  That is *not* ModelNotFound: a name the server does not know reads ``"Request for unknown
+  model: 'x' is not found"`` and stays ModelNotFound;
+- when the exit timeout expires the gRPC endpoint closes: calls in flight end with UNAVAILABLE
+  ``"Stream removed (Socket closed (GOAWAY received ...))"``, then connections are refused.
+
+gRPC's asyncio client reports a call its core could not complete (the server went away while
+the call was being written) as INTERNAL ``"Internal error from Core"``: Unavailable too.
 
 This module is pure: no tritonclient import.
 """
@@ -126,6 +151,18 @@ _TIMED_OUT = re.compile(r"deadline exceeded|timeout expired|request timed out", 
 _CANCELLED = re.compile(r"\bcancell?ed\b", re.I)
 _UNKNOWN_MODEL = re.compile(r"unknown model|model '[^']*' (version \S+ )?is not found|"
                             r"is not found|no model named", re.I)
+# A draining server. Wording from Triton core r24.10 (Triton 2.51), commit 121120d0747b:
+# src/dynamic_batch_scheduler.cc and src/sequence_batch_scheduler/sequence_batch_scheduler.cc
+# (Enqueue once stopped): UNAVAILABLE "Server is stopping, scheduler for model has stopped
+# accepting new inference requests"; src/model_repository_manager/model_lifecycle.cc
+# (ModelLifeCycle::GetModel, no version READY): NOT_FOUND "'<model>' has no available versions",
+# which ModelRepositoryManager::GetModel prefixes with "Request for unknown model: "; the same
+# function's UNAVAILABLE "'<model>' version <n> is not at ready state"; src/server.cc:
+# UNAVAILABLE "Server exiting" / "Server not ready".
+_DRAINING = re.compile(r"server is stopping|stopped accepting new inference|"
+                       r"has no available versions|is not at ready state|server exiting", re.I)
+# grpc.aio's own status for a call its core could not complete (cygrpc set_internal_error).
+_GRPC_CORE_FAILED = "Internal error from Core"
 _CONNECTION = re.compile(r"connection refused|failed to connect|connect failed|"
                          r"connection reset|socket closed|broken pipe|"
                          r"not ready|unavailable", re.I)
@@ -169,12 +206,18 @@ def classify(info: ErrorInfo) -> type[ClientError]:
         return Unauthorized
     if _QUEUE_FULL.search(msg):
         return Overloaded
+    if _DRAINING.search(msg):
+        return Unavailable
+    if status == "INTERNAL" and msg.strip() == _GRPC_CORE_FAILED:
+        return Unavailable
     if status is not None and status in _GRPC:
         cls = _GRPC[status]
         if cls is InvalidRequest and _UNKNOWN_MODEL.search(msg):
             return ModelNotFound
         return cls
     if info.http_status is not None:
+        if info.http_status == 400 and _UNKNOWN_MODEL.search(msg):
+            return ModelNotFound
         if info.http_status in _HTTP:
             return _HTTP[info.http_status]
         if 400 <= info.http_status < 500:

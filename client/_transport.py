@@ -10,17 +10,26 @@ about retries, deltas or completions (that is :mod:`._logic`).
   one request in flight the error is that request's. Cancelling stops the stream with
   ``stop_stream(cancel_requests=True)`` (the server sees the request cancelled); the client
   opens a fresh stream on its next use. The per-call deadline is kept on the client side
-  (cancel, then Timeout), since the stream outlives one request.
+  (cancel, then Timeout), since the stream outlives one request. An idle stream is stopped as
+  soon as its connection goes (the server sent GOAWAY or died): Triton waits for every open
+  stream before it exits, and a request on such a stream would reach a server that has
+  unloaded its models.
 - :class:`AioGrpcTransport` (asyncio, ``tritonclient.grpc.aio``): one ``ModelStreamInfer``
   call per request on a shared channel, with the call's deadline as gRPC deadline; cancelling
-  cancels the call.
+  cancels the call. Once the channel's connection goes, a call waits ``GONE_SILENCE_S`` at
+  most for its next response, as the sync transport's requests do.
 - :class:`HttpTransport` (sync, standard library): Triton's generate extension,
   ``POST /v2/models/{m}/generate`` (one JSON response) and ``/generate_stream`` (server-sent
   events). tritonclient.http cannot stream from decoupled models. Closing a stream closes its
   connection. The asyncio client runs it in worker threads (:class:`ThreadedTransport`).
 
 Every request asks for an empty final response (``triton_enable_empty_final_response``), so
-the end of a decoupled model's stream is always seen.
+the end of a decoupled model's stream is always seen. An error response ends the request
+whatever flags it carries (Triton's own errors inside a stream carry no
+``triton_final_response``): the call is raised at once and its stream stopped, never left
+waiting for a final flag; a stream that ends before the final response is Unavailable. A
+CANCELLED status the client did not cause (a server shutting down cancels what it still has)
+is Unavailable, not Cancelled.
 """
 
 from __future__ import annotations
@@ -33,13 +42,17 @@ import queue
 import socket
 import ssl as ssl_lib
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
+from http.client import HTTPException
 from typing import Any, Protocol
 
 from tritonllm.client._errors import (
+    Cancelled,
     ClientError,
     ErrorInfo,
     Timeout,
@@ -69,6 +82,18 @@ Response = tuple[Mapping[str, Any], bool]
 FINAL_PARAM = "triton_final_response"
 EMPTY_FINAL_PARAM = "triton_enable_empty_final_response"
 STREAM_ERROR_WAIT_S = 1.0  # how long a dead stream's reason may take to reach its callback
+#: Once a request's connection is gone (the server sent GOAWAY: Triton does when its exit timeout
+#: ends), how long it may go without a response before it is given up as Unavailable. Triton
+#: 2.51 can leave an ensemble request unanswered when it stops (a step refused while another
+#: runs) and then waits for every open stream before it exits.
+GONE_SILENCE_S = 5.0
+_GONE = object()  # queued on a pooled stream whose connection went, in place of an error
+
+
+def _gone_error(spec: RequestSpec) -> Unavailable:
+    return Unavailable(f"request {spec.request_id}: the server closed the connection and sent "
+                       f"nothing more for {GONE_SILENCE_S:g}s", request_id=spec.request_id,
+                       status="UNAVAILABLE")
 
 
 class SyncCall(Protocol):
@@ -124,6 +149,18 @@ def _from_triton(exc: Exception) -> ClientError:
     return make_error(ErrorInfo(msg or str(exc), st))
 
 
+def _not_ours(err: ClientError) -> ClientError:
+    """``err``, or Unavailable for a gRPC CANCELLED status the client did not ask for.
+
+    Only call this where the client has not cancelled the call itself: then CANCELLED means the
+    server dropped the call, as a shutting-down Triton does with what it still has.
+    """
+    if isinstance(err, Cancelled) and err.status == "CANCELLED":
+        return Unavailable(f"the server cancelled the call: {err.message}",
+                           request_id=err.request_id, status=err.status)
+    return err
+
+
 def _outputs(result: Any) -> Response:
     """A tritonclient InferResult → (outputs, final)."""
     resp = result.get_response()
@@ -161,6 +198,33 @@ class _PooledStream:
         self.responses: queue.SimpleQueue[tuple[Any, Any]] | None = None
         self.lock = threading.Lock()
 
+    def watch(self, grpc: Any, on_lost: Callable[[_PooledStream], None]) -> None:
+        """Call ``on_lost(self)`` (on a gRPC thread) each time the connection, once up, goes.
+
+        The channel leaves READY when the server sends GOAWAY — Triton does so when its exit
+        timeout ends — or the connection breaks, while a stream on it may still be open.
+        """
+        channel = getattr(self.client, "_channel", None)  # tritonclient.grpc's grpc.Channel
+        if channel is None:
+            return
+        up = threading.Event()
+        ready = grpc.ChannelConnectivity.READY
+
+        def changed(state: Any) -> None:
+            if state == ready:
+                up.set()
+            elif up.is_set():
+                up.clear()
+                on_lost(self)
+
+        channel.subscribe(changed, try_to_connect=False)
+
+    def connection_gone(self) -> None:
+        """Tell the request reading this stream that its connection went."""
+        with self.lock:
+            if self.responses is not None:
+                self.responses.put((None, _GONE))
+
     @staticmethod
     def _callback(q: queue.SimpleQueue[tuple[Any, Any]], result: Any, error: Any) -> None:
         q.put((result, error))
@@ -186,12 +250,12 @@ class _PooledStream:
             cause: Exception = e
             try:
                 _, error = q.get(timeout=STREAM_ERROR_WAIT_S)
-                if error is not None:
+                if error is not None and error is not _GONE:
                     cause = error
             except queue.Empty:
                 pass
             self.reset()
-            err = _from_triton(cause)
+            err = _not_ours(_from_triton(cause))
             if cause is e:
                 err = Unavailable(f"the stream to the server broke: {err.message}")
             raise err from cause
@@ -213,6 +277,7 @@ class _GrpcCall:
         self._responses = responses
         self._ended = False
         self._lock = threading.Lock()
+        self._gone_at: float | None = None  # when the connection went (then: last response)
 
     def _end(self, reset: bool) -> None:
         """Give the stream back exactly once (first stopping it when ``reset``)."""
@@ -225,15 +290,32 @@ class _GrpcCall:
         self._transport.give_back(self._stream)
 
     def next(self, timeout: float | None) -> Response | None:
-        try:
-            result, error = self._responses.get(timeout=timeout)
-        except queue.Empty:
-            self.cancel()
-            raise _deadline_error(self._spec, timeout) from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = None if deadline is None else deadline - time.monotonic()
+            if self._gone_at is not None:
+                silence = self._gone_at + GONE_SILENCE_S - time.monotonic()
+                wait = silence if wait is None else min(wait, silence)
+            try:
+                result, error = self._responses.get(timeout=None if wait is None
+                                                    else max(0.0, wait))
+            except queue.Empty:
+                self.cancel()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise _deadline_error(self._spec, timeout) from None
+                raise _gone_error(self._spec) from None
+            if error is not _GONE:
+                break
+            self._gone_at = time.monotonic()
+        if self._gone_at is not None:
+            self._gone_at = time.monotonic()
         if error is not None:
+            # An error ends the request, final flag or not (Triton's own errors carry none).
             # The stream may be broken, or carry late responses of this request: start afresh.
+            ours = self._ended  # cancel() from another thread came first: CANCELLED is ours
             self._end(reset=True)
-            raise _from_triton(error) from error
+            err = _from_triton(error)
+            raise (err if ours else _not_ours(err)) from error
         return _outputs(result)
 
     def cancel(self) -> None:
@@ -248,8 +330,10 @@ class GrpcTransport:
 
     def __init__(self, endpoint: Endpoint, headers: Mapping[str, str] | None = None,
                  root_certificates: str | None = None) -> None:
+        import grpc
         import tritonclient.grpc as grpcclient
 
+        self._grpc = grpc
         self._g = grpcclient
         self._opts = _grpc_options(endpoint, root_certificates)
         self._headers = dict(headers) if headers else None
@@ -270,6 +354,26 @@ class GrpcTransport:
             if not self._closed:
                 self._idle.append(stream)
 
+    @staticmethod
+    def _connection_lost(transport: weakref.ref[GrpcTransport], stream: _PooledStream) -> None:
+        """Stop ``stream`` if it is idle; else its request waits GONE_SILENCE_S at most."""
+        t = transport()
+        if t is None:
+            return
+        with t._lock:
+            if t._closed:
+                return
+            idle = stream in t._idle
+            if idle:
+                t._idle.remove(stream)
+        if not idle:
+            stream.connection_gone()
+            return
+        try:
+            stream.reset()
+        finally:
+            t.give_back(stream)
+
     def start(self, spec: RequestSpec, timeout: float | None) -> SyncCall:
         with self._lock:
             if self._closed:
@@ -277,6 +381,7 @@ class GrpcTransport:
             stream = self._idle.pop() if self._idle else None
         if stream is None:
             stream = _PooledStream(self._new_client(), self._headers)
+            stream.watch(self._grpc, functools.partial(self._connection_lost, weakref.ref(self)))
             with self._lock:
                 self._all.append(stream)
         try:
@@ -291,7 +396,7 @@ class GrpcTransport:
             return getattr(self._control, method)(*args, headers=self._headers,
                                                   client_timeout=timeout, **kw)
         except self._g.InferenceServerException as e:
-            raise _from_triton(e) from e
+            raise _not_ours(_from_triton(e)) from e
 
     def health(self, timeout: float | None) -> Health:
         live = self._unary("is_server_live", timeout=timeout)
@@ -320,34 +425,82 @@ class GrpcTransport:
 
 # --- gRPC, asyncio ----------------------------------------------------------------------------
 
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (Python 3.11+; False before)."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return bool(cancelling()) if callable(cancelling) else False
+
+
 class _AioCall:
-    def __init__(self, grpc: Any, responses: Any, spec: RequestSpec,
-                 timeout: float | None) -> None:
+    def __init__(self, grpc: Any, responses: Any, spec: RequestSpec, timeout: float | None,
+                 gone: asyncio.Event | None = None) -> None:
         self._grpc = grpc
         self._responses = responses
         self._spec = spec
         self._timeout = timeout
+        self._final = False
+        self._cancelled = False
+        self._expired = False  # cancelled here: silent too long after the connection went
+        self._last = 0.0  # loop time of the last response
+        self._watch: asyncio.Task[None] | None = None
+        if gone is not None:
+            loop = asyncio.get_running_loop()
+            self._last = loop.time()
+            self._watch = loop.create_task(self._expire_when_gone(gone))
+
+    async def _expire_when_gone(self, gone: asyncio.Event) -> None:
+        await gone.wait()
+        loop = asyncio.get_running_loop()
+        self._last = max(self._last, loop.time())
+        while (left := self._last + GONE_SILENCE_S - loop.time()) > 0:
+            await asyncio.sleep(left)
+        self._expired = True
+        self._responses.cancel()
 
     async def next(self, timeout: float | None) -> Response | None:
         try:
             result, error = await self._responses.__anext__()
         except StopAsyncIteration:
-            return None
+            self._stop_watch()
+            if self._final:
+                return None
+            raise Unavailable(f"request {self._spec.request_id}: the server ended the stream "
+                              "before the final response") from None
+        except asyncio.CancelledError:
+            if self._expired and not _cancelling():
+                raise _gone_error(self._spec) from None
+            raise
         except self._grpc.RpcError as e:
+            self._stop_watch()
             err = _from_triton(e)
-            if isinstance(err, Timeout):
+            if self._expired:
+                err = _gone_error(self._spec)
+            elif isinstance(err, Timeout):
                 err = _deadline_error(self._spec, self._timeout)
+            elif not self._cancelled:
+                err = _not_ours(err)
             raise err from e
-        if error is not None:
+        if error is not None:  # ends the request, final flag or not
             self.cancel()
             raise _from_triton(error) from error
-        return _outputs(result)
+        self._last = asyncio.get_running_loop().time()
+        response = _outputs(result)
+        self._final = response[1]
+        return response
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     def cancel(self) -> None:
+        self._cancelled = True
+        self._stop_watch()
         self._responses.cancel()
 
     def release(self) -> None:
         """Nothing to give back: the server ends the call after the final response."""
+        self._stop_watch()
 
 
 class AioGrpcTransport:
@@ -364,6 +517,28 @@ class AioGrpcTransport:
         self._headers = dict(headers) if headers else None
         self._client = aioclient.InferenceServerClient(
             **_grpc_options(endpoint, root_certificates))
+        self._gone = asyncio.Event()  # set when the connection goes, then replaced
+        self._watcher: asyncio.Task[None] | None = None
+
+    def _gone_event(self) -> asyncio.Event | None:
+        """The event the calls starting now wait on (None: the channel cannot be watched)."""
+        channel = getattr(self._client, "_channel", None)  # tritonclient's grpc.aio.Channel
+        if channel is None:
+            return None
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(channel))
+        return self._gone
+
+    async def _watch(self, channel: Any) -> None:
+        """Set (and replace) the gone event each time the connection, once up, goes."""
+        ready = self._grpc.ChannelConnectivity.READY
+        state = channel.get_state(try_to_connect=False)
+        while True:
+            await channel.wait_for_state_change(state)
+            if state == ready:  # left READY (maybe back already): the old connection went
+                gone, self._gone = self._gone, asyncio.Event()
+                gone.set()
+            state = channel.get_state(try_to_connect=False)
 
     async def start(self, spec: RequestSpec, timeout: float | None) -> AsyncCall:
         request = {"model_name": spec.model, "inputs": _grpc_inputs(self._g, spec),
@@ -377,14 +552,14 @@ class AioGrpcTransport:
                                                   headers=self._headers)
         except self._g.InferenceServerException as e:
             raise _from_triton(e) from e
-        return _AioCall(self._grpc, responses, spec, timeout)
+        return _AioCall(self._grpc, responses, spec, timeout, self._gone_event())
 
     async def _unary(self, method: str, *args: Any, timeout: float | None, **kw: Any) -> Any:
         try:
             return await getattr(self._client, method)(*args, headers=self._headers,
                                                        client_timeout=timeout, **kw)
         except self._g.InferenceServerException as e:
-            raise _from_triton(e) from e
+            raise _not_ours(_from_triton(e)) from e
 
     async def health(self, timeout: float | None) -> Health:
         live = await self._unary("is_server_live", timeout=timeout)
@@ -400,6 +575,9 @@ class AioGrpcTransport:
                                       timeout=timeout))
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         await self._client.close()
 
 
@@ -420,6 +598,8 @@ def _http_error(e: urllib.error.HTTPError) -> ClientError:
 def _network_error(e: BaseException) -> ClientError:
     if isinstance(e, (TimeoutError, socket.timeout)):
         return Timeout(f"no response within the deadline: {e}", status="DEADLINE_EXCEEDED")
+    if isinstance(e, HTTPException) and not isinstance(e, OSError):  # IncompleteRead, ...
+        return Unavailable(f"the connection to the server broke: {e!r}")
     reason = getattr(e, "reason", e)
     return Unavailable(f"cannot reach the server: {reason}")
 
@@ -456,9 +636,9 @@ class _HttpCall:
                 self._done = True
                 return dict(json.loads(self._response.read())), True
             event = self._read_event()
-        except (OSError, ValueError) as e:
+        except (OSError, HTTPException, ValueError) as e:
             self.cancel()
-            raise _network_error(e) if isinstance(e, OSError) else Unavailable(
+            raise _network_error(e) if not isinstance(e, ValueError) else Unavailable(
                 f"bad response from the server: {e}") from e
         if event is None:
             self._done = True
@@ -497,12 +677,15 @@ class HttpTransport:
             return urllib.request.urlopen(req, timeout=timeout, context=self._context)
         except urllib.error.HTTPError as e:
             raise _http_error(e) from e
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, HTTPException) as e:
             raise _network_error(e) from e
 
     def _json(self, path: str, body: dict[str, Any] | None, timeout: float | None) -> Any:
         with self._open(path, body, timeout) as r:
-            raw = r.read()
+            try:
+                raw = r.read()
+            except (OSError, HTTPException) as e:
+                raise _network_error(e) from e
         return json.loads(raw) if raw else {}
 
     def start(self, spec: RequestSpec, timeout: float | None) -> SyncCall:
