@@ -13,7 +13,9 @@ false by default):
   does not depend on how the text was split into deltas, so streamed and non-streamed outputs
   agree;
 * while streaming, a suffix that could still grow into a stop string is held back, so nothing
-  that later turns out to belong to a stop string is ever sent.
+  that later turns out to belong to a stop string is ever sent;
+* time and memory are linear in the stop strings' total size and the text (one KMP automaton per
+  stop string; see :class:`StopStrings`), so a long stop string costs what it weighs.
 
 Id stops (:class:`StopIds`): the engine-side check, whether the generated ids end with any of
 several id sequences (the rows of a ``stop_words_list`` tensor, see
@@ -22,6 +24,8 @@ several id sequences (the rows of a ``stop_words_list`` tensor, see
 
 from __future__ import annotations
 
+from array import array
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +51,60 @@ class StopResult:
     stop: str | None = None
 
 
+class _Prefixes:
+    """One stop string and its KMP failure function, computed only as far as a match reached.
+
+    ``fail(q)`` is the length of the longest proper prefix of ``stop[:q]`` that is also a suffix
+    of it. Entries are computed on demand (each in amortised O(1)), so memory and time grow
+    with how far the text matched, never with the square of the stop string's length.
+    """
+
+    __slots__ = ("_k", "_pi", "stop")
+
+    def __init__(self, stop: str) -> None:
+        self.stop = stop
+        self._pi = array("l", [0])  # _pi[i]: the failure value of stop[: i + 1]
+        self._k = 0
+
+    def fail(self, q: int) -> int:
+        s, pi = self.stop, self._pi
+        k = self._k
+        while len(pi) < q:
+            i = len(pi)
+            while k and s[i] != s[k]:
+                k = pi[k - 1]
+            if s[i] == s[k]:
+                k += 1
+            pi.append(k)
+        self._k = k
+        return pi[q - 1]
+
+    def scan(self, q: int, text: str) -> tuple[int, int]:
+        """Feed ``text`` from state ``q`` (chars of the stop matched so far); returns the new
+        state and the index in ``text`` just past the first full match (-1: none)."""
+        s, m, n = self.stop, len(self.stop), len(text)
+        i = 0
+        while i < n:
+            if q == 0:
+                i = text.find(s[0], i)  # nothing matched: jump to the next possible start
+                if i < 0:
+                    return 0, -1
+            else:
+                run = min(n - i, m - q)  # compare as much as the text has at once (C speed)
+                if text.startswith(s[q:q + run], i):
+                    q, i = q + run, i + run
+                    if q == m:
+                        return q, i
+                    continue
+                if s[q] != text[i]:
+                    q = self.fail(q)
+                    continue
+            q, i = q + 1, i + 1
+            if q == m:
+                return q, i
+        return q, -1
+
+
 class StopStrings:
     """One request's stop-string matcher over streamed text deltas.
 
@@ -54,6 +112,11 @@ class StopStrings:
     the request ends without a stop, to get the text held back. After a stop, further pushes
     return empty results and ``finish()`` returns ``""``. Raises ValueError for an empty stop
     string. Not thread-safe.
+
+    Cost: each stop string is matched by its own Knuth–Morris–Pratt automaton, so a push costs
+    O(len(delta)) per stop string and memory stays O(total size of the stop strings + the held
+    text); the held text is the longest suffix of the output that is a proper prefix of some
+    stop string (the largest automaton state), found without listing any prefixes.
     """
 
     def __init__(self, stops: Iterable[str], *, include_stop: bool = False) -> None:
@@ -61,9 +124,13 @@ class StopStrings:
         if any(not s for s in self.stops):
             raise ValueError("a stop string must not be empty")
         self.include_stop = include_stop
-        self._prefixes = frozenset(s[:i] for s in self.stops for i in range(1, len(s)))
-        self._max_hold = max((len(s) - 1 for s in self.stops), default=0)
-        self._held = ""
+        self._matchers = [_Prefixes(s) for s in self.stops]
+        self._states = [0] * len(self.stops)
+        # The held text: chunks (deltas) whose first one starts at _offset; _size chars in all.
+        # Kept as chunks so a push costs the delta and the released text, never the held text.
+        self._chunks: deque[str] = deque()
+        self._offset = 0
+        self._size = 0
         self._stop: str | None = None
 
     @property
@@ -74,50 +141,62 @@ class StopStrings:
     @property
     def held(self) -> str:
         """Text received but not yet released (a possible start of a stop string)."""
-        return self._held
+        return "".join(self._chunks)[self._offset:]
 
     def push(self, delta: str) -> StopResult:
         """Feed the next text delta; return what may be sent now and whether to stop."""
         if self._stop is not None:
             return StopResult("", True, self._stop)
-        buf = self._held + delta
-        found = _first_stop(buf, self.stops)
-        if found is not None:
-            start, stop = found
-            self._stop, self._held = stop, ""
-            end = start + len(stop) if self.include_stop else start
-            return StopResult(buf[:end], True, stop)
-        hold = self._hold_length(buf)
-        self._held = buf[len(buf) - hold :]
-        return StopResult(buf[: len(buf) - hold])
+        best: tuple[int, int, str] | None = None  # (end in delta, -length, stop)
+        states = []
+        for matcher, q in zip(self._matchers, self._states, strict=True):
+            q, end = matcher.scan(q, delta)
+            states.append(q)
+            if end >= 0:
+                key = (end, -len(matcher.stop), matcher.stop)
+                if best is None or key < best:
+                    best = key
+        if delta:
+            self._chunks.append(delta)
+            self._size += len(delta)
+        if best is not None:
+            end, _, stop = best
+            stop_end = self._size - len(delta) + end  # where the stop ends in the held text
+            text = self._take(stop_end if self.include_stop else stop_end - len(stop))
+            self._stop = stop
+            self._clear()
+            return StopResult(text, True, stop)
+        self._states = states
+        # Hold the longest suffix that is a proper prefix of a stop string: the largest state.
+        return StopResult(self._take(self._size - max(states, default=0)))
 
     def finish(self) -> str:
         """The request ended without a stop string: release the held text."""
-        held, self._held = self._held, ""
+        held = self._take(self._size)
+        self._clear()
         return held
 
-    def _hold_length(self, buf: str) -> int:
-        for k in range(min(self._max_hold, len(buf)), 0, -1):
-            if buf[-k:] in self._prefixes:
-                return k
-        return 0
+    def _take(self, n: int) -> str:
+        """Release the first ``n`` held characters."""
+        parts = []
+        self._size -= n
+        while n:
+            chunk, start = self._chunks[0], self._offset
+            if len(chunk) - start <= n:
+                parts.append(chunk[start:] if start else chunk)
+                n -= len(chunk) - start
+                self._chunks.popleft()
+                self._offset = 0
+            else:
+                parts.append(chunk[start:start + n])
+                self._offset += n
+                n = 0
+        return "".join(parts)
 
-
-def _first_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
-    """(start, stop) of the match that ends first, the longest of those; None without a match."""
-    best: tuple[int, int, str] | None = None  # (end, -length, stop)
-    for stop in stops:
-        start = text.find(stop)
-        if start < 0:
-            continue
-        # The first occurrence of a stop also ends first among its own occurrences.
-        key = (start + len(stop), -len(stop), stop)
-        if best is None or key < best:
-            best = key
-    if best is None:
-        return None
-    end, neg_len, stop = best
-    return end + neg_len, stop
+    def _clear(self) -> None:
+        self._chunks.clear()
+        self._offset = self._size = 0
+        self._states = [0] * len(self.stops)
 
 
 def truncate_at_stop(

@@ -7,6 +7,8 @@ with a stop string; the longest such stop"), for every way of splitting the text
 from __future__ import annotations
 
 import random
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,63 @@ def test_random_texts_and_splits_match_the_oracle() -> None:
         expected = oracle(text, stops, include)
         assert truncate_at_stop(text, stops, include_stop=include) == expected, (text, stops)
         assert stream(text, stops, cuts, include) == expected, (text, stops, cuts)
+
+
+def test_self_overlapping_stops_match_the_oracle() -> None:
+    """Stops like "aab" / "abab" make a matcher fall back to shorter prefixes (KMP failures)."""
+    rng = random.Random(7)
+    for _ in range(3000):
+        stops = ["".join(rng.choice("ab") for _ in range(rng.randint(1, 9)))
+                 for _ in range(rng.randint(1, 4))]
+        text = "".join(rng.choice("abc") for _ in range(rng.randint(0, 60)))
+        cuts = sorted(rng.sample(range(len(text) + 1), k=rng.randint(0, len(text))))
+        include = rng.random() < 0.3
+        expected = oracle(text, stops, include)
+        assert stream(text, stops, cuts, include) == expected, (text, stops, cuts)
+
+
+MB = 1 << 20
+
+
+def _peak_mb(run: Callable[[], object]) -> float:
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1] / MB
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_1mb_stop_string_takes_memory_linear_in_its_size() -> None:
+    """The old matcher kept every prefix of every stop string: 40,000 characters took 800 MB
+    and 1 MB was beyond any machine. Now memory is a few times the text held back."""
+    stop = "ab" * (MB // 2)  # every delta below keeps matching a prefix of it
+    periodic = "x" * MB  # and one whose prefixes never match
+
+    def near_misses() -> None:
+        m = StopStrings([stop, periodic, "é" * MB])
+        for _ in range(2000):
+            assert not m.push("ab" * 5).stopped
+        assert len(m.held) == 20_000
+        assert m.finish() == "ab" * 10_000
+
+    def the_whole_stop_streamed() -> None:
+        m = StopStrings([stop, periodic])
+        out = "prefix "
+        for pos in range(0, MB, 100):
+            result = m.push(stop[pos:pos + 100])
+            out += result.text
+        assert result.stopped and result.stop == stop and out == "prefix "
+
+    def kmp_worst_case() -> None:  # "aaa…ab" against "aaa…ac": "c" falls back to every prefix
+        m = StopStrings(["a" * (MB - 1) + "b"])
+        out = "".join(m.push("a" * 1000).text for _ in range(256))
+        assert len(m.held) == 256_000 - len(out)
+        assert out + m.push("c").text == "a" * 256_000 + "c"
+
+    assert _peak_mb(near_misses) < 2
+    assert _peak_mb(the_whole_stop_streamed) < 8  # mostly the 10,486 held deltas
+    assert _peak_mb(kmp_worst_case) < 6  # the failure table, 8 bytes per char matched
 
 
 def test_suffix_that_may_become_a_stop_is_held_then_stops() -> None:
