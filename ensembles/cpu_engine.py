@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,11 @@ FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 FINISH_CANCELLED = "cancelled"
 FINISH_ERROR = "error"
+#: The largest seed the engine tells apart. OpenVINO GenAI's GenerationConfig.rng_seed holds 64
+#: bits, but its sampler seeds a std::mt19937 with it, which keeps the low 32 bits only: seeds
+#: 2**32 and 2**63 sample exactly as seed 0 does (measured with 2026.4). Larger seeds are refused
+#: (see tritonllm.ensembles.llm_service) rather than silently folded onto smaller ones.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,9 @@ class SamplingParams:
 
     Sampling happens when ``temperature > 0`` together with ``top_k != 1``, or when top_k > 1
     or top_p < 1 is asked for; everything else is greedy (TensorRT-LLM's default as well).
+    ``seed`` (0..:data:`MAX_SEED`) makes sampling repeatable; without one each request samples
+    with a fresh random seed (the engine's own default, 0, would make every unseeded request
+    sample the same text).
     """
 
     max_new_tokens: int
@@ -207,11 +216,25 @@ class CpuEngine:
                            self._pipeline_requests, ttft)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Cancel everything in flight, let the pipeline release it, stop the thread."""
+        """Cancel everything in flight, let the pipeline release it, stop the thread, and
+        release the pipeline.
+
+        The pipeline (OpenVINO's plugin, its thread pools and KV cache) is freed here, at a
+        known point with the interpreter whole, rather than whenever the last reference goes
+        (in a Triton stub: during interpreter teardown, after the stub's own state is gone).
+        ``after_events`` is dropped too: it usually points back at the engine's owner (a
+        reference cycle only the garbage collector would break).
+        """
         with self._cv:
             self._closing = True
             self._cv.notify()
         self._thread.join(timeout)
+        if self._thread.is_alive():  # stuck in a step: the pipeline is still in use
+            log.warning("engine thread did not stop within %.1fs", timeout)
+            return
+        self.after_events = None
+        self._pipe = None
+        self._active.clear()
 
     # ---- engine thread --------------------------------------------------------------------
 
@@ -396,8 +419,10 @@ class CpuEngine:
             cfg.top_p = p.top_p if p.top_p is not None else 1.0
         else:
             cfg.do_sample = False
-        if p.seed is not None:
-            cfg.rng_seed = p.seed
+        if p.do_sample:
+            if p.seed is not None and not 0 <= p.seed <= MAX_SEED:
+                raise ValueError(f"seed {p.seed} is outside 0..{MAX_SEED}")
+            cfg.rng_seed = p.seed if p.seed is not None else secrets.randbits(32)
         if p.repetition_penalty is not None:
             cfg.repetition_penalty = p.repetition_penalty
         if p.presence_penalty is not None:

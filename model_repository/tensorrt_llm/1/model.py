@@ -27,6 +27,7 @@ from tritonllm.settings import CpuLLMParams
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 METRICS_PERIOD_S = 0.25
+METRICS_JOIN_S = 5.0  # finalize waits this long for the metrics thread
 
 
 class _Sink:
@@ -81,6 +82,12 @@ class _Metrics:
         self._last_tokens = 0
         self._execute_ms = 0.0
         self._shown: dict[int, float] = {}  # id(gauge) -> the value it shows
+
+    def close(self) -> None:
+        """Delete the metrics, then their families, now (see TritonPythonModel.finalize)."""
+        for name in [k for k in vars(self) if not k.startswith("_")]:
+            delattr(self, name)  # the last reference to a Metric: its C++ side clears it
+        self._families.clear()
 
     def executed(self, ms: float) -> None:
         self._execute_ms = max(self._execute_ms, ms)
@@ -157,6 +164,20 @@ class TritonPythonModel:
         return None
 
     def finalize(self) -> None:
+        """Finish every request, stop the threads, and release what talks to tritonserver.
+
+        The custom metrics must be deleted here, while the stub is whole: a pb_utils Metric or
+        MetricFamily sends a delete message to tritonserver from its C++ destructor through
+        ``Stub::GetOrCreateInstance()``. Left to the end of the stub's ``main``, they were
+        destroyed inside ``stub.reset()`` (when the model object goes) or at interpreter
+        exit, when that call creates a fresh Stub with no shared memory pool:
+        ``Metric::SaveToSharedMemory`` then read a null pointer (segfault at 0x60, on every
+        shutdown; python_backend r24.10 src/pb_stub.cc main(), src/metric.cc ~Metric).
+        """
         self._stop.set()
-        self._metrics_thread.join(2)
+        self._metrics_thread.join(METRICS_JOIN_S)
         self.service.close()
+        if self._metrics_thread.is_alive():  # stuck in a round trip: leave its metrics be
+            return
+        self.metrics.close()
+        del self.metrics
