@@ -252,6 +252,8 @@ def model_parameters(
         C.PREPROCESSING: PreprocessingParams(
             tokenizer_dir=tok, add_special_tokens=s.add_special_tokens, end_id=plan.end_id,
             pad_id=plan.pad_id, max_input_len=lim.max_input_len, max_seq_len=lim.max_seq_len,
+            max_prompt_bytes=s.max_prompt_bytes, max_words=s.max_words,
+            max_word_bytes=s.max_word_bytes,
         ).to_triton_parameters(),
         C.POSTPROCESSING: PostprocessingParams(
             tokenizer_dir=tok, skip_special_tokens=s.skip_special_tokens,
@@ -259,6 +261,7 @@ def model_parameters(
         C.BLS: BLSParams(
             tokenizer_dir=tok, accumulate_tokens=s.accumulate_tokens,
             skip_special_tokens=s.skip_special_tokens, streaming=s.streaming,
+            max_words=s.max_words, max_word_bytes=s.max_word_bytes,
         ).to_triton_parameters(),
     }
     if plan.target == "gpu":

@@ -29,30 +29,36 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from tritonllm.contract import BLS, BLS_UNSUPPORTED_INPUTS, CONTEXT_LENGTH, FINISH_REASON
+from tritonllm.contract import (
+    BLS,
+    BLS_FORWARDS,
+    CONTEXT_LENGTH,
+    FINISH_REASON,
+    LLM,
+    LLM_CONTRACT,
+    PREPROCESSING,
+    unsupported_inputs,
+)
 from tritonllm.ensembles import wire
 from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.cpu_engine import FINISH_CANCELLED
 from tritonllm.ensembles.detokenize import IncrementalDetokenizer
-from tritonllm.ensembles.requests import RequestError
+from tritonllm.ensembles.requests import RequestError, read_words, refuse_unsupported
 from tritonllm.ensembles.stops import StopStrings
+from tritonllm.settings import RepoSettings
 
 Arrays = Mapping[str, npt.NDArray[Any]]
 CANCEL_CHECK_S = 0.05  # the most often one request is asked whether its client cancelled
 
-# BLS input → LLM input, passed through as given
-PASSTHROUGH = {
-    "top_k": "runtime_top_k", "top_p": "runtime_top_p", "temperature": "temperature",
-    "length_penalty": "len_penalty", "repetition_penalty": "repetition_penalty",
-    "min_tokens": "min_tokens", "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty", "seed": "seed", "beam_width": "beam_width",
-    "num_return_sequences": "num_return_sequences", "return_log_probs": "return_log_probs",
-    "return_num_input_tokens": "return_num_input_tokens",
-    "return_num_output_tokens": "return_num_output_tokens",
-}
+# What no target honours; what only some targets cannot honour goes on to the LLM, which refuses
+# it there (tritonllm.contract.unsupported_inputs).
+UNSUPPORTED = unsupported_inputs(BLS)
+# BLS input → LLM input, passed through as given (those of one value per request as [1, 1])
+PASSTHROUGH = {k: name for k, (model, name) in BLS_FORWARDS.items() if model == LLM}
+_LLM_SCALARS = frozenset(t.name for t in LLM_CONTRACT.inputs if t.dims == (1,))
 # BLS input → preprocessing input
-TO_PRE = {"text_input": "QUERY", "max_tokens": "REQUEST_OUTPUT_LEN", "bad_words": "BAD_WORDS_DICT",
-          "end_id": "END_ID", "pad_id": "PAD_ID"}
+TO_PRE = {k: name for k, (model, name) in BLS_FORWARDS.items()
+          if model == PREPROCESSING and k not in UNSUPPORTED}
 # preprocessing output → LLM input
 # LLM outputs always asked for, and those asked for when the request wants them
 LLM_OUTPUTS = ("output_ids", "sequence_length", CONTEXT_LENGTH, FINISH_REASON)
@@ -84,20 +90,10 @@ def _flag(inputs: Arrays, name: str, default: bool) -> bool:
     return bool(np.asarray(inputs[name]).reshape(-1)[0])
 
 
-def _strings(inputs: Arrays, name: str) -> list[str]:
-    if name not in inputs:
-        return []
-    out = []
-    for v in np.asarray(inputs[name]).reshape(-1):
-        if not isinstance(v, (bytes, np.bytes_, str)):
-            raise RequestError(name, "expected strings")
-        try:
-            s = v if isinstance(v, str) else bytes(v).decode("utf-8")
-        except UnicodeDecodeError:
-            raise RequestError(name, "is not valid UTF-8") from None
-        if s:
-            out.append(s)
-    return out
+def _prompt(inputs: Arrays) -> str:
+    """The prompt as text (preprocessing has already checked its size and encoding)."""
+    item = np.asarray(inputs["text_input"]).reshape(-1)[0]
+    return item if isinstance(item, str) else bytes(item).decode("utf-8")
 
 
 def _text_tensor(name: str, text: str) -> npt.NDArray[np.object_]:
@@ -105,13 +101,21 @@ def _text_tensor(name: str, text: str) -> npt.NDArray[np.object_]:
 
 
 class BLSPipeline:
-    """One instance per model; ``run`` serves one request (call it from a worker thread)."""
+    """One instance per model; ``run`` serves one request (call it from a worker thread).
+
+    Before calling any model, ``prepare`` refuses what no target honours (INVALID_ARG naming the
+    input) and bounds ``stop_words`` / ``bad_words`` (``max_words`` entries of at most
+    ``max_word_bytes`` bytes), so stop strings cost what they weigh (see
+    tritonllm.ensembles.stops); preprocessing bounds the prompt before tokenizing it.
+    """
 
     def __init__(self, tokenizer: Any, call_pre: Callable[[dict[str, Any]], dict[str, Any]],
                  call_llm: Callable[[dict[str, Any], list[str]], LLMStream], *,
                  skip_special_tokens: bool = True, accumulate_tokens: bool = False,
                  default_exclude_input: bool = True,
-                 cancellations: CancellationPoller | None = None) -> None:
+                 cancellations: CancellationPoller | None = None,
+                 max_words: int = RepoSettings.max_words,
+                 max_word_bytes: int = RepoSettings.max_word_bytes) -> None:
         self.tokenizer = tokenizer
         self.cancellations = cancellations
         self._keys = itertools.count()
@@ -120,13 +124,16 @@ class BLSPipeline:
         self.skip = skip_special_tokens
         self.accumulate = accumulate_tokens
         self.default_exclude_input = default_exclude_input
+        self.max_words = max_words
+        self.max_word_bytes = max_word_bytes
 
     def prepare(self, inputs: Arrays) -> tuple[dict[str, Any], list[str], bool, str]:
         """Validate and build the LLM inputs; returns (llm inputs, stops, stream, prefix)."""
-        for name in BLS_UNSUPPORTED_INPUTS:
-            if name in inputs and np.asarray(inputs[name]).size:
-                raise RequestError(name, "multimodal inputs are not supported")
-        stops = _strings(inputs, "stop_words")
+        refuse_unsupported(inputs, UNSUPPORTED)
+        words = {name: read_words(name, np.asarray(inputs[name]), self.max_words,
+                                  self.max_word_bytes)
+                 for name in ("stop_words", "bad_words") if inputs.get(name) is not None}
+        stops = list(words.get("stop_words", ()))
         pre_in = {TO_PRE[k]: np.asarray(v) for k, v in inputs.items() if k in TO_PRE}
         if "QUERY" not in pre_in:
             raise RequestError("text_input", "is required")
@@ -136,12 +143,14 @@ class BLSPipeline:
                                                >= 0).any():
             del llm_in["bad_words_list"]  # no bad words: don't ask the engine for any
         for k, v in inputs.items():
-            if k in PASSTHROUGH:
-                llm_in[PASSTHROUGH[k]] = np.asarray(v).reshape(1, 1)
+            if k in PASSTHROUGH and v is not None:
+                name = PASSTHROUGH[k]
+                llm_in[name] = np.asarray(v).reshape(1, 1) if name in _LLM_SCALARS \
+                    else np.asarray(v)
         llm_in["streaming"] = np.array([[True]])
         stream = _flag(inputs, "stream", False)
         exclude = _flag(inputs, "exclude_input_in_output", self.default_exclude_input)
-        prefix = "" if (exclude or stream) else _strings(inputs, "text_input")[0]
+        prefix = "" if (exclude or stream) else _prompt(inputs)
         return llm_in, stops, stream, prefix
 
     @staticmethod

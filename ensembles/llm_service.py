@@ -64,19 +64,21 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from tritonllm.contract import CPU_UNSUPPORTED_INPUTS, FINISH_REASON, LLM, REQUEST_KEY
+from tritonllm.contract import FINISH_REASON, LLM, REQUEST_KEY, unsupported_inputs
 from tritonllm.ensembles import wire
 from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.cpu_engine import (
     FINISH_CANCELLED,
     FINISH_ERROR,
+    MAX_SEED,
     CpuEngine,
     SamplingParams,
     TokenEvent,
 )
-from tritonllm.ensembles.requests import RequestError, RequestLimits
+from tritonllm.ensembles.requests import RequestError, RequestLimits, refuse_unsupported
 from tritonllm.ensembles.requests import parse_request as parse_generation_request
 from tritonllm.errors import TritonLLMError
+from tritonllm.settings import MAX_REQUEST_ID_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ EARLY_STOP_TTL_S = 10.0  # a stop that came before its request still applies thi
 EARLY_STOP_MAX = 4096
 SEND_SHARE = 0.02  # of the engine thread's time that response round trips may take
 SEND_THREADS = 4  # responses of one engine round sent at once (see "Sending")
+UNSUPPORTED = unsupported_inputs(LLM, "cpu")  # what the CPU engine cannot honour
 
 # The name a client used for each LLM input, where the ensemble/BLS renames it.
 CLIENT_NAMES = {
@@ -154,16 +157,10 @@ def parse_request(inputs: Mapping[str, npt.NDArray[Any]], limits: LLMLimits,
 
     The tensors are read by :func:`tritonllm.ensembles.requests.parse_request` (the one parser
     of every model); this adds what only the CPU engine decides: inputs it cannot honour, the
-    official ``stop`` input, and the end ids (all of the tokenizer's EOS ids unless the request
-    asks for another one).
+    official ``stop`` input, the end ids (all of the tokenizer's EOS ids unless the request
+    asks for another one) and the seed range (:data:`~tritonllm.ensembles.cpu_engine.MAX_SEED`).
     """
-    for name, neutral in CPU_UNSUPPORTED_INPUTS.items():
-        if name in inputs and np.asarray(inputs[name]).size > 0:
-            value = inputs[name]
-            if neutral is None or np.asarray(value).size != 1 or _scalar(inputs, name) != neutral:
-                wanted = "" if neutral is None else f" other than {neutral}"
-                raise RequestError(_label(name),
-                                   f"values{wanted} are not supported by the CPU engine")
+    refuse_unsupported(inputs, UNSUPPORTED, _label)
     if _scalar(inputs, "stop"):
         return LLMRequest([], SamplingParams(max_new_tokens=1), False, True, stop_only=True)
     try:
@@ -176,6 +173,11 @@ def parse_request(inputs: Mapping[str, npt.NDArray[Any]], limits: LLMLimits,
     if req.bad_ids:
         raise RequestError(_label("bad_words_list"), "is not supported by the CPU engine")
     s = req.sampling
+    if s.seed is not None and s.seed > MAX_SEED:
+        raise RequestError(_label(req.source("sampling.seed")),
+                           f"{s.seed} is outside 0..{MAX_SEED}: the CPU engine (OpenVINO GenAI) "
+                           "keeps only a seed's low 32 bits, so a larger seed would silently "
+                           "sample as a smaller one does")
     end_ids = (limits.end_ids if "end_id" not in req.sources or req.end_id == limits.end_ids[0]
                else (req.end_id,))
     params = SamplingParams(
@@ -273,7 +275,14 @@ class LLMService:
 
     def submit(self, inputs: Mapping[str, npt.NDArray[Any]], sink: ResponseSink,
                request_id: str = "") -> None:
-        """Validate and enqueue one request (raises RequestError); responses go to ``sink``."""
+        """Validate and enqueue one request (raises RequestError); responses go to ``sink``.
+
+        ``request_id`` (kept to match a later ``stop``) may have at most
+        :data:`~tritonllm.settings.MAX_REQUEST_ID_BYTES` UTF-8 bytes.
+        """
+        size = len(request_id.encode("utf-8", "surrogatepass"))
+        if size > MAX_REQUEST_ID_BYTES:
+            raise RequestError("request_id", f"{size} bytes, more than {MAX_REQUEST_ID_BYTES}")
         req = parse_request(inputs, self.limits, self.default_exclude_input,
                             self.default_streaming)
         if req.stop_only:

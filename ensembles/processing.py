@@ -6,6 +6,10 @@
 ``REQUEST_OUTPUT_LEN``, ``STOP_WORDS_IDS`` / ``BAD_WORDS_IDS`` ``[1, 2, m]``, ``OUT_END_ID``,
 ``OUT_PAD_ID``). Every bad value raises RequestError naming the field by the name the client
 sent (``text_input``, ``max_tokens``, …), so the error reads the same through the ensemble.
+Sizes are checked before any tokenizing: a prompt of more UTF-8 bytes than ``max_input_len``
+tokens can stand for (:attr:`Preprocessor.max_prompt_bytes`) and more or longer stop/bad words
+than the limits allow are refused from their byte counts (see ``docs/serving.md``, "Request
+limits"). Inputs no target honours (:func:`tritonllm.contract.unsupported_inputs`) are refused.
 
 ``Postprocessor.run(inputs)`` turns ``TOKENS_BATCH`` ``[batch, beams, n]`` + ``SEQUENCE_LENGTH``
 ``[batch, beams]`` into ``OUTPUT`` ``[batch * beams]``: 1-D, no batch dimension, as NVIDIA's
@@ -17,6 +21,7 @@ the deltas then add up exactly.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,14 +29,25 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tritonllm.contract import POSTPROCESSING
+from tritonllm.contract import POSTPROCESSING, PREPROCESSING, unsupported_inputs
 from tritonllm.ensembles import wire
 from tritonllm.ensembles.detokenize import decode
-from tritonllm.ensembles.requests import RequestError, RequestLimits, parse_request
+from tritonllm.ensembles.requests import (
+    RequestError,
+    RequestLimits,
+    parse_request,
+    refuse_unsupported,
+)
 from tritonllm.ensembles.tokenization import SpecialIds, Tokenization, pack_word_list
+from tritonllm.settings import RepoSettings
+
+log = logging.getLogger(__name__)
 
 Arrays = Mapping[str, npt.NDArray[Any]]
 MAX_TOKENS_CAP = 1 << 20
+#: Bytes per token of the prompt bound when the tokenizer gives none (see
+#: tritonllm.ensembles.tokenization.max_token_bytes); set max_prompt_bytes to change it.
+FALLBACK_BYTES_PER_TOKEN = 64
 
 # preprocessing tensor → the ensemble input a client sets
 CLIENT_NAMES = {
@@ -46,8 +62,7 @@ CLIENT_NAMES = {
     "EMBEDDING_BIAS_WEIGHTS": "embedding_bias_weights",
     "PROMPT_TABLE_EXTRA_ID": "prompt_table_extra_id",
 }
-UNSUPPORTED = ("DECODER_QUERY", "EMBEDDING_BIAS_WORDS", "EMBEDDING_BIAS_WEIGHTS",
-               "PROMPT_TABLE_EXTRA_ID")
+UNSUPPORTED = unsupported_inputs(PREPROCESSING)
 
 
 def _err(tensor: str, message: str) -> RequestError:
@@ -60,8 +75,14 @@ def _present(inputs: Arrays, name: str) -> bool:
 
 @dataclass(frozen=True)
 class Limits:
+    """The engine's lengths and the request size bounds (tritonllm.settings.RepoSettings);
+    None: not bounded (``max_prompt_bytes``: derived from the tokenizer and max_input_len)."""
+
     max_input_len: int | None = None
     max_seq_len: int | None = None
+    max_prompt_bytes: int | None = None
+    max_words: int = RepoSettings.max_words
+    max_word_bytes: int = RepoSettings.max_word_bytes
 
 
 class Preprocessor:
@@ -82,16 +103,30 @@ class Preprocessor:
         # A configured end_id replaces the tokenizer's EOS ids rather than adding to them.
         self.extra_end_ids = () if end_id is not None else tuple(
             i for i in special.end_ids if i != self.end_id)
+        max_input_len = limits.max_input_len or limits.max_seq_len
+        max_bytes, why = limits.max_prompt_bytes, ""
+        if max_bytes is None and max_input_len:
+            per_token = tokenization.max_token_bytes
+            if per_token is None:
+                log.warning("preprocessing: the tokenizer can delete text while normalizing, so "
+                            "no prompt byte bound follows from it; using %d bytes per token "
+                            "(set max_prompt_bytes to change it)", FALLBACK_BYTES_PER_TOKEN)
+                per_token = FALLBACK_BYTES_PER_TOKEN
+            max_bytes = max_input_len * per_token
+            why = (f"{max_bytes}, the most that max_input_len ({max_input_len}) tokens can stand "
+                   f"for at {per_token} bytes per token (set max_prompt_bytes to change it)")
+        #: The longest prompt in UTF-8 bytes (None: not bounded); see the module docstring.
+        self.max_prompt_bytes = max_bytes
         self.limits = RequestLimits(
-            max_input_len=limits.max_input_len or limits.max_seq_len or 1 << 30,
+            max_input_len=max_input_len or 1 << 30,
             max_seq_len=limits.max_seq_len or 1 << 30, vocab_size=self.vocab,
             end_id=self.end_id, pad_id=self.pad_id,
-            max_tokens_cap=None if limits.max_seq_len else MAX_TOKENS_CAP)
+            max_tokens_cap=None if limits.max_seq_len else MAX_TOKENS_CAP,
+            max_prompt_bytes=max_bytes, prompt_bytes_why=why, max_words=limits.max_words,
+            max_word_bytes=limits.max_word_bytes)
 
     def run(self, inputs: Arrays) -> dict[str, npt.NDArray[Any]]:
-        for name in UNSUPPORTED:
-            if _present(inputs, name):
-                raise _err(name, "is not supported by this model repository")
+        refuse_unsupported(inputs, UNSUPPORTED, lambda name: CLIENT_NAMES.get(name, name))
         try:
             req = parse_request(inputs, self.limits, model="preprocessing",
                                 encode=self.tok.encode)

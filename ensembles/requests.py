@@ -12,6 +12,14 @@ and ``tensorrt_llm`` (``input_ids``, ``request_output_len``, ``streaming``, ``ru
 ..., plus the older aliases ``random_seed`` and ``min_length``). Tensors not in the table are
 ignored here; refusing inputs an engine cannot honour is the contract's business.
 
+Sizes are bounded before any expensive work (:class:`RequestLimits`, documented in
+``docs/serving.md``, "Request limits"): the prompt's UTF-8 bytes before it is decoded or
+tokenized, the number of stop/bad words and each one's bytes before they are decoded, and id
+tensors by their element count before they become Python lists.
+
+Inputs a model cannot honour are refused by :func:`refuse_unsupported` from the one table in
+:func:`tritonllm.contract.unsupported_inputs`.
+
 Values arrive as numpy arrays with the batch dimension (``[1]`` or ``[1, 1]`` for a scalar; a
 STRING is an object array of ``bytes``). Dtypes are checked by kind: integer fields take any
 integer dtype (value range checked), float fields any float dtype, flags only BOOL, strings only
@@ -28,8 +36,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tritonllm.contract import Unsupported
 from tritonllm.ensembles.tokenization import parse_word_list
 from tritonllm.errors import ConfigError, TritonLLMError
+from tritonllm.settings import MAX_WORD_LIST_IDS, RepoSettings
 
 __all__ = [
     "CONTRACTS",
@@ -38,6 +48,8 @@ __all__ = [
     "RequestLimits",
     "SamplingParams",
     "parse_request",
+    "read_words",
+    "refuse_unsupported",
 ]
 
 _INT32_MAX = 2**31 - 1
@@ -58,7 +70,11 @@ class RequestLimits:
     """What the served model allows and what a request defaults to.
 
     ``max_tokens_cap`` bounds ``max_tokens`` before the prompt is known (default
-    ``max_seq_len``). Raises ConfigError for inconsistent limits.
+    ``max_seq_len``). Size bounds, checked before decoding or tokenizing: ``max_prompt_bytes``
+    (a text prompt's UTF-8 bytes; None: unbounded; ``prompt_bytes_why``, when set, says in the
+    error where the number comes from), ``max_words`` / ``max_word_bytes`` (entries of
+    ``stop_words`` and of ``bad_words``, and each one's bytes), ``max_word_ids`` (ids in a
+    ``stop_words_list`` or ``bad_words_list``). Raises ConfigError for inconsistent limits.
     """
 
     max_input_len: int
@@ -67,6 +83,11 @@ class RequestLimits:
     end_id: int
     pad_id: int
     max_tokens_cap: int | None = None
+    max_prompt_bytes: int | None = None
+    prompt_bytes_why: str = ""
+    max_words: int = RepoSettings.max_words
+    max_word_bytes: int = RepoSettings.max_word_bytes
+    max_word_ids: int = MAX_WORD_LIST_IDS
 
     def __post_init__(self) -> None:
         if not 0 < self.max_input_len <= self.max_seq_len:
@@ -79,6 +100,10 @@ class RequestLimits:
             if not 0 <= value < self.vocab_size:
                 raise ConfigError(f"{name}: {value} is outside the vocabulary "
                                   f"0..{self.vocab_size - 1}")
+        for name in ("max_prompt_bytes", "max_words", "max_word_bytes", "max_word_ids"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {value}")
 
     @property
     def output_cap(self) -> int:
@@ -232,38 +257,78 @@ def _str(name: str, item: object) -> str:
     raise RequestError(name, f"expected strings, got {type(item).__name__}")
 
 
-def _strings(name: str, arr: npt.NDArray[Any]) -> list[str]:
+def _utf8_size(item: object) -> int:
+    """UTF-8 bytes of a tensor element without decoding it (a str only comes from tests)."""
+    if isinstance(item, bytes | np.bytes_):
+        return len(item)
+    if isinstance(item, str):
+        return len(item.encode("utf-8", "surrogatepass"))
+    return 0  # not a string: _str refuses it
+
+
+def read_words(name: str, arr: npt.NDArray[Any], max_words: int,
+               max_word_bytes: int) -> tuple[str, ...]:
+    """One request's stop or bad words (empty ones dropped); RequestError names ``name`` for a
+    bad tensor, more than ``max_words`` entries or a word over ``max_word_bytes`` (both checked
+    before anything is decoded)."""
+    arr = np.asarray(arr)
     if arr.dtype.kind not in "OSU":
         raise RequestError(name, f"expected a STRING tensor, got {arr.dtype}")
     if arr.ndim > 2 or (arr.ndim == 2 and arr.shape[0] != 1):
         raise RequestError(name, f"expected one request's strings, got shape {list(arr.shape)}")
-    return [_str(name, item) for item in arr.reshape(-1).tolist()]
+    if arr.size > max_words:
+        raise RequestError(name, f"{arr.size} words, more than max_words ({max_words})")
+    items = arr.reshape(-1).tolist()
+    for i, item in enumerate(items):
+        size = _utf8_size(item)
+        if size > max_word_bytes:
+            raise RequestError(name, f"word {i} is {size} bytes, more than max_word_bytes "
+                                     f"({max_word_bytes})")
+    return tuple(w for w in (_str(name, item) for item in items) if w)
 
 
-def _text(name: str, arr: npt.NDArray[Any]) -> str:
+def _text(name: str, arr: npt.NDArray[Any], max_bytes: int | None = None, why: str = "") -> str:
     if arr.dtype.kind not in "OSU":
         raise RequestError(name, f"expected a STRING tensor, got {arr.dtype}")
-    text = _str(name, _one(name, arr))
+    item = _one(name, arr)
+    if max_bytes is not None and (size := _utf8_size(item)) > max_bytes:
+        raise RequestError(name, f"{size} bytes, more than "
+                                 f"{why or f'max_prompt_bytes ({max_bytes})'}")
+    text = _str(name, item)
     if not text:
         raise RequestError(name, "must not be empty")
     return text
 
 
-def _ids(name: str, arr: npt.NDArray[Any], vocab_size: int) -> tuple[int, ...]:
+def _ids(name: str, arr: npt.NDArray[Any], vocab_size: int, max_len: int,
+         length: int | None = None) -> tuple[int, ...]:
     if arr.dtype.kind not in "iu":
         raise RequestError(name, f"expected an integer tensor, got {arr.dtype}")
     if arr.ndim > 2 or (arr.ndim == 2 and arr.shape[0] != 1):
         raise RequestError(name, f"expected one request's ids, got shape {list(arr.shape)}")
-    ids = tuple(int(i) for i in arr.reshape(-1).tolist())
-    if not ids:
+    flat = arr.reshape(-1)
+    if not flat.size:
         raise RequestError(name, "must not be empty")
-    _check_vocab(name, ids, vocab_size)
-    return ids
+    used = length if length is not None and 1 <= length <= flat.size else flat.size
+    if used > max_len:  # before the ids become Python ints
+        raise RequestError(name, f"prompt has {used} tokens, more than max_input_len "
+                                 f"({max_len})")
+    outside = (flat < 0) | (flat >= vocab_size)
+    if outside.any():
+        raise RequestError(name, f"id {int(flat[outside.argmax()])} is outside the vocabulary "
+                                 f"0..{vocab_size - 1}")
+    if length is not None and not 1 <= length <= flat.size:
+        raise RequestError("input_lengths", f"{length} is outside 1..{flat.size}")
+    return tuple(flat[:used].tolist())
 
 
-def _word_ids(name: str, arr: npt.NDArray[Any], vocab_size: int) -> tuple[tuple[int, ...], ...]:
+def _word_ids(name: str, arr: npt.NDArray[Any], vocab_size: int,
+              max_ids: int) -> tuple[tuple[int, ...], ...]:
     if arr.ndim == 3 and arr.shape[0] != 1:
         raise RequestError(name, f"expected one request's word list, got shape {list(arr.shape)}")
+    if arr.shape and arr.shape[-1] > max_ids:  # before the ids become Python lists
+        raise RequestError(name, f"{arr.shape[-1]} ids, more than the {max_ids} a word list "
+                                 "may hold")
     try:
         words = parse_word_list(arr)[0]
     except ValueError as exc:
@@ -290,6 +355,24 @@ def _check_lengths(prompt_ids: Sequence[int], max_tokens: int, limits: RequestLi
     if n + max_tokens > limits.max_seq_len:
         raise RequestError(max_tokens_field, f"prompt ({n} tokens) + max_tokens ({max_tokens}) "
                                              f"exceeds max_seq_len ({limits.max_seq_len})")
+
+
+def refuse_unsupported(inputs: Mapping[str, Any], unsupported: Mapping[str, Unsupported],
+                       label: Callable[[str], str] = str) -> None:
+    """Raise RequestError for the first input of ``unsupported`` (see
+    :func:`tritonllm.contract.unsupported_inputs`) that ``inputs`` carries with a value other
+    than its neutral one; ``label`` names it as the client knows it."""
+    for name, u in unsupported.items():
+        value = inputs.get(name)
+        if value is None or np.asarray(value).size == 0:
+            continue
+        arr = np.asarray(value)
+        if u.neutral is not None and arr.size == 1:
+            one = arr.reshape(-1)[0]
+            if (one.item() if isinstance(one, np.generic) else one) == u.neutral:
+                continue
+        what = "is" if u.neutral is None else f"values other than {u.neutral!r} are"
+        raise RequestError(label(name), f"{what} not supported: {u.why}")
 
 
 # --- parse ---------------------------------------------------------------------------------------
@@ -331,11 +414,16 @@ def parse_request(
     pad_id = get("pad_id", lambda n, a: _int(n, a, 0, v - 1))
     sampling = _parse_sampling(raw, max_tokens)
 
-    prompt = get("prompt", _text)
-    prompt_ids = get("prompt_ids", lambda n, a: _ids(n, a, v))
-    if prompt_ids is not None:
-        length = get("input_lengths", lambda n, a: _int(n, a, 1, len(prompt_ids)))
-        prompt_ids = prompt_ids[:length] if length is not None else prompt_ids
+    def words(name: str, arr: npt.NDArray[Any]) -> tuple[str, ...]:
+        return read_words(name, arr, limits.max_words, limits.max_word_bytes)
+
+    def word_ids(name: str, arr: npt.NDArray[Any]) -> tuple[tuple[int, ...], ...]:
+        return _word_ids(name, arr, v, limits.max_word_ids)
+
+    prompt = get("prompt", lambda n, a: _text(n, a, limits.max_prompt_bytes,
+                                              limits.prompt_bytes_why))
+    length = get("input_lengths", lambda n, a: _int(n, a, 1))
+    prompt_ids = get("prompt_ids", lambda n, a: _ids(n, a, v, limits.max_input_len, length))
     request = GenerationRequest(
         max_tokens=max_tokens,
         end_id=limits.end_id if end_id is None else end_id,
@@ -343,10 +431,10 @@ def parse_request(
         prompt=prompt,
         streaming=bool(get("streaming", _bool)),
         sampling=sampling,
-        stop_words=tuple(w for w in get("stop_words", _strings) or () if w),
-        bad_words=tuple(w for w in get("bad_words", _strings) or () if w),
-        stop_ids=get("stop_ids", lambda n, a: _word_ids(n, a, v)) or (),
-        bad_ids=get("bad_ids", lambda n, a: _word_ids(n, a, v)) or (),
+        stop_words=get("stop_words", words) or (),
+        bad_words=get("bad_words", words) or (),
+        stop_ids=get("stop_ids", word_ids) or (),
+        bad_ids=get("bad_ids", word_ids) or (),
         exclude_input_in_output=get("exclude_input_in_output", _bool),
         return_log_probs=bool(get("return_log_probs", _bool)),
         sources=sources,

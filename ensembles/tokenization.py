@@ -12,6 +12,9 @@ Contracts, matching NVIDIA's ``inflight_batcher_llm/preprocessing`` model:
 * ``END_ID`` / ``PAD_ID`` defaults come from ``generation_config.json`` (then ``config.json``, then
   the tokenizer). ``eos_token_id`` may be a list (Llama 3): the first is the end id, all of them are
   kept in :attr:`SpecialIds.end_ids`. The pad id falls back to the first end id.
+* :attr:`Tokenization.max_token_bytes` bounds how many UTF-8 bytes of prompt text one token can
+  stand for, so the preprocessing refuses a prompt too long for ``max_input_len`` tokens from its
+  byte count alone, before tokenizing it (see :func:`max_token_bytes`).
 * Stop and bad words use the ``[batch, 2, max_len]`` INT32 layout: row 0 holds every word's ids
   flattened, row 1 the cumulative end offset of each word; row 0 is padded with 0 and row 1 with
   -1, both to the longest flattened length in the batch (at least 1). Each word is encoded on its
@@ -21,8 +24,10 @@ Contracts, matching NVIDIA's ``inflight_batcher_llm/preprocessing`` model:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +44,7 @@ __all__ = [
     "Tokenization",
     "empty_word_list",
     "load_tokenizer",
+    "max_token_bytes",
     "pack_word_list",
     "parse_word_list",
     "read_special_ids",
@@ -180,6 +186,12 @@ class Tokenization:
         return cls(tokenizer, read_special_ids(path, tokenizer),
                    add_special_tokens=add_special_tokens)
 
+    @cached_property
+    def max_token_bytes(self) -> int | None:
+        """The most prompt bytes one token can stand for (None: no bound); see
+        :func:`max_token_bytes`. Computed on first use (once per model load)."""
+        return max_token_bytes(self.tokenizer)
+
     @property
     def vocab_size(self) -> int:
         """Number of ids the tokenizer can produce, added tokens included."""
@@ -225,6 +237,87 @@ class Tokenization:
         if words_per_request is None:
             return empty_word_list(batch_size)
         return pack_word_list([self.encode_words(words) for words in words_per_request])
+
+
+# How much a normalizer can shrink text (input bytes per output byte), by its type. NFC/NFKC and
+# lowercasing map at most 3 UTF-8 bytes to 1 (three Hangul jamo to a syllable; the Kelvin sign or
+# a fullwidth letter to ASCII). A type not listed (StripAccents, Strip, BertNormalizer,
+# Precompiled, ...) may delete characters: no bound.
+_NORMALIZER_SHRINK = {"NFC": 3.0, "NFD": 3.0, "NFKC": 3.0, "NFKD": 3.0, "Lowercase": 3.0,
+                      "Prepend": 1.0}
+# Pre-tokenizers that keep every character (Whitespace, WhitespaceSplit, BertPreTokenizer and
+# CharDelimiterSplit drop separators); Split and Punctuation keep them unless "Removed".
+_KEEPING_PRE_TOKENIZERS = {"ByteLevel", "Metaspace", "Digits", "UnicodeScripts", "Split",
+                           "Punctuation", "Sequence"}
+
+
+def _normalizer_shrink(spec: Mapping[str, Any] | None) -> float | None:
+    if spec is None:
+        return 1.0
+    kind = spec.get("type")
+    if kind == "Sequence":
+        total = 1.0
+        for part in spec.get("normalizers", []):
+            factor = _normalizer_shrink(part)
+            if factor is None:
+                return None
+            total *= factor
+        return total
+    if kind == "Replace":
+        pattern, content = spec.get("pattern", {}), str(spec.get("content", ""))
+        if "String" in pattern and content:  # a fixed string for a non-empty one
+            return max(1.0, len(str(pattern["String"]).encode()) / len(content.encode()))
+        return None  # a regex, or a deletion
+    return _NORMALIZER_SHRINK.get(str(kind))
+
+
+def _pre_tokenizer_keeps_text(spec: Mapping[str, Any] | None) -> bool:
+    if spec is None:
+        return True
+    kind = spec.get("type")
+    if kind not in _KEEPING_PRE_TOKENIZERS or spec.get("behavior") == "Removed":
+        return False
+    return all(_pre_tokenizer_keeps_text(p) for p in spec.get("pretokenizers", []))
+
+
+def _model_covers_bytes(spec: Mapping[str, Any]) -> bool:
+    """Whether every token of the model stands for its own text: no token swallows an unknown
+    stretch of any length (a fused ``<unk>`` run, a WordPiece or WordLevel unknown word)."""
+    kind = spec.get("type")
+    if kind == "BPE":
+        return bool(spec.get("byte_fallback")) or not (spec.get("unk_token")
+                                                         and spec.get("fuse_unk"))
+    if kind == "Unigram":
+        return bool(spec.get("byte_fallback")) or spec.get("unk_id") is None
+    return False
+
+
+def max_token_bytes(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The most UTF-8 bytes of prompt text that one token of ``tokenizer`` can stand for.
+
+    A prompt of more than ``max_input_len`` × this many bytes cannot encode to ``max_input_len``
+    tokens or fewer, so it can be refused without tokenizing it. The bound is the longest token
+    of the vocabulary, each decoded alone (+1 for a word-start space a decoder drops), times how
+    much the tokenizer's normalizer can shrink text (3 for Unicode normalization or lowercasing).
+    It holds for byte-level BPE (GPT-2, Llama 3, Qwen) and SentencePiece BPE (Llama 2, Mistral):
+    every input byte is covered by some token. None when no bound follows from the tokenizer:
+    one that is not a fast (Rust) tokenizer, a normalizer or pre-tokenizer that can delete text
+    (stripping accents, control characters or whitespace), or a model whose unknown-token can
+    stand for a stretch of any length.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    spec = json.loads(backend.to_str())
+    shrink = _normalizer_shrink(spec.get("normalizer"))
+    if (shrink is None or not _pre_tokenizer_keeps_text(spec.get("pre_tokenizer"))
+            or not _model_covers_bytes(spec.get("model", {}))):
+        return None
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))],
+                                   skip_special_tokens=False,
+                                   clean_up_tokenization_spaces=False)
+    longest = max((len(t.encode("utf-8", "surrogatepass")) for t in texts), default=0) + 1
+    return math.ceil(longest * shrink)
 
 
 def empty_word_list(batch_size: int = 1) -> npt.NDArray[np.int32]:

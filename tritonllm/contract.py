@@ -55,8 +55,9 @@ suggest (read in the sources above: ``postprocessing/1/model.py``,
 
 Targets. ``targets`` says where a tensor exists: ``"gpu"`` (TensorRT-LLM, ``tensorrtllm``
 backend) and/or ``"cpu"`` (OpenVINO GenAI in a Python-backend model of the same name).
-The CPU LLM model declares every GPU tensor, so clients see one contract; the inputs it cannot
-honour are listed in :data:`CPU_UNSUPPORTED_INPUTS` and refused per request.
+The CPU LLM model declares every GPU tensor, so clients see one contract. The inputs a model
+cannot honour are declared once, in :data:`UNSUPPORTED_INPUTS` (per model and target), and every
+model refuses them per request with INVALID_ARG naming the input (:func:`unsupported_inputs`).
 """
 
 from __future__ import annotations
@@ -400,53 +401,6 @@ LLM_CONTRACT = ModelContract(
     ),
 )
 
-#: LLM inputs the CPU engine cannot honour. The CPU model refuses a request that carries one
-#: of them with a value other than its neutral one (given here; None: any value is refused).
-CPU_UNSUPPORTED_INPUTS: dict[str, object] = {
-    "encoder_input_features": None,
-    "encoder_output_lengths": None,
-    "num_return_sequences": 1,
-    "draft_input_ids": None,
-    "decoder_input_ids": None,
-    "decoder_input_lengths": None,
-    "draft_logits": None,
-    "draft_acceptance_threshold": None,
-    "embedding_bias": None,
-    "beam_width": 1,
-    "runtime_top_p_min": None,
-    "runtime_top_p_decay": None,
-    "runtime_top_p_reset_ids": None,
-    "len_penalty": None,
-    "early_stopping": None,
-    "beam_search_diversity_rate": None,
-    "return_context_logits": False,
-    "return_generation_logits": False,
-    "return_perf_metrics": False,
-    "prompt_embedding_table": None,
-    "prompt_table_extra_ids": None,
-    "prompt_vocab_size": None,
-    "cross_attention_mask": None,
-    "mrope_rotary_cos_sin": None,
-    "mrope_position_deltas": None,
-    "lora_task_id": None,
-    "lora_weights": None,
-    "lora_config": None,
-    "context_phase_params": None,
-    "skip_cross_attn_blocks": None,
-    "retention_token_range_starts": None,
-    "retention_token_range_ends": None,
-    "retention_token_range_priorities": None,
-    "retention_token_range_durations_ms": None,
-    "retention_decode_priority": None,
-    "retention_decode_duration_ms": None,
-    "guided_decoding_guide_type": None,
-    "guided_decoding_guide": None,
-    "lookahead_window_size": None,
-    "lookahead_ngram_size": None,
-    "lookahead_verification_set_size": None,
-}
-
-
 # --- postprocessing (Python) ------------------------------------------------------------------
 
 POSTPROCESSING_CONTRACT = ModelContract(
@@ -518,12 +472,6 @@ BLS_CONTRACT = ModelContract(
         _t(FINISH_REASON, "STRING", 1, ours=True, wire=PER_SEQUENCE),
     ),
 )
-
-#: BLS inputs that no target honours (multimodal); the BLS model refuses them per request.
-BLS_UNSUPPORTED_INPUTS = frozenset({
-    "image_input", "image_bytes_input", "image_url_input", "image_sizes_input",
-    "video_bytes_input",
-})
 
 CONTRACTS: dict[str, ModelContract] = {
     c.name: c
@@ -661,6 +609,158 @@ def _check_target(target: str) -> None:
         raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
 
 
+# --- inputs a target cannot honour ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Unsupported:
+    """An input of ``model`` that it cannot honour on ``targets``.
+
+    A request carrying it is refused (INVALID_ARG, naming the input) unless its one value is
+    ``neutral`` (None: every value is refused); ``why`` ends the error message.
+    """
+
+    model: str
+    name: str
+    neutral: object = None
+    targets: frozenset[str] = BOTH
+    why: str = ""
+
+
+_CPU_ENGINE = "not supported by the CPU engine"
+#: LLM inputs the CPU engine cannot honour, with their neutral values.
+_CPU_LLM: dict[str, object] = {
+    "encoder_input_features": None,
+    "encoder_output_lengths": None,
+    "num_return_sequences": 1,
+    "draft_input_ids": None,
+    "decoder_input_ids": None,
+    "decoder_input_lengths": None,
+    "draft_logits": None,
+    "draft_acceptance_threshold": None,
+    "embedding_bias": None,
+    "beam_width": 1,
+    "runtime_top_p_min": None,
+    "runtime_top_p_decay": None,
+    "runtime_top_p_reset_ids": None,
+    "len_penalty": None,
+    "early_stopping": None,
+    "beam_search_diversity_rate": None,
+    "return_context_logits": False,
+    "return_generation_logits": False,
+    "return_perf_metrics": False,
+    "prompt_embedding_table": None,
+    "prompt_table_extra_ids": None,
+    "prompt_vocab_size": None,
+    "cross_attention_mask": None,
+    "mrope_rotary_cos_sin": None,
+    "mrope_position_deltas": None,
+    "lora_task_id": None,
+    "lora_weights": None,
+    "lora_config": None,
+    "context_phase_params": None,
+    "skip_cross_attn_blocks": None,
+    "retention_token_range_starts": None,
+    "retention_token_range_ends": None,
+    "retention_token_range_priorities": None,
+    "retention_token_range_durations_ms": None,
+    "retention_decode_priority": None,
+    "retention_decode_duration_ms": None,
+    "guided_decoding_guide_type": None,
+    "guided_decoding_guide": None,
+    "lookahead_window_size": None,
+    "lookahead_ngram_size": None,
+    "lookahead_verification_set_size": None,
+}
+
+#: Every input some model cannot honour, declared once. Each model refuses what
+#: :func:`unsupported_inputs` derives from it: its own entries plus, for the ensemble and the BLS
+#: model, the inputs they pass on to a refused input of a model they call, under their own
+#: names. The CPU LLM model refuses per its target; the preprocessing and the BLS model do not
+#: know the target and refuse what no target honours (the BLS passes the rest on to the LLM,
+#: which refuses what its target cannot honour, so every path gives the same error).
+UNSUPPORTED_INPUTS: tuple[Unsupported, ...] = (
+    Unsupported(PREPROCESSING, "DECODER_QUERY",
+                why="encoder-decoder models are not served by this repository"),
+    *(Unsupported(PREPROCESSING, name, why="embedding bias is not implemented by preprocessing")
+      for name in ("EMBEDDING_BIAS_WORDS", "EMBEDDING_BIAS_WEIGHTS")),
+    Unsupported(PREPROCESSING, "PROMPT_TABLE_EXTRA_ID",
+                why="prompt-table ids are not implemented by preprocessing"),
+    *(Unsupported(LLM, name, neutral, CPU_ONLY, _CPU_ENGINE)
+      for name, neutral in _CPU_LLM.items()),
+    *(Unsupported(BLS, name, why="multimodal inputs are not supported")
+      for name in ("image_input", "image_bytes_input", "image_url_input", "image_sizes_input",
+                   "video_bytes_input")),
+    Unsupported(BLS, "num_draft_tokens", 0,
+                why="speculative decoding is not supported by the BLS model"),
+    Unsupported(BLS, "use_draft_logits", False,
+                why="speculative decoding is not supported by the BLS model"),
+    *(Unsupported(BLS, name, False, why="the BLS model does not return these outputs")
+      for name in ("return_context_logits", "return_generation_logits", "return_perf_metrics")),
+)
+
+#: How the BLS model passes its inputs on: its input -> (model called, that model's input).
+#: Every other BLS input it reads itself (:data:`BLS_OWN_INPUTS`) or refuses.
+BLS_FORWARDS: dict[str, tuple[str, str]] = {
+    "text_input": (PREPROCESSING, "QUERY"),
+    "decoder_text_input": (PREPROCESSING, "DECODER_QUERY"),
+    "max_tokens": (PREPROCESSING, "REQUEST_OUTPUT_LEN"),
+    "bad_words": (PREPROCESSING, "BAD_WORDS_DICT"),
+    "end_id": (PREPROCESSING, "END_ID"),
+    "pad_id": (PREPROCESSING, "PAD_ID"),
+    "embedding_bias_words": (PREPROCESSING, "EMBEDDING_BIAS_WORDS"),
+    "embedding_bias_weights": (PREPROCESSING, "EMBEDDING_BIAS_WEIGHTS"),
+    "prompt_table_extra_id": (PREPROCESSING, "PROMPT_TABLE_EXTRA_ID"),
+    **{name: (LLM, llm) for name, llm in (
+        ("top_k", "runtime_top_k"), ("top_p", "runtime_top_p"), ("temperature", "temperature"),
+        ("length_penalty", "len_penalty"), ("repetition_penalty", "repetition_penalty"),
+        ("min_tokens", "min_tokens"), ("presence_penalty", "presence_penalty"),
+        ("frequency_penalty", "frequency_penalty"), ("seed", "seed"),
+        ("beam_width", "beam_width"), ("num_return_sequences", "num_return_sequences"),
+        ("return_log_probs", "return_log_probs"),
+        ("return_num_input_tokens", "return_num_input_tokens"),
+        ("return_num_output_tokens", "return_num_output_tokens"),
+        ("prompt_embedding_table", "prompt_embedding_table"),
+        ("prompt_vocab_size", "prompt_vocab_size"), ("lora_task_id", "lora_task_id"),
+        ("lora_weights", "lora_weights"), ("lora_config", "lora_config"),
+        ("guided_decoding_guide_type", "guided_decoding_guide_type"),
+        ("guided_decoding_guide", "guided_decoding_guide"),
+    )},
+}
+#: BLS inputs the BLS model reads itself (stop strings on text, streaming, the prompt prefix).
+BLS_OWN_INPUTS = frozenset({"stop_words", "stream", "exclude_input_in_output"})
+
+
+def unsupported_inputs(model: str, target: str | None = None) -> dict[str, Unsupported]:
+    """The inputs of ``model`` refused on ``target`` (None: those no target honours), by name.
+
+    For the ensemble and the BLS model this includes each input they pass on (the ensemble's
+    steps, :data:`BLS_FORWARDS`) to a refused input of the model they call, named as the
+    client sends it.
+    """
+    if target is not None:
+        _check_target(target)
+    wanted = BOTH if target is None else frozenset({target})
+    table = {(u.model, u.name): u for u in UNSUPPORTED_INPUTS if u.targets >= wanted}
+    refused = {name: u for (m, name), u in table.items() if m == model}
+    if model == ENSEMBLE:
+        for step in ENSEMBLE_STEPS:
+            for inner, outer in step.input_map:
+                if (step.model, inner) in table and not outer.startswith("_"):
+                    refused[outer] = replace(table[step.model, inner], model=model, name=outer)
+    elif model == BLS:
+        for outer, key in BLS_FORWARDS.items():
+            if key in table:
+                refused[outer] = replace(table[key], model=model, name=outer)
+    return refused
+
+
+#: The CPU LLM model's refusals: input -> neutral value (None: any value is refused).
+CPU_UNSUPPORTED_INPUTS: dict[str, object] = {
+    name: u.neutral for name, u in unsupported_inputs(LLM, "cpu").items()}
+#: What the BLS model refuses on every target.
+BLS_UNSUPPORTED_INPUTS = frozenset(unsupported_inputs(BLS))
+
+
 # --- parameter keys of NVIDIA's models (same source files) -----------------------------------
 
 #: Every ``parameters`` key of the official ``tensorrt_llm/config.pbtxt`` (tensorrtllm backend),
@@ -775,6 +875,8 @@ class TargetModels:
 __all__ = [
     "BLS",
     "BLS_CONTRACT",
+    "BLS_FORWARDS",
+    "BLS_OWN_INPUTS",
     "BLS_UNSUPPORTED_INPUTS",
     "CONTRACTS",
     "CPU_UNSUPPORTED_INPUTS",
@@ -798,16 +900,19 @@ __all__ = [
     "REQUEST_KEY",
     "TARGETS",
     "TRTLLM_PARAMETER_KEYS",
+    "UNSUPPORTED_INPUTS",
     "ModelContract",
     "Step",
     "TargetModels",
     "Tensor",
+    "Unsupported",
     "contract",
     "ensemble_steps",
     "find_tensor",
     "get_input",
     "get_output",
     "short_dtype",
+    "unsupported_inputs",
     "wire_shapes",
     "with_logits_dtype",
 ]

@@ -46,6 +46,15 @@ LOGITS_DATATYPES = ("FP32", "FP16", "BF16")
 KV_CACHE_PRECISIONS = ("f32", "f16", "bf16", "u8")
 TIMEOUT_ACTIONS = ("REJECT", "DELAY")
 
+# Request size bounds that are not options (docs/serving.md, "Request limits"); the options are
+# RepoSettings.max_prompt_bytes, max_words and max_word_bytes.
+#: The longest request id (UTF-8 bytes) the CPU LLM model accepts: it keeps ids to match ``stop``.
+MAX_REQUEST_ID_BYTES = 256
+#: The most ids in one ``stop_words_list`` / ``bad_words_list`` of the CPU LLM model.
+MAX_WORD_LIST_IDS = 1 << 20
+#: A word of n UTF-8 bytes encodes to at most 2n ids (one per byte, plus a word-start marker).
+_IDS_PER_WORD_BYTE = 2
+
 
 def parse_bool(key: str, value: str, model: str = "") -> bool:
     """The one boolean dialect: true/false, 1/0, yes/no, on/off (any case)."""
@@ -216,6 +225,11 @@ class RepoSettings:
         exclude_input_in_output: default when a request does not say.
         add_special_tokens / skip_special_tokens: tokenizer options of pre/post/BLS.
         accumulate_tokens: BLS streams the whole text so far instead of deltas.
+    Request size bounds (checked before any tokenizing; see docs/serving.md "Request limits"):
+        max_prompt_bytes: the longest ``text_input`` in UTF-8 bytes. None: derived from the
+            tokenizer at load, max_input_len × the most bytes one token can stand for.
+        max_words: the most entries in ``stop_words``, and in ``bad_words``, of one request.
+        max_word_bytes: the longest stop or bad word, in UTF-8 bytes.
         logits_datatype: dtype of context/generation logits outputs.
     TensorRT-LLM runtime (GPU; official parameter keys, None: the backend's default):
         batching_strategy (``gpt_model_type``), max_beam_width, kv_cache_free_gpu_mem_fraction,
@@ -256,6 +270,10 @@ class RepoSettings:
     skip_special_tokens: bool = True
     accumulate_tokens: bool = False
     logits_datatype: str = "FP32"
+    # request size bounds
+    max_prompt_bytes: int | None = None
+    max_words: int = 64
+    max_word_bytes: int = 1024
     # TensorRT-LLM runtime (GPU)
     batching_strategy: str = "inflight_fused_batching"
     max_beam_width: int = 1
@@ -311,8 +329,14 @@ class RepoSettings:
                      "postprocessing_instance_count", "bls_instance_count", "llm_instance_count",
                      "max_beam_width", "default_priority_level", "max_tokens_in_paged_kv_cache",
                      "max_attention_window_size", "cancellation_check_period_ms",
-                     "stats_check_period_ms", "num_threads"):
+                     "stats_check_period_ms", "num_threads", "max_prompt_bytes", "max_words",
+                     "max_word_bytes"):
             at_least(name, 1)
+        most = MAX_WORD_LIST_IDS // (2 * _IDS_PER_WORD_BYTE)  # room for the tokenizer's EOS ids
+        if self.max_words * self.max_word_bytes > most:
+            raise ConfigError(
+                f"max_words × max_word_bytes: {self.max_words} × {self.max_word_bytes} must be at "
+                f"most {most} (their ids must fit the LLM's {MAX_WORD_LIST_IDS} per word list)")
         for name in ("max_queue_delay_microseconds", "preprocessing_max_queue_delay_microseconds",
                      "postprocessing_max_queue_delay_microseconds", "max_queue_size",
                      "queue_timeout_microseconds", "priority_levels", "sink_token_length",
@@ -378,6 +402,7 @@ class PreprocessingParams(TritonParams):
     end_id / pad_id: used when a request sends no END_ID / PAD_ID (None: the tokenizer's).
     max_input_len / max_seq_len: the engine's limits; longer prompts, or prompt + max_tokens
     beyond max_seq_len, are refused with an error naming the field (None: not checked).
+    max_prompt_bytes / max_words / max_word_bytes: request size bounds, see RepoSettings.
     """
 
     MODEL: ClassVar[str] = "preprocessing"
@@ -389,11 +414,15 @@ class PreprocessingParams(TritonParams):
     pad_id: int | None = None
     max_input_len: int | None = None
     max_seq_len: int | None = None
+    max_prompt_bytes: int | None = RepoSettings.max_prompt_bytes
+    max_words: int = RepoSettings.max_words
+    max_word_bytes: int = RepoSettings.max_word_bytes
 
     def __post_init__(self) -> None:
         for key in ("end_id", "pad_id"):
             self._check_min(key, 0)
-        for key in ("max_input_len", "max_seq_len"):
+        for key in ("max_input_len", "max_seq_len", "max_prompt_bytes", "max_words",
+                    "max_word_bytes"):
             self._check_min(key, 1)
 
 
@@ -473,6 +502,8 @@ class BLSParams(TritonParams):
     name enables speculative decoding, unsupported on CPU). accumulate_tokens: stream the
     whole text so far instead of deltas. tokenizer_dir / skip_special_tokens: for stop strings
     and incremental detokenizing. streaming: the model is decoupled.
+    max_words / max_word_bytes: request size bounds of ``stop_words`` and ``bad_words``, see
+    RepoSettings.
     """
 
     MODEL: ClassVar[str] = "tensorrt_llm_bls"
@@ -486,6 +517,12 @@ class BLSParams(TritonParams):
     accumulate_tokens: bool = RepoSettings.accumulate_tokens
     skip_special_tokens: bool = RepoSettings.skip_special_tokens
     streaming: bool = RepoSettings.streaming
+    max_words: int = RepoSettings.max_words
+    max_word_bytes: int = RepoSettings.max_word_bytes
+
+    def __post_init__(self) -> None:
+        for key in ("max_words", "max_word_bytes"):
+            self._check_min(key, 1)
 
 
 PARAMS_BY_MODEL: dict[str, type[TritonParams]] = {
@@ -496,6 +533,8 @@ PARAMS_BY_MODEL: dict[str, type[TritonParams]] = {
 }
 
 __all__ = [
+    "MAX_REQUEST_ID_BYTES",
+    "MAX_WORD_LIST_IDS",
     "PARAMS_BY_MODEL",
     "BLSParams",
     "CpuLLMParams",

@@ -341,6 +341,71 @@ def test_cpu_unsupported_inputs_are_llm_inputs() -> None:
         assert C.BLS_CONTRACT.input(name).optional
 
 
+def test_every_unsupported_input_is_an_optional_input_of_its_model() -> None:
+    for u in C.UNSUPPORTED_INPUTS:
+        assert C.contract(u.model).input(u.name).optional, u
+        assert u.why and u.targets <= C.BOTH
+    keys = [(u.model, u.name) for u in C.UNSUPPORTED_INPUTS]
+    assert len(keys) == len(set(keys)), "declared once"
+
+
+def test_the_bls_model_reads_forwards_or_refuses_each_input() -> None:
+    """Nothing is silently ignored: each BLS input is read by the BLS model, passed on to the
+    model that honours it, or refused on every target."""
+    names = {t.name for t in C.BLS_CONTRACT.inputs}
+    forwarded = set(C.BLS_FORWARDS)
+    refused = set(C.unsupported_inputs(C.BLS))
+    assert names == C.BLS_OWN_INPUTS | forwarded | refused
+    assert not C.BLS_OWN_INPUTS & forwarded
+    for name, (model, inner) in C.BLS_FORWARDS.items():
+        outer, inner_t = C.BLS_CONTRACT.input(name), C.contract(model).input(inner)
+        assert outer.dtype == inner_t.dtype, name
+
+
+def test_the_bls_model_refuses_what_the_ensemble_refuses_on_each_target() -> None:
+    bls_only = {"image_input", "image_bytes_input", "image_url_input", "image_sizes_input",
+                "video_bytes_input", "num_draft_tokens", "use_draft_logits"}
+    for target in C.TARGETS:
+        ens = C.unsupported_inputs(C.ENSEMBLE, target)
+        bls = C.unsupported_inputs(C.BLS, target)
+        shared = {t.name for t in C.ENSEMBLE_CONTRACT.inputs} & {t.name for t in
+                                                                 C.BLS_CONTRACT.inputs}
+        # the BLS model also refuses the logits / perf outputs it does not relay
+        relayed = {"return_context_logits", "return_generation_logits", "return_perf_metrics"}
+        assert {n for n in ens if n in shared} == {n for n in bls if n in shared} - (
+            relayed if target == "gpu" else set())
+        assert set(bls) - set(ens) <= bls_only | relayed
+        for name in set(ens) & set(bls):
+            assert ens[name].neutral == bls[name].neutral, name
+
+
+def test_unsupported_inputs_per_target() -> None:
+    cpu = C.unsupported_inputs(C.ENSEMBLE, "cpu")
+    assert {"lora_task_id", "guided_decoding_guide", "prompt_embedding_table",
+            "return_context_logits", "decoder_text_input", "embedding_bias_words"} <= set(cpu)
+    assert cpu["beam_width"].neutral == 1 and cpu["lora_task_id"].neutral is None
+    assert cpu["beam_width"].model == C.ENSEMBLE
+    # on GPU TensorRT-LLM honours LoRA etc.; only what our preprocessing lacks is refused
+    assert set(C.unsupported_inputs(C.ENSEMBLE, "gpu")) == {
+        "decoder_text_input", "embedding_bias_words", "embedding_bias_weights",
+        "prompt_table_extra_id"}
+    assert C.unsupported_inputs(C.LLM, "gpu") == {}
+    assert set(C.unsupported_inputs(C.LLM, "cpu")) == set(C.CPU_UNSUPPORTED_INPUTS)
+    assert set(C.unsupported_inputs(C.PREPROCESSING)) == {
+        "DECODER_QUERY", "EMBEDDING_BIAS_WORDS", "EMBEDDING_BIAS_WEIGHTS", "PROMPT_TABLE_EXTRA_ID"}
+    with pytest.raises(ValueError, match="unknown target"):
+        C.unsupported_inputs(C.LLM, "tpu")
+
+
+def test_every_cpu_llm_input_is_read_or_refused() -> None:
+    from tritonllm.ensembles.requests import CONTRACTS as PARSED
+
+    read = {name for names in PARSED[C.LLM].values() for name in names}
+    read |= {"stop", "return_num_input_tokens", "return_num_output_tokens"}  # llm_service
+    for t in C.LLM_CONTRACT.inputs_for("cpu"):
+        assert t.name in read or t.name in C.CPU_UNSUPPORTED_INPUTS, t.name
+
+
 def test_lookups() -> None:
     assert C.get_input("tensorrt_llm", "input_ids").triton_dtype == "TYPE_INT32"
     assert C.get_output("postprocessing", "OUTPUT").dims == (-1,)

@@ -166,3 +166,19 @@ def test_outputs_have_the_shapes_of_nvidias_backend(clock: list[float]) -> None:
         assert sink.responses[-1]["finish_reason"][0] == b"length"
     finally:
         service.close()
+
+
+def test_a_request_id_over_the_bound_is_refused_before_anything_else() -> None:
+    from tritonllm.ensembles.requests import RequestError
+    from tritonllm.settings import MAX_REQUEST_ID_BYTES
+
+    service, engine = _service(cap_s=0)
+    try:
+        service.submit(_request(4), Recorder(), "é" * (MAX_REQUEST_ID_BYTES // 2))
+        with pytest.raises(RequestError, match=f"258 bytes, more than {MAX_REQUEST_ID_BYTES}") \
+                as exc:
+            service.submit(_request(4), Recorder(), "é" * 129)
+        assert exc.value.field == "request_id"
+        assert len(engine.callbacks) == 1  # the refused one never reached the engine
+    finally:
+        service.close()

@@ -153,3 +153,92 @@ def test_postprocessing_output_is_1d_one_string_per_sequence(tiny_model: Path) -
                     "SEQUENCE_LENGTH": np.array([[len(ids)], [3]], np.int32)})["OUTPUT"]
     assert [t.decode() for t in two] == [hf.decode(ids, skip_special_tokens=True),
                                         hf.decode(ids[:3], skip_special_tokens=True)]
+
+
+# --- size bounds and refusals, before any tokenizing ---------------------------------------------
+
+class NoEncode(Tokenization):
+    """The tiny tokenizer, failing the test if a refused request gets tokenized."""
+
+    def encode(self, text: str) -> list[int]:
+        raise AssertionError("tokenized before the size check")
+
+    def encode_words(self, words: Any) -> Any:
+        raise AssertionError("tokenized before the size check")
+
+
+def _no_encode(tok: Tokenization, **limits: Any) -> Preprocessor:
+    guarded = NoEncode(tok.tokenizer, tok.special)
+    return Preprocessor(guarded, tok.special, Limits(64, 128, **limits))
+
+
+def test_prompt_bytes_are_bounded_by_max_input_len_before_tokenizing(tok: Tokenization) -> None:
+    per_token = tok.max_token_bytes
+    assert per_token is not None
+    pre = _no_encode(tok)
+    assert pre.max_prompt_bytes == 64 * per_token
+    with pytest.raises(RequestError) as exc:
+        pre.run(_q("x" * (64 * per_token + 1)))
+    assert exc.value.field == "text_input"
+    assert f"{64 * per_token + 1} bytes, more than {64 * per_token}, the most that " \
+           f"max_input_len (64) tokens can stand for" in str(exc.value)
+    # at the bound it is tokenized, and then refused by its token count
+    with pytest.raises(RequestError, match="more than max_input_len"):
+        _pre(tok).run(_q("x" * (64 * per_token)))
+
+
+def test_configured_bounds_replace_the_derived_ones(tok: Tokenization) -> None:
+    pre = _no_encode(tok, max_prompt_bytes=10, max_words=2, max_word_bytes=4)
+    for inputs, field, words in [
+        (_q("12345678901"), "text_input", "11 bytes, more than max_prompt_bytes (10)"),
+        (_q("hi", STOP_WORDS_DICT=np.array([[b"a", b"b", b"c"]], dtype=object)), "stop_words",
+         "3 words, more than max_words (2)"),
+        (_q("hi", BAD_WORDS_DICT=np.array([[b"abcde"]], dtype=object)), "bad_words",
+         "word 0 is 5 bytes, more than max_word_bytes (4)"),
+    ]:
+        with pytest.raises(RequestError) as exc:
+            pre.run(inputs)
+        assert exc.value.field == field and words in str(exc.value)
+    ok = Preprocessor(tok, tok.special, Limits(64, 128, max_prompt_bytes=10, max_words=2,
+                                               max_word_bytes=4))
+    out = ok.run(_q("1234567890", STOP_WORDS_DICT=np.array([[b"abcd", b""]], dtype=object)))
+    assert parse_word_list(out["STOP_WORDS_IDS"])[0][0] == tok.encode_words(["abcd"])[0]
+
+
+@pytest.mark.parametrize(("tensor", "field"), [
+    ("DECODER_QUERY", "decoder_text_input"),
+    ("EMBEDDING_BIAS_WORDS", "embedding_bias_words"),
+    ("PROMPT_TABLE_EXTRA_ID", "prompt_table_extra_id"),
+])
+def test_inputs_no_target_honours_are_refused_first(tok: Tokenization, tensor: str,
+                                                     field: str) -> None:
+    value = np.array([[b"x"]], dtype=object) if tensor != "PROMPT_TABLE_EXTRA_ID" \
+        else np.array([[1]], np.uint64)
+    with pytest.raises(RequestError, match="is not supported") as exc:
+        _no_encode(tok).run(_q("x" * 100_000, **{tensor: value}))
+    assert exc.value.field == field
+
+
+def test_llm_seed_beyond_what_the_engine_tells_apart_is_refused() -> None:
+    from tritonllm.ensembles.cpu_engine import MAX_SEED
+
+    req = parse_request(_llm(seed=np.array([[MAX_SEED]], np.uint64)), LIMITS, True, False)
+    assert req.params.seed == MAX_SEED
+    for name, seed in [("seed", MAX_SEED + 1), ("seed", 2**63), ("random_seed", 2**32)]:
+        with pytest.raises(RequestError, match="low 32 bits") as exc:
+            parse_request(_llm(**{name: np.array([[seed]], np.uint64)}), LIMITS, True, False)
+        assert exc.value.field == name
+
+
+@pytest.mark.parametrize("name", ["lora_task_id", "guided_decoding_guide",
+                                  "prompt_embedding_table", "return_context_logits"])
+def test_llm_refuses_what_the_cpu_engine_cannot_honour(name: str) -> None:
+    value = {"lora_task_id": np.array([[3]], np.uint64),
+             "guided_decoding_guide": np.array([[b"{}"]], dtype=object),
+             "prompt_embedding_table": np.ones((1, 2, 4), np.float16),
+             "return_context_logits": np.array([[True]])}[name]
+    with pytest.raises(RequestError, match="not supported by the CPU engine") as exc:
+        parse_request(_llm(**{name: value}), LIMITS, True, False)
+    assert exc.value.field == name
+    if name == "return_context_logits":  # the neutral value asks for nothing
+        parse_request(_llm(return_context_logits=np.array([[False]])), LIMITS, True, False)

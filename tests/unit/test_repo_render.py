@@ -217,6 +217,25 @@ def test_pad_id_defaults_to_end_id(tiny_model: Path, tmp_path: Path) -> None:
     assert pre["pad_id"].string_value == "2"
 
 
+def test_request_size_bounds_reach_the_models_that_check_them(fake_cpu_engine: Path,
+                                                              tmp_path: Path) -> None:
+    from tritonllm.settings import BLSParams, PreprocessingParams
+
+    out = render_repository(fake_cpu_engine, tmp_path / "repo", RepoSettings(
+        max_prompt_bytes=5000, max_words=8, max_word_bytes=100))
+    configs = {m: parse_config((out / m / "config.pbtxt").read_text(), m).parameters
+               for m in ("preprocessing", "tensorrt_llm_bls")}
+    pre = PreprocessingParams.from_triton_parameters(
+        {k: {"string_value": v.string_value} for k, v in configs["preprocessing"].items()})
+    bls = BLSParams.from_triton_parameters(
+        {k: {"string_value": v.string_value} for k, v in configs["tensorrt_llm_bls"].items()})
+    assert (pre.max_prompt_bytes, pre.max_words, pre.max_word_bytes) == (5000, 8, 100)
+    assert (bls.max_words, bls.max_word_bytes) == (8, 100)
+    default = render_repository(fake_cpu_engine, tmp_path / "default", RepoSettings())
+    text = (default / "preprocessing" / "config.pbtxt").read_text()
+    assert "max_prompt_bytes" not in text  # derived from the tokenizer at load
+
+
 # --- refusals -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("settings", "message"), [
@@ -244,6 +263,9 @@ def test_bad_settings_for_the_engine_are_refused(settings: RepoSettings, message
     ({"priority_levels": 2, "default_priority_level": 3}, "must be <= priority_levels"),
     ({"server_repo_path": "models"}, "server_repo_path: must be absolute"),
     ({"kv_cache_precision": "i4"}, "kv_cache_precision: must be one of"),
+    ({"max_words": 0}, "max_words: must be at least 1"),
+    ({"max_prompt_bytes": 0}, "max_prompt_bytes: must be at least 1"),
+    ({"max_words": 1024, "max_word_bytes": 1024}, r"max_words × max_word_bytes: 1024 × 1024"),
 ])
 def test_repo_settings_validate_their_options(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -264,3 +264,85 @@ def test_max_tokens_cap() -> None:
     with pytest.raises(RequestError, match=r"1\.\.10") as err:
         parse_request(ensemble(max_tokens=i32(11)), limits)
     assert err.value.field == "max_tokens"
+
+
+# --- size bounds: checked before anything is decoded, tokenized or turned into Python lists ----
+
+SMALL = RequestLimits(max_input_len=16, max_seq_len=40, vocab_size=1000, end_id=2, pad_id=3,
+                      max_prompt_bytes=64, max_words=3, max_word_bytes=8, max_word_ids=10)
+
+
+class Exploding(bytes):
+    """A tensor element that must not be decoded (the size check comes first)."""
+
+    def decode(self, *args: object, **kwargs: object) -> str:
+        raise AssertionError("decoded before its size was checked")
+
+    def __bytes__(self) -> bytes:
+        raise AssertionError("decoded before its size was checked")
+
+
+@pytest.mark.parametrize(("overrides", "field", "message"), [
+    ({"text_input": np.array([[Exploding(b"x" * 65)]], dtype=object)}, "text_input",
+     "65 bytes, more than max_prompt_bytes (64)"),
+    ({"text_input": s("é" * 33)}, "text_input", "66 bytes"),  # UTF-8 bytes, not characters
+    ({"stop_words": s("a", "b", "c", "d")}, "stop_words", "4 words, more than max_words (3)"),
+    ({"bad_words": s("", "", "", "")}, "bad_words", "max_words"),  # empty entries count too
+    ({"stop_words": np.array([[b"ok", Exploding(b"123456789")]], dtype=object)}, "stop_words",
+     "word 1 is 9 bytes, more than max_word_bytes (8)"),
+    ({"bad_words": s("日本語")}, "bad_words", "9 bytes"),
+])
+def test_sizes_are_bounded_before_decoding(overrides, field: str, message: str) -> None:
+    with pytest.raises(RequestError, match=re.escape(message)) as err:
+        parse_request(ensemble(**overrides), SMALL)
+    assert err.value.field == field
+
+
+def test_a_prompt_of_the_most_bytes_and_words_is_accepted() -> None:
+    req = parse_request(ensemble(text_input=s("x" * 64), stop_words=s("12345678", "a", ""),
+                                 bad_words=s("é" * 4)), SMALL)
+    assert req.prompt == "x" * 64 and req.stop_words == ("12345678", "a")
+    assert req.bad_words == ("éééé",)
+
+
+def test_unbounded_prompt_bytes_by_default() -> None:
+    assert parse_request(ensemble(text_input=s("x" * 100_000)), LIMITS).prompt == "x" * 100_000
+
+
+def test_llm_id_tensors_are_bounded_by_their_size() -> None:
+    long = np.ones((1, 17), np.int32)
+    with pytest.raises(RequestError, match="17 tokens, more than max_input_len") as err:
+        parse_request(llm(input_ids=long, input_lengths=None), SMALL, model="tensorrt_llm")
+    assert err.value.field == "input_ids"
+    # input_lengths takes a prefix: only what is used counts
+    req = parse_request(llm(input_ids=long, input_lengths=np.array([16], np.int32)), SMALL,
+                        model="tensorrt_llm")
+    assert req.prompt_ids == (1,) * 16
+    words = pack_word_list([[[5] * 6, [6] * 5]])  # 11 ids
+    with pytest.raises(RequestError, match="11 ids, more than the 10") as err:
+        parse_request(llm(stop_words_list=words), SMALL, model="tensorrt_llm")
+    assert err.value.field == "stop_words_list"
+
+
+def test_size_limits_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="max_words"):
+        RequestLimits(max_input_len=4, max_seq_len=8, vocab_size=10, end_id=2, pad_id=3,
+                      max_words=0)
+
+
+def test_refuse_unsupported_accepts_neutral_values_only() -> None:
+    from tritonllm.contract import Unsupported
+    from tritonllm.ensembles.requests import refuse_unsupported
+
+    table = {"beam_width": Unsupported("m", "beam_width", 1, why="one beam only"),
+             "lora_task_id": Unsupported("m", "lora_task_id", why="no LoRA")}
+    refuse_unsupported({"beam_width": i32(1), "lora_task_id": np.zeros((1, 0), np.uint64),
+                        "other": i32(5)}, table)
+    with pytest.raises(RequestError, match="values other than 1 are not supported: one beam"):
+        refuse_unsupported({"beam_width": i32(2)}, table)
+    with pytest.raises(RequestError, match="values other than 1") as err:
+        refuse_unsupported({"beam_width": np.array([[1, 1]], np.int32)}, table,
+                           lambda n: f"{n} (client)")
+    assert err.value.field == "beam_width (client)"
+    with pytest.raises(RequestError, match="lora_task_id: is not supported: no LoRA"):
+        refuse_unsupported({"lora_task_id": np.array([0], np.uint64)}, table)

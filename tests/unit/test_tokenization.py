@@ -16,6 +16,7 @@ from tritonllm.ensembles.tokenization import (
     Tokenization,
     empty_word_list,
     load_tokenizer,
+    max_token_bytes,
     pack_word_list,
     parse_word_list,
     read_special_ids,
@@ -178,3 +179,50 @@ def test_parse_word_list_accepts_empty_and_skips_repeated_offsets() -> None:
 def test_parse_word_list_rejects_bad_arrays(array, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_word_list(array)
+
+
+# --- the prompt byte bound ---------------------------------------------------------------------
+
+def test_max_token_bytes_bounds_every_prompt_of_the_tiny_tokenizer(tok: Tokenization) -> None:
+    per_token = tok.max_token_bytes
+    assert per_token is not None and 2 <= per_token <= 64
+    rng = random.Random(3)
+    pieces = [" smörgåsbord", " Привет", "日本語", "🙂", "\n", "  ", "xyzzy", "\x00", "<s>"]
+    for _ in range(200):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
+        ids = tok.encode_words([text])[0]
+        assert len(text.encode()) <= per_token * len(ids), text
+
+
+def _fast(normalizer=None, pre_tokenizer=None, **model: object):  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "a": 1, "b": 2, "ab": 3, "▁": 4, "abab": 5}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b"), ("ab", "ab")], **model))
+    if normalizer is not None:
+        backend.normalizer = normalizer
+    if pre_tokenizer is not None:
+        backend.pre_tokenizer = pre_tokenizer
+    return PreTrainedTokenizerFast(tokenizer_object=backend)
+
+
+def test_max_token_bytes_follows_what_the_tokenizer_does_to_text() -> None:
+    from tokenizers import normalizers as n
+    from tokenizers import pre_tokenizers as p
+
+    plain = max_token_bytes(_fast())
+    assert plain == len("<unk>") + 1  # the longest token, +1 for a dropped word-start space
+    # Llama 2 / Mistral style: spaces become "▁" (never shorter)
+    spm = _fast(n.Sequence([n.Prepend("▁"), n.Replace(" ", "▁")]), p.Metaspace())
+    assert max_token_bytes(spm) == plain
+    assert max_token_bytes(_fast(n.NFC())) == 3 * plain  # composition: up to 3 bytes -> 1
+    assert max_token_bytes(_fast(n.Sequence([n.NFKC(), n.Lowercase()]))) == 9 * plain
+    # text that can vanish gives no bound
+    assert max_token_bytes(_fast(n.StripAccents())) is None
+    assert max_token_bytes(_fast(n.Replace("x", ""))) is None
+    assert max_token_bytes(_fast(pre_tokenizer=p.Whitespace())) is None
+    assert max_token_bytes(_fast(pre_tokenizer=p.Split("x", "removed"))) is None
+    assert max_token_bytes(_fast(unk_token="<unk>", fuse_unk=True)) is None  # a run -> one <unk>
+    assert max_token_bytes(_fast(unk_token="<unk>", fuse_unk=True, byte_fallback=True)) == plain
+    assert max_token_bytes(object()) is None  # not a fast tokenizer  # type: ignore[arg-type]

@@ -3,8 +3,10 @@
 Inputs: QUERY, REQUEST_OUTPUT_LEN, optional STOP_WORDS_DICT, BAD_WORDS_DICT, END_ID, PAD_ID.
 Outputs: INPUT_ID, REQUEST_INPUT_LEN, REQUEST_OUTPUT_LEN, STOP_WORDS_IDS, BAD_WORDS_IDS
 ([2,-1] ids + offsets), OUT_END_ID, OUT_PAD_ID (tritonllm.contract.PREPROCESSING_CONTRACT).
-Each request of a batch is processed on its own: a bad one gets an INVALID_ARG error naming
-the field (as the client called it) and the others go on. Logic: tritonllm.ensembles.processing.
+Each request of a batch is processed on its own: a bad one (an input no target honours, a
+prompt or stop/bad words over the size bounds, checked before tokenizing) gets an INVALID_ARG
+error naming the field (as the client called it) and the others go on.
+Logic: tritonllm.ensembles.processing.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ class TritonPythonModel:
         p = PreprocessingParams.from_triton_parameters(
             config.get("parameters"), model_dir=Path(args["model_repository"]))
         tok = Tokenization.from_dir(p.tokenizer_dir, add_special_tokens=p.add_special_tokens)
-        self.pre = Preprocessor(tok, read_special_ids(p.tokenizer_dir, tok.tokenizer),
-                                Limits(p.max_input_len, p.max_seq_len), p.end_id, p.pad_id)
+        limits = Limits(p.max_input_len, p.max_seq_len, max_prompt_bytes=p.max_prompt_bytes,
+                        max_words=p.max_words, max_word_bytes=p.max_word_bytes)
+        self.pre = Preprocessor(tok, read_special_ids(p.tokenizer_dir, tok.tokenizer), limits,
+                                p.end_id, p.pad_id)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []

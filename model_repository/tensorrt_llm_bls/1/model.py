@@ -4,7 +4,10 @@ Inputs/outputs: tritonllm.contract.BLS_CONTRACT (text_input, max_tokens, stream,
 → text_output, finish_reason). Decoupled: every request runs on its own worker thread, so
 requests are served concurrently; it calls ``preprocessing`` and then ``tensorrt_llm``
 (streamed), detokenizes incrementally, matches stop strings on text and cancels the LLM
-request on a stop string or a client cancel. Logic: tritonllm.ensembles.bls.
+request on a stop string or a client cancel. Inputs no target honours, and stop/bad words over
+the size bounds, get an INVALID_ARG error naming the input before any model is called; inputs
+only some targets honour go on to ``tensorrt_llm``, whose refusal (naming the input) is relayed
+with its code. Logic: tritonllm.ensembles.bls.
 
 Cancelling the LLM request: Triton 2.51's BLS response iterator has no ``cancel()``, so the
 model sends the LLM the contract's ``stop`` request with the LLM request's id (what
@@ -119,7 +122,8 @@ class TritonPythonModel:
         self.pipeline = BLSPipeline(load_tokenizer(p.tokenizer_dir), call_pre, call_llm,
                                     skip_special_tokens=p.skip_special_tokens,
                                     accumulate_tokens=p.accumulate_tokens,
-                                    cancellations=self.cancellations)
+                                    cancellations=self.cancellations, max_words=p.max_words,
+                                    max_word_bytes=p.max_word_bytes)
 
     def _serve(self, request: Any) -> None:
         sink = _Sink(request.get_response_sender())
