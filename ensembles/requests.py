@@ -372,7 +372,7 @@ def refuse_unsupported(inputs: Mapping[str, Any], unsupported: Mapping[str, Unsu
             if (one.item() if isinstance(one, np.generic) else one) == u.neutral:
                 continue
         what = "is" if u.neutral is None else f"values other than {u.neutral!r} are"
-        raise RequestError(label(name), f"{what} not supported: {u.why}")
+        raise RequestError(label(name), f"{what} not supported by {u.why}")
 
 
 # --- parse ---------------------------------------------------------------------------------------

@@ -616,7 +616,7 @@ class Unsupported:
     """An input of ``model`` that it cannot honour on ``targets``.
 
     A request carrying it is refused (INVALID_ARG, naming the input) unless its one value is
-    ``neutral`` (None: every value is refused); ``why`` ends the error message.
+    ``neutral`` (None: every value is refused); the error says "not supported by {why}".
     """
 
     model: str
@@ -626,7 +626,7 @@ class Unsupported:
     why: str = ""
 
 
-_CPU_ENGINE = "not supported by the CPU engine"
+_CPU_ENGINE = "the CPU engine"
 #: LLM inputs the CPU engine cannot honour, with their neutral values.
 _CPU_LLM: dict[str, object] = {
     "encoder_input_features": None,
@@ -680,21 +680,21 @@ _CPU_LLM: dict[str, object] = {
 #: which refuses what its target cannot honour, so every path gives the same error).
 UNSUPPORTED_INPUTS: tuple[Unsupported, ...] = (
     Unsupported(PREPROCESSING, "DECODER_QUERY",
-                why="encoder-decoder models are not served by this repository"),
-    *(Unsupported(PREPROCESSING, name, why="embedding bias is not implemented by preprocessing")
+                why="this repository (no encoder-decoder models)"),
+    *(Unsupported(PREPROCESSING, name, why="preprocessing (no embedding bias)")
       for name in ("EMBEDDING_BIAS_WORDS", "EMBEDDING_BIAS_WEIGHTS")),
     Unsupported(PREPROCESSING, "PROMPT_TABLE_EXTRA_ID",
-                why="prompt-table ids are not implemented by preprocessing"),
+                why="preprocessing (no prompt-table ids)"),
     *(Unsupported(LLM, name, neutral, CPU_ONLY, _CPU_ENGINE)
       for name, neutral in _CPU_LLM.items()),
-    *(Unsupported(BLS, name, why="multimodal inputs are not supported")
+    *(Unsupported(BLS, name, why="the BLS model (text only)")
       for name in ("image_input", "image_bytes_input", "image_url_input", "image_sizes_input",
                    "video_bytes_input")),
     Unsupported(BLS, "num_draft_tokens", 0,
-                why="speculative decoding is not supported by the BLS model"),
+                why="the BLS model (no speculative decoding)"),
     Unsupported(BLS, "use_draft_logits", False,
-                why="speculative decoding is not supported by the BLS model"),
-    *(Unsupported(BLS, name, False, why="the BLS model does not return these outputs")
+                why="the BLS model (no speculative decoding)"),
+    *(Unsupported(BLS, name, False, why="the BLS model (it does not return these outputs)")
       for name in ("return_context_logits", "return_generation_logits", "return_perf_metrics")),
 )
 

@@ -334,15 +334,16 @@ def test_refuse_unsupported_accepts_neutral_values_only() -> None:
     from tritonllm.contract import Unsupported
     from tritonllm.ensembles.requests import refuse_unsupported
 
-    table = {"beam_width": Unsupported("m", "beam_width", 1, why="one beam only"),
-             "lora_task_id": Unsupported("m", "lora_task_id", why="no LoRA")}
+    table = {"beam_width": Unsupported("m", "beam_width", 1, why="the engine"),
+             "lora_task_id": Unsupported("m", "lora_task_id", why="m (no LoRA)")}
     refuse_unsupported({"beam_width": i32(1), "lora_task_id": np.zeros((1, 0), np.uint64),
                         "other": i32(5)}, table)
-    with pytest.raises(RequestError, match="values other than 1 are not supported: one beam"):
+    with pytest.raises(RequestError, match="values other than 1 are not supported by the engine"):
         refuse_unsupported({"beam_width": i32(2)}, table)
     with pytest.raises(RequestError, match="values other than 1") as err:
         refuse_unsupported({"beam_width": np.array([[1, 1]], np.int32)}, table,
                            lambda n: f"{n} (client)")
     assert err.value.field == "beam_width (client)"
-    with pytest.raises(RequestError, match="lora_task_id: is not supported: no LoRA"):
+    with pytest.raises(RequestError,
+                       match=re.escape("lora_task_id: is not supported by m (no LoRA)")):
         refuse_unsupported({"lora_task_id": np.array([0], np.uint64)}, table)
