@@ -1,9 +1,16 @@
 """``tritonllm serve REPO``: run tritonserver on a model repository until SIGINT/SIGTERM.
 
 The command is a thin layer over :mod:`tritonllm.server`; its option defaults are
-:class:`~tritonllm.server.ServerOptions`' defaults. It prints the endpoints once every model is
-READY, blocks, and on SIGINT or SIGTERM stops the server and exits 0. Errors are one line and
-exit 1 (the group in :mod:`tritonllm.cli` prints them): a model's own load error, a busy port.
+:class:`~tritonllm.server.ServerOptions`' defaults, except ``--managed``, which is on here (the
+library leaves it off for tests and benchmarks that talk to tritonserver directly). Managed, it
+guards the HTTP port, reloads a model whose Python stub died, and drains before stopping
+(docs/serving.md, "Shutdown and health").
+
+It prints the endpoints once every model is READY and blocks. On SIGINT or SIGTERM it drains
+(``--drain-timeout``; a second signal cuts the drain short), stops the server and exits 0 when
+the stop was clean: drained, tritonserver exited 0, nothing killed. Otherwise, and for errors
+(a model's own load error, a busy port, a model that cannot be recovered), it prints one
+``error:`` line and exits 1 (the group in :mod:`tritonllm.cli` prints them).
 """
 
 from __future__ import annotations
@@ -21,7 +28,13 @@ from typing import Any
 import click
 
 from tritonllm.errors import ServerError
-from tritonllm.server import MODEL_CONTROL_MODES, ServerOptions, TritonServer, describe_exit
+from tritonllm.server import (
+    MODEL_CONTROL_MODES,
+    ServerOptions,
+    StopReport,
+    TritonServer,
+    describe_exit,
+)
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ServerOptions)}
 _PORT = click.IntRange(0, 65535)
@@ -41,6 +54,20 @@ def _interrupt_on_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _hurry_on_signals(server: TritonServer) -> None:
+    """While stopping, SIGINT or SIGTERM cut the drain short instead of interrupting."""
+    def hurry(signum: int, frame: FrameType | None) -> None:
+        click.echo(f"{signal.Signals(signum).name} again: cutting the drain short", err=True)
+        server.hurry()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, hurry)
+
+
+def _say(message: str) -> None:
+    click.echo(f"tritonllm: {message}", err=True)
 
 
 @click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,6 +92,16 @@ def _interrupt_on_signals() -> Iterator[None]:
               default=_DEFAULTS["model_control_mode"], show_default=True)
 @click.option("--backend-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Backend directory to use as is [default: prepared from nvidia-pytriton].")
+@click.option("--managed/--unmanaged", default=True, show_default=True,
+              help="Guard the HTTP port, reload a model whose Python stub died, drain on "
+                   "stop (runs tritonserver with explicit model control).")
+@click.option("--drain-timeout", type=click.FloatRange(min=0),
+              default=_DEFAULTS["drain_timeout"], show_default=True,
+              help="Managed: seconds a stop waits for requests in flight (0: no drain).")
+@click.option("--http-form-limit", type=click.IntRange(min=1),
+              default=_DEFAULTS["http_form_limit"], show_default=True,
+              help="Managed: form-encoded HTTP bodies of this many bytes or more get 413 "
+                   "(Triton 2.51 crashes on them from 4 MiB).")
 def serve_cmd(repo: Path, tritonserver_args: tuple[str, ...], **options: Any) -> None:
     """Serve the Triton model repository REPO until Ctrl-C (SIGINT) or SIGTERM.
 
@@ -74,7 +111,7 @@ def serve_cmd(repo: Path, tritonserver_args: tuple[str, ...], **options: Any) ->
     from tritonllm.cli import progress_line
 
     settings = ServerOptions(repo=repo, extra_args=tritonserver_args, **options)
-    server = TritonServer(settings)
+    server = TritonServer(settings, say=_say)
     t0 = time.perf_counter()
     ready = False
     with _interrupt_on_signals():
@@ -91,12 +128,23 @@ def serve_cmd(repo: Path, tritonserver_args: tuple[str, ...], **options: Any) ->
                               f"log: {server.log_path}")
         except KeyboardInterrupt:
             click.echo("stopping tritonserver", err=True)
+            _hurry_on_signals(server)
             server.stop()
-            click.echo("tritonserver stopped", err=True)
             if not ready:
                 sys.exit(130)
+            _report_stop(server.stop_report)
         finally:
+            _hurry_on_signals(server)
             server.stop()
+
+
+def _report_stop(report: StopReport | None) -> None:
+    """One line on how the stop went; a stop that was not clean is an error (exit 1)."""
+    if report is None or report.clean:
+        click.echo("tritonserver stopped" + (f": {report.describe()}" if report else ""),
+                   err=True)
+        return
+    raise ServerError(f"tritonserver stopped uncleanly: {report.describe()}")
 
 
 def _print_endpoints(server: TritonServer, seconds: float) -> None:

@@ -26,6 +26,23 @@ the tail of the log; the server has been stopped by then.
 
     with TritonServer(ServerOptions("repo", http_port=0, grpc_port=0, metrics_port=0)) as s:
         print(s.url_http, s.url_grpc, s.url_metrics)
+
+Managed serving (``ServerOptions(managed=True)``, what ``tritonllm serve`` runs; the library's
+default is off, so tests and benchmarks talk to tritonserver directly):
+
+- tritonserver runs with explicit model control and loads every model at start
+  (``--load-model=*``); its model-repository API (index, load, unload) is restricted to the
+  launcher, which holds a random key (``--http-restricted-api`` / ``--grpc-restricted-protocol``),
+  unless ``model_control_mode="explicit"`` was asked for (then it stays open to clients);
+- an HTTP guard (:mod:`tritonllm.http_guard`) listens on the HTTP port in front of
+  tritonserver's, which moves to a loopback port: it refuses the form-encoded bodies that crash
+  Triton 2.51, answers readiness, and lists the repository index;
+- a :class:`~tritonllm.supervision.Supervisor` reloads a model whose Python stub died
+  (readiness false meanwhile), and ``stop()`` drains before tritonserver gets its signal.
+
+Every server gets its own shared-memory prefix for the Python backend; its regions in
+``/dev/shm`` are removed once it is gone, and those of dead tritonllm servers at start.
+:attr:`TritonServer.stop_report` says how the last stop went (drained, exit code, killed).
 """
 
 from __future__ import annotations
@@ -33,8 +50,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -52,12 +71,15 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from tritonllm import supervision
 from tritonllm.errors import ConfigError, ServerError
+from tritonllm.http_guard import FORM_BODY_LIMIT, Head, HttpGuard, Refusal
 
 __all__ = [
     "MODEL_CONTROL_MODES",
     "ModelStatus",
     "ServerOptions",
+    "StopReport",
     "TritonInstall",
     "TritonServer",
     "busy_port_from_log",
@@ -72,10 +94,15 @@ __all__ = [
 ]
 
 MODEL_CONTROL_MODES = ("none", "poll", "explicit")
-STUB_NAME = "triton_python_backend_stub"
+STUB_NAME = supervision.STUB_NAME
 POLL_INTERVAL_S = 0.1
 KILL_WAIT_S = 5.0
+GAVE_UP_GRACE_S = 3.0  # after Triton's "Exiting immediately", before it is killed
 LOG_TAIL_LINES = 30
+SHM_PREFIX_FLAG = "shm-region-prefix-name"
+_INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/(infer|generate|generate_stream)$")
+
+log = logging.getLogger(__name__)
 
 # tritonserver flags that ServerOptions sets: passing them in extra_args too is a ConfigError.
 _OWNED = {"repo": "the REPO argument (ServerOptions.repo)"}
@@ -305,6 +332,9 @@ class ServerOptions:
     backend_dir: Path | None = None  # use as is instead of preparing one
     log_file: Path | None = None  # default: in the server's temporary folder
     tritonserver: Path | None = None  # the binary; default: find_tritonserver()
+    managed: bool = False  # guard, stub watch, drain (see the module docstring)
+    drain_timeout: float = 30.0  # managed: seconds a stop waits for requests in flight
+    http_form_limit: int = FORM_BODY_LIMIT  # managed: form-encoded bodies from this size: 413
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "repo", Path(self.repo))
@@ -324,6 +354,18 @@ class ServerOptions:
         for name in ("startup_timeout", "stop_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not self.drain_timeout >= 0:
+            raise ConfigError(f"drain_timeout must be 0 or more, got {self.drain_timeout!r}")
+        if isinstance(self.http_form_limit, bool) or not self.http_form_limit >= 1:
+            raise ConfigError(f"http_form_limit must be positive, got {self.http_form_limit!r}")
+        if self.managed and self.model_control_mode == "poll":
+            raise ConfigError("managed serving loads and unloads models itself (explicit model "
+                              "control): it cannot run with model_control_mode 'poll'")
+        if self.managed and self.model_control_mode == "none" and any(
+                "model-repository" in (_flag_value(self.extra_args, f) or "")
+                for f in ("--http-restricted-api", "--grpc-restricted-protocol")):
+            raise ConfigError("managed serving restricts the model-repository API to itself; "
+                              "drop that restriction, or pass model_control_mode 'explicit'")
         for arg in self.extra_args:
             flag = arg.split("=", 1)[0]
             if flag in _MANAGED_FLAGS:
@@ -338,17 +380,46 @@ class ServerOptions:
         value = _flag_value(self.extra_args, "--allow-metrics")
         return value is None or value.lower() not in ("false", "0", "off", "no")
 
+    @property
+    def shm_prefix_given(self) -> bool:
+        """Whether extra_args set the Python backend's shared-memory prefix themselves."""
+        return any(SHM_PREFIX_FLAG in a for a in self.extra_args)
+
+    @property
+    def loads_all_at_start(self) -> bool:
+        """Every model is asked to load at start (mode none, or managed without --load-model)."""
+        return self.model_control_mode == "none" and (
+            not self.managed or _flag_value(self.extra_args, "--load-model") is None)
+
 
 def tritonserver_command(options: ServerOptions, executable: Path, *, ports: Mapping[str, int],
-                         backend_dir: Path | None = None,
-                         cache_dir: Path | None = None) -> list[str]:
-    """The argv for ``options``; ``ports`` maps "http", "grpc", "metrics" to real ports."""
+                         backend_dir: Path | None = None, cache_dir: Path | None = None,
+                         shm_prefix: str | None = None,
+                         admin_key: str | None = None) -> list[str]:
+    """The argv for ``options``; ``ports`` maps "http", "grpc", "metrics" to real ports.
+
+    Managed (``ports`` then also has "triton_http"): tritonserver's HTTP endpoint listens on
+    127.0.0.1 at that port (the guard has "http"), with explicit model control, every model
+    loaded at start, and, given ``admin_key``, the model-repository API restricted to it.
+    """
     o = options
+    http_host, http_port = o.host, ports["http"]
+    mode = o.model_control_mode
+    if o.managed:
+        http_host, http_port, mode = "127.0.0.1", ports["triton_http"], "explicit"
     argv = [str(executable), f"--model-repository={o.repo.resolve()}",
-            f"--http-address={o.host}", f"--http-port={ports['http']}",
+            f"--http-address={http_host}", f"--http-port={http_port}",
             f"--grpc-address={o.host}", f"--grpc-port={ports['grpc']}",
             f"--metrics-address={o.host}", f"--metrics-port={ports['metrics']}",
-            f"--model-control-mode={o.model_control_mode}", f"--log-verbose={o.log_verbose}"]
+            f"--model-control-mode={mode}", f"--log-verbose={o.log_verbose}"]
+    if o.managed and _flag_value(o.extra_args, "--load-model") is None:
+        argv.append("--load-model=*")
+    if o.managed and admin_key is not None:
+        restriction = f"model-repository:{supervision.ADMIN_HEADER}={admin_key}"
+        argv += [f"--http-restricted-api={restriction}",
+                 f"--grpc-restricted-protocol={restriction}"]
+    if shm_prefix is not None:
+        argv.append(f"--backend-config=python,{SHM_PREFIX_FLAG}={shm_prefix}")
     if backend_dir is not None:
         argv.append(f"--backend-directory={backend_dir}")
     if cache_dir is not None and _flag_value(o.extra_args, "--cache-directory") is None:
@@ -501,8 +572,9 @@ def _live_group_members(pgid: int) -> list[int]:
     return members
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill what is left of the server's process group and reap the server.
+def _kill_group(proc: subprocess.Popen[bytes]) -> int:
+    """Kill what is left of the server's process group and reap the server; how many
+    processes had to be killed with SIGKILL.
 
     The group is signalled only while it has members (so its id cannot have been reused).
     """
@@ -512,18 +584,56 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=KILL_WAIT_S)
     deadline = time.monotonic() + KILL_WAIT_S
+    killed: set[int] = set()
     while True:
         members = _live_group_members(proc.pid)
         if members:
+            killed.update(members)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
         if proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=POLL_INTERVAL_S)
         elif not members or time.monotonic() > deadline:
-            return
+            return len(killed)
         else:
             time.sleep(POLL_INTERVAL_S)  # killed stubs are reaped by their new parent
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """How a stop went. ``clean``: drained (or nothing to drain), exit code 0, nothing killed."""
+
+    exit_code: int | None
+    seconds: float
+    drain: supervision.DrainResult | None = None
+    gave_up: bool = False  # tritonserver's log: "Exit timeout expired. Exiting immediately"
+    killed: int = 0  # processes of the group killed with SIGKILL (tritonserver, stubs)
+    shm_removed: int = 0  # /dev/shm regions the stop removed
+
+    @property
+    def clean(self) -> bool:
+        return (self.exit_code == 0 and not self.killed and not self.gave_up
+                and (self.drain is None or self.drain.drained))
+
+    def describe(self) -> str:
+        parts = []
+        d = self.drain
+        if d is not None:
+            if d.drained:
+                parts.append(f"drained in {d.seconds:.1f}s ({d.how})")
+            else:
+                busy = f"; still in flight on {', '.join(d.busy)}" if d.busy else ""
+                parts.append(f"drain {d.how} after {d.seconds:.1f}s{busy}")
+        if self.gave_up:
+            parts.append("tritonserver's exit timeout expired (models still referenced)")
+        if self.killed:
+            parts.append(f"{self.killed} process(es) killed with SIGKILL")
+        code = "running" if self.exit_code is None else describe_exit(self.exit_code)
+        parts.append(f"tritonserver {code}")
+        if self.shm_removed:
+            parts.append(f"{self.shm_removed} shared-memory region(s) removed")
+        return f"{'; '.join(parts)}; {self.seconds:.1f}s"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -536,6 +646,10 @@ class _Run:
     ports: dict[str, int]
     work_dir: Path
     log_path: Path
+    shm_prefix: str | None = None
+    admin: supervision.TritonAdmin | None = None
+    guard: HttpGuard | None = None
+    supervisor: supervision.Supervisor | None = None
     keep_log: bool = False
     finalizer: weakref.finalize[Any, Any] | None = field(default=None, repr=False)
 
@@ -544,18 +658,23 @@ class TritonServer:
     """One ``tritonserver`` process. As a context manager: start, wait until ready, stop.
 
     ``start()`` launches it; ``wait_ready()`` blocks until every model is READY; ``stop()``
-    sends SIGINT, then SIGTERM after ``stop_timeout`` and SIGKILL to the process group, and
-    removes the temporary folder (the log in it is kept after a failure). A ServerError from
-    ``start`` or ``wait_ready`` means the server has been stopped.
+    (managed: after a drain) sends SIGINT, then SIGTERM after ``stop_timeout`` and SIGKILL to
+    the process group, and removes the temporary folder (the log in it is kept after a
+    failure). A ServerError from ``start`` or ``wait_ready`` means the server has been stopped.
+    ``say`` gets the launcher's own one-line notices (a dead stub, a reload, a drain); the
+    default logs them.
     """
 
-    def __init__(self, options: ServerOptions, install: TritonInstall | None = None) -> None:
+    def __init__(self, options: ServerOptions, install: TritonInstall | None = None, *,
+                 say: Callable[[str], None] | None = None) -> None:
         self.options = options
         self._install = install
         self._run: _Run | None = None
         self._last: _Run | None = None
         self.version: str | None = None
         self.models: list[ModelStatus] = []
+        self.say: Callable[[str], None] = say or log.warning
+        self.stop_report: StopReport | None = None
 
     # -- addresses -------------------------------------------------------------------------
     @property
@@ -625,6 +744,17 @@ class TritonServer:
     def is_running(self) -> bool:
         return self._run is not None and self._run.proc.poll() is None
 
+    @property
+    def supervisor(self) -> supervision.Supervisor | None:
+        """The managed server's supervisor (after wait_ready), else None."""
+        return self._run.supervisor if self._run else None
+
+    @property
+    def shm_prefix(self) -> str | None:
+        """This server's Python-backend shared-memory prefix (None: extra_args chose one)."""
+        run = self._run or self._last
+        return run.shm_prefix if run else None
+
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> TritonServer:
         self.start()
@@ -648,13 +778,19 @@ class TritonServer:
         else:
             install = self._install or find_tritonserver()
         ports = self._ports()
+        swept = supervision.remove_shm_regions(supervision.stale_shm_regions())
+        if swept:
+            self.say(f"removed {swept} shared-memory region(s) of dead tritonllm servers")
+        shm_prefix = None if o.shm_prefix_given else supervision.new_shm_prefix()
+        admin_key = secrets.token_hex(16) if o.managed and o.model_control_mode == "none" else None
         work_dir = Path(tempfile.mkdtemp(prefix="tritonllm-server-"))
         try:
             backend_dir = o.backend_dir
             if backend_dir is None and install.stubs_dir is not None:
                 backend_dir = prepare_backend_dir(install, work_dir / "backends")
             argv = tritonserver_command(o, install.executable, ports=ports,
-                                        backend_dir=backend_dir, cache_dir=install.caches_dir)
+                                        backend_dir=backend_dir, cache_dir=install.caches_dir,
+                                        shm_prefix=shm_prefix, admin_key=admin_key)
             log_path = Path(o.log_file) if o.log_file else work_dir / "tritonserver.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with log_path.open("wb") as log:
@@ -667,10 +803,44 @@ class TritonServer:
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
             raise
-        run = _Run(proc, ports, work_dir, log_path)
+        run = _Run(proc, ports, work_dir, log_path, shm_prefix)
         run.finalizer = weakref.finalize(self, _kill_group, proc)
         self._run, self._last = run, None
-        self.version, self.models = None, []
+        self.version, self.models, self.stop_report = None, [], None
+        internal = f"http://127.0.0.1:{ports['triton_http']}" if o.managed else self.url_http
+        run.admin = supervision.TritonAdmin(
+            internal, self.url_metrics if o.metrics_enabled else None, admin_key)
+        if o.managed:
+            run.guard = HttpGuard(o.host, ports["http"], ("127.0.0.1", ports["triton_http"]),
+                                  form_limit=o.http_form_limit, policy=self._guard_policy,
+                                  extra_headers=self._guard_headers)
+            try:
+                run.guard.start()
+            except OSError as e:
+                self.stop()
+                raise ServerError(f"port {ports['http']} (HTTP) is already in use on {o.host}: "
+                                  f"{e.strerror}") from e
+
+    def _guard_policy(self, head: Head) -> Refusal | None:
+        """The guard's answers of its own (see tritonllm.http_guard)."""
+        sup = self.supervisor
+        if sup is None:  # starting: tritonserver answers (not ready while loading)
+            return None
+        if head.method == "GET" and head.path == "/v2/health/ready":
+            reason = sup.health_reason
+            return None if reason is None else Refusal(503, f"not ready: {reason}")
+        if sup.draining and head.method == "POST" and _INFER_PATH.match(head.path):
+            return Refusal(503, "Server is draining (shutting down): no new requests; retry "
+                                "on another replica")
+        return None
+
+    def _guard_headers(self, head: Head) -> list[tuple[str, str]]:
+        """The repository index stays readable over HTTP (the API is restricted otherwise)."""
+        run = self._run
+        key = run.admin.key if run and run.admin else None
+        if key and head.method == "POST" and head.path == "/v2/repository/index":
+            return [(supervision.ADMIN_HEADER, key)]
+        return []
 
     def _ports(self) -> dict[str, int]:
         o = self.options
@@ -685,6 +855,9 @@ class TritonServer:
                 if port == 0:
                     s = held.enter_context(_bound_socket(o.host, 0))
                     ports[name] = int(s.getsockname()[1])
+            if o.managed:  # tritonserver's own HTTP endpoint, behind the guard
+                s = held.enter_context(_bound_socket("127.0.0.1", 0))
+                ports["triton_http"] = int(s.getsockname()[1])
         return ports
 
     def wait_ready(self, timeout: float | None = None,
@@ -709,6 +882,7 @@ class TritonServer:
                 if code is not None:
                     raise self._exit_error(code)
                 if self._ready_now():
+                    self._supervise(run)
                     return
                 if time.monotonic() >= deadline:
                     waiting = ", ".join(follower.pending) or ", ".join(
@@ -726,23 +900,32 @@ class TritonServer:
             self.stop()
             raise
 
+    def _supervise(self, run: _Run) -> None:
+        if not self.options.managed or run.admin is None or run.supervisor is not None:
+            return
+        run.supervisor = supervision.Supervisor(
+            run.admin, run.proc.pid, self.say, is_running=self.is_running,
+            load_timeout=self.options.startup_timeout)
+        run.supervisor.start([m.name for m in self.models if m.state == "READY"])
+
     def _ready_now(self) -> bool:
         """One poll: True when ready; raises ServerError for models that failed to load."""
-        base = self.url_http
-        health = _http(f"{base}/v2/health/ready")
+        admin = self._require_run().admin
+        assert admin is not None
+        health = admin.request("/v2/health/ready", timeout=2.0)
         if health is None:
             return False
-        index = _http(f"{base}/v2/repository/index", body=b"{}")
-        if index is None or index[0] != 200:
+        rows = admin.index()
+        if rows is None:
             return False
-        self.models = [ModelStatus.from_json(row) for row in json.loads(index[1] or b"[]")]
+        self.models = [ModelStatus.from_json(row) for row in rows]
         failed = [m for m in self.models if m.failed]
         if failed:
             raise ServerError(_failure_message(failed) + self._tail_note())
         if health[0] != 200 or any(m.state not in (None, "READY") for m in self.models):
             return False
         never = [m.name for m in self.models if m.state is None]
-        if never and self.options.model_control_mode == "none":
+        if never and self.options.loads_all_at_start:
             # In mode "none" every model is loaded at start; one that never got a state was
             # refused when its directory was polled (bad config), which the index does not say.
             reasons = dict(_POLL_FAILED.findall(self._log_text()))
@@ -753,7 +936,7 @@ class TritonServer:
             metrics = _http(self.url_metrics)
             if metrics is None or metrics[0] != 200:
                 return False
-        meta = _http(f"{base}/v2")
+        meta = admin.request("/v2", timeout=2.0)
         if meta is not None and meta[0] == 200:
             self.version = json.loads(meta[1]).get("version")
         return True
@@ -771,13 +954,29 @@ class TritonServer:
                            + (f": {last}" if last else "") + self._tail_note())
 
     def wait(self, timeout: float | None = None) -> int:
-        """Block until the process exits (or ``timeout``: ServerError); its exit code."""
+        """Block until the process exits (or ``timeout``: ServerError); its exit code.
+
+        Managed: a ServerError also when the supervisor gave up on a model (``fatal``).
+        """
         run = self._require_run()
-        try:
-            code = run.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            raise ServerError(f"tritonserver still running after {timeout:g}s") from e
-        return code
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if run.supervisor is not None and run.supervisor.fatal:
+                raise ServerError(run.supervisor.fatal)
+            step = POLL_INTERVAL_S * 5
+            if deadline is not None:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            try:
+                return run.proc.wait(timeout=step)
+            except subprocess.TimeoutExpired as e:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise ServerError(f"tritonserver still running after {timeout:g}s") from e
+
+    def hurry(self) -> None:
+        """Cut a drain in progress short (a second signal to ``tritonllm serve``)."""
+        sup = self.supervisor
+        if sup is not None:
+            sup.hurry()
 
     def stop(self, grace: float | None = None) -> int | None:
         """Stop the server (idempotent); its exit code, None if it was never started.
@@ -790,25 +989,66 @@ class TritonServer:
             return self._last.proc.returncode if self._last else None
         proc = run.proc
         grace = self.options.stop_timeout if grace is None else grace
+        t0 = time.monotonic()
+        drain: supervision.DrainResult | None = None
+        gave_up = False
+        killed = 0
         try:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    proc.send_signal(signal.SIGTERM)
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        proc.wait(timeout=KILL_WAIT_S)
+                if run.supervisor is not None and self.options.drain_timeout > 0:
+                    self.say(f"draining: readiness is false, new requests are refused; waiting "
+                             f"up to {self.options.drain_timeout:g}s for those in flight")
+                    drain = run.supervisor.drain(self.options.drain_timeout)
+                if run.supervisor is not None:
+                    run.supervisor.close()
+                gave_up = self._signal_and_wait(run, grace)
             else:
                 run.keep_log = True
         finally:
-            _kill_group(proc)
+            if run.supervisor is not None:
+                run.supervisor.close()
+            killed = _kill_group(proc)
+            if run.guard is not None:
+                run.guard.close()
+            removed = 0
+            if run.shm_prefix and not _live_group_members(proc.pid):
+                removed = supervision.remove_shm_regions(
+                    supervision.SHM_DIR.glob(run.shm_prefix + "*"))
             if run.finalizer is not None:
                 run.finalizer.detach()
             keep = run.keep_log and run.log_path.parent == run.work_dir
             shutil.rmtree(run.work_dir / "backends" if keep else run.work_dir, ignore_errors=True)
             self._run, self._last = None, run
+            self.stop_report = StopReport(proc.returncode, time.monotonic() - t0, drain,
+                                          gave_up, killed, removed)
         return proc.returncode
+
+    def _signal_and_wait(self, run: _Run, grace: float) -> bool:
+        """SIGINT, then wait up to ``grace`` (SIGTERM after it); True if tritonserver's exit
+        timeout expired. A server that says so and then hangs in exit is left to the kill."""
+        proc = run.proc
+        offset = self._log_size()
+        proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + grace
+        gave_up_at: float | None = None
+        while True:
+            try:
+                proc.wait(timeout=POLL_INTERVAL_S * 5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if gave_up_at is None and supervision.gave_up_in_log(self._log_text()[offset:]):
+                gave_up_at = now
+            if now >= deadline or (gave_up_at is not None and now - gave_up_at >= GAVE_UP_GRACE_S):
+                proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=KILL_WAIT_S if gave_up_at is None else POLL_INTERVAL_S)
+                break
+        return gave_up_at is not None or supervision.gave_up_in_log(self._log_text()[offset:])
+
+    def _log_size(self) -> int:
+        return len(self._log_text())
 
     # -- logs ------------------------------------------------------------------------------
     def _require_run(self) -> _Run:
