@@ -19,6 +19,7 @@ from tritonllm.errors import ConfigError, ServerError
 from tritonllm.server import (
     STUB_NAME,
     ServerOptions,
+    StopReport,
     TritonInstall,
     TritonServer,
     busy_port_from_log,
@@ -212,6 +213,59 @@ def test_command_line_respects_the_users_flags(tmp_path: Path) -> None:
     assert not any(a.startswith("--backend-directory") for a in argv)
 
 
+def test_managed_command_line(tmp_path: Path) -> None:
+    options = ServerOptions(tmp_path, host="127.0.0.1", managed=True)
+    ports = {"http": 1, "grpc": 2, "metrics": 3, "triton_http": 4}
+    argv = tritonserver_command(options, Path("t"), ports=ports, shm_prefix="tritonllm_ab_",
+                                admin_key="k3y")
+    for arg in ("--http-address=127.0.0.1", "--http-port=4", "--grpc-port=2",
+                "--model-control-mode=explicit", "--load-model=*",
+                "--http-restricted-api=model-repository:tritonllm-admin=k3y",
+                "--grpc-restricted-protocol=model-repository:tritonllm-admin=k3y",
+                "--backend-config=python,shm-region-prefix-name=tritonllm_ab_"):
+        assert arg in argv
+    assert "--http-port=1" not in argv  # the guard's port
+
+
+def test_managed_command_line_keeps_the_users_model_choice(tmp_path: Path) -> None:
+    options = ServerOptions(tmp_path, managed=True, model_control_mode="explicit",
+                            extra_args=("--load-model=a",))
+    argv = tritonserver_command(options, Path("t"), ports={
+        "http": 1, "grpc": 2, "metrics": 3, "triton_http": 4})
+    assert "--load-model=*" not in argv and argv[-1] == "--load-model=a"
+    assert not any("restricted" in a for a in argv)
+    assert not options.loads_all_at_start
+    assert ServerOptions(tmp_path, managed=True).loads_all_at_start
+
+
+def test_unmanaged_servers_get_a_shm_prefix_unless_the_user_set_one(tmp_path: Path) -> None:
+    argv = tritonserver_command(ServerOptions(tmp_path), Path("t"), ports={
+        "http": 1, "grpc": 2, "metrics": 3}, shm_prefix="tritonllm_x_")
+    assert "--backend-config=python,shm-region-prefix-name=tritonllm_x_" in argv
+    mine = ServerOptions(tmp_path, extra_args=(
+        "--backend-config=python,shm-region-prefix-name=own_",))
+    assert mine.shm_prefix_given and not ServerOptions(tmp_path).shm_prefix_given
+
+
+def test_stop_report_is_clean_only_when_nothing_went_wrong() -> None:
+    from tritonllm.supervision import DrainResult
+
+    drained = DrainResult(True, 1.25, "quiet")
+    clean = StopReport(0, 3.5, drained, shm_removed=2)
+    assert clean.clean
+    assert clean.describe() == ("drained in 1.2s (quiet); tritonserver exited with code 0; "
+                                "2 shared-memory region(s) removed; 3.5s")
+    late = StopReport(0, 40.0, DrainResult(False, 30.0, "timed out", ["ensemble"]))
+    assert not late.clean and "drain timed out after 30.0s; still in flight on ensemble" in (
+        late.describe())
+    killed = StopReport(-9, 36.0, drained, gave_up=True, killed=3)
+    assert not killed.clean
+    assert "exit timeout expired" in killed.describe()
+    assert "3 process(es) killed with SIGKILL" in killed.describe()
+    assert "tritonserver was killed by SIGKILL" in killed.describe()
+    assert not StopReport(1, 1.0).clean and StopReport(0, 1.0).clean
+
+
 @pytest.mark.parametrize(("kwargs", "names"), [
     ({"http_port": 70000}, "http_port"),
     ({"grpc_port": -1}, "grpc_port"),
@@ -222,6 +276,11 @@ def test_command_line_respects_the_users_flags(tmp_path: Path) -> None:
     ({"extra_args": ("--http-port=9000",)}, "--http-port.*use --http-port"),
     ({"extra_args": ("--model-repository", "x")}, "--model-repository.*REPO argument"),
     ({"extra_args": ("--allow-http=false",)}, "--allow-http.*polls readiness over HTTP"),
+    ({"drain_timeout": -1}, "drain_timeout"),
+    ({"http_form_limit": 0}, "http_form_limit"),
+    ({"managed": True, "model_control_mode": "poll"}, "cannot run with.*'poll'"),
+    ({"managed": True, "extra_args": ("--http-restricted-api=model-repository:k=v",)},
+     "restricts the model-repository API"),
 ])
 def test_bad_options_name_the_option(tmp_path: Path, kwargs: dict[str, object],
                                      names: str) -> None:
@@ -314,5 +373,9 @@ def test_serve_rejects_a_managed_tritonserver_flag(tmp_path: Path) -> None:
 def test_serve_checks_its_options(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["serve", str(tmp_path), "--grpc-port", "70000"])
     assert r.exit_code == 2 and "--grpc-port" in r.output
+    r = CliRunner().invoke(main, ["serve", str(tmp_path), "--drain-timeout", "-1"])
+    assert r.exit_code == 2 and "--drain-timeout" in r.output
+    r = CliRunner().invoke(main, ["serve", str(tmp_path), "--model-control-mode", "poll"])
+    assert r.exit_code == 1 and "cannot run with model_control_mode 'poll'" in r.output
     r = CliRunner().invoke(main, ["serve", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "does not exist" in r.output
