@@ -217,6 +217,16 @@ async def _copy_to_end(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         await writer.drain()
 
 
+def _no_delay(writer: asyncio.StreamWriter) -> None:
+    """TCP_NODELAY: a response's head and body go out as separate writes, and Nagle's
+    algorithm would hold the body for the peer's delayed ACK (40 ms a request). asyncio sets
+    it only on sockets whose ``proto`` is IPPROTO_TCP, which accepted ones are not."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 @dataclass
 class _Upstream:
     method: str
@@ -241,6 +251,7 @@ class _Connection:
         self.uwriter: asyncio.StreamWriter | None = None
         self.expected: asyncio.Queue[object] = asyncio.Queue()
         self.refused = False
+        _no_delay(writer)
 
     async def run(self) -> None:
         requests = asyncio.ensure_future(self._requests())
@@ -334,6 +345,7 @@ class _Connection:
                 asyncio.open_connection(host, port, limit=MAX_HEAD_BYTES), CONNECT_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError):
             return False
+        _no_delay(self.uwriter)
         return True
 
     async def _responses(self) -> None:
