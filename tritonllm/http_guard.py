@@ -341,11 +341,12 @@ class _Connection:
             return True
         host, port = self.guard.upstream
         try:
-            self.ureader, self.uwriter = await asyncio.wait_for(
+            reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port, limit=MAX_HEAD_BYTES), CONNECT_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError):
             return False
-        _no_delay(self.uwriter)
+        _no_delay(writer)
+        self.ureader, self.uwriter = reader, writer
         return True
 
     async def _responses(self) -> None:

@@ -96,6 +96,8 @@ STALE_SHM_AGE_S = 60.0  # a region younger than this may belong to a stub being 
 WATCH_INTERVAL_S = 0.5
 DRAIN_POLL_S = 0.25
 QUIET_S = 1.0  # nothing moved this long: nothing is in flight (the CPU LLM's gauges: 0.25 s)
+HELD_AFTER_S = 10.0  # an unloading Python model none of whose stubs went: held (see unload_all)
+STUBLESS_HELD_AFTER_S = 1.0  # the same for a model without stubs (an ensemble)
 BUSY_GAUGES = ("nv_inference_pending_request_count", "tritonllm_active_requests",
                "tritonllm_waiting_requests")
 ACTIVITY_PREFIXES = ("nv_inference_", "tritonllm_")
@@ -360,6 +362,7 @@ class Supervisor:
         self.fatal: str | None = None
         self.draining = False
         self._reasons: dict[str, str] = {}  # model -> why it is not ready
+        self._unload_asked: dict[str, tuple[float, frozenset[int]]] = {}  # when; its stubs
         self._reloads: dict[str, deque[float]] = {}
         self._known: dict[int, StubProcess] = {}
         self._lock = threading.Lock()
@@ -463,10 +466,7 @@ class Supervisor:
         t0 = time.monotonic()
         deadline = t0 + timeout
         entry = list(self.entry)
-        for model in entry:
-            error = self.admin.unload(model)
-            if error is not None:
-                self.say(f"could not unload '{model}' to drain it: {error}")
+        self._unload(entry)
         quiet_since: float | None = None
         last: MetricsSnapshot | None = None
         busy = entry
@@ -489,6 +489,51 @@ class Supervisor:
             if now >= deadline or self._hurry.is_set():
                 return DrainResult(False, now - t0, "timed out", busy)
             self._hurry.wait(min(DRAIN_POLL_S, max(0.0, deadline - now)))
+
+    def _unload(self, models: Iterable[str]) -> None:
+        by_model: dict[str, set[int]] = {}
+        for pid, stub in stub_processes(self.pgid).items():
+            by_model.setdefault(stub.model, set()).add(pid)
+        for model in models:
+            self._unload_asked[model] = (time.monotonic(), frozenset(by_model.get(model, ())))
+            error = self.admin.unload(model)
+            if error is not None:
+                self.say(f"could not unload '{model}': {error}")
+
+    def unload_all(self, timeout: float) -> list[str]:
+        """After the drain: unload every model and wait until each is unloaded or *held*;
+        returns the held ones.
+
+        A model stays UNLOADING while anything references it. Once nothing is in flight,
+        what still does is a client's open gRPC stream (Triton 2.51 keeps each stream's last
+        request, ``src/grpc/infer_handler.h``) or a request Triton leaked (the ensemble bug):
+        nothing that will let go. Such a model's teardown never starts, so none of its stubs
+        goes (a stub-less ensemble: it stays UNLOADING at all); one being torn down loses a
+        stub within seconds (each instance: python_backend's 1 s health wait, then the
+        stub's exit). Held models are left to tritonserver's (short) exit timeout; waiting
+        here for them would only wait ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        rows = self.admin.index() or []
+        self._unload(str(r.get("name")) for r in rows
+                     if r.get("state") in ("READY", "LOADING") and r.get("name")
+                     not in self._unload_asked)
+        while True:
+            now = time.monotonic()
+            loaded = self._still_loaded(list(self._unload_asked))
+            live: dict[str, set[int]] = {}
+            for pid, stub in stub_processes(self.pgid).items():
+                live.setdefault(stub.model, set()).add(pid)
+            held: list[str] = []
+            waiting: list[str] = []
+            for model in loaded:
+                asked, stubs = self._unload_asked[model]
+                started = bool(stubs) and not stubs <= live.get(model, set())
+                grace = HELD_AFTER_S if stubs else STUBLESS_HELD_AFTER_S
+                (waiting if started or now - asked < grace else held).append(model)
+            if not waiting or now >= deadline or self._hurry.is_set() or not self.is_running():
+                return sorted(held + waiting)
+            self._hurry.wait(DRAIN_POLL_S)
 
     def _still_loaded(self, models: Sequence[str]) -> list[str]:
         rows = self.admin.index()

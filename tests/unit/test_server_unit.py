@@ -222,7 +222,8 @@ def test_managed_command_line(tmp_path: Path) -> None:
                 "--model-control-mode=explicit", "--load-model=*",
                 "--http-restricted-api=model-repository:tritonllm-admin=k3y",
                 "--grpc-restricted-protocol=model-repository:tritonllm-admin=k3y",
-                "--backend-config=python,shm-region-prefix-name=tritonllm_ab_"):
+                "--backend-config=python,shm-region-prefix-name=tritonllm_ab_",
+                "--exit-timeout-secs=5"):
         assert arg in argv
     assert "--http-port=1" not in argv  # the guard's port
 
@@ -264,6 +265,10 @@ def test_stop_report_is_clean_only_when_nothing_went_wrong() -> None:
     assert "3 process(es) killed with SIGKILL" in killed.describe()
     assert "tritonserver was killed by SIGKILL" in killed.describe()
     assert not StopReport(1, 1.0).clean and StopReport(0, 1.0).clean
+    # drained, and only idle client streams kept models: Triton's exit timeout, exit code 1
+    held = StopReport(1, 9.0, drained, gave_up=True, held=("ensemble",))
+    assert held.clean and "ensemble still referenced after the drain" in held.describe()
+    assert not StopReport(1, 9.0, drained, gave_up=True, killed=1, held=("ensemble",)).clean
 
 
 @pytest.mark.parametrize(("kwargs", "names"), [

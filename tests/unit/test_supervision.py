@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,6 +131,7 @@ class FakeAdmin:
         self.stubs = stubs
         self.load_error: str | None = None
         self.rows: list[list[dict[str, Any]]] = []
+        self.states: dict[str, str] | None = None  # a live index, if set
         self.snaps: list[MetricsSnapshot | None] = []
 
     def config(self, model: str) -> dict[str, Any]:
@@ -137,6 +139,8 @@ class FakeAdmin:
 
     def unload(self, model: str) -> str | None:
         self.calls.append(("unload", model))
+        if self.states is not None and self.states.get(model) == "READY":
+            self.states[model] = "UNLOADING"
         return None
 
     def load(self, model: str, timeout: float) -> str | None:
@@ -146,6 +150,8 @@ class FakeAdmin:
         return self.load_error
 
     def index(self) -> list[dict[str, Any]] | None:
+        if self.states is not None:
+            return [_row(name, state) for name, state in self.states.items()]
         return self.rows.pop(0) if len(self.rows) > 1 else self.rows[0]
 
     def metrics(self) -> MetricsSnapshot | None:
@@ -299,3 +305,35 @@ def test_a_second_signal_cuts_the_drain_short(fast: None) -> None:
     sup = _supervisor(admin)
     sup.hurry()
     assert sup.drain(60).how == "timed out"
+
+
+def test_unload_all_waits_for_teardowns_not_for_held_models(
+        stubs: FakeStubs, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(supervision, "DRAIN_POLL_S", 0.01)
+    monkeypatch.setattr(supervision, "STUBLESS_HELD_AFTER_S", 0.05)
+    monkeypatch.setattr(supervision, "HELD_AFTER_S", 0.3)
+    bls = [stubs.start("bls", "bls_0_0"), stubs.start("bls", "bls_0_1")]
+    llm = stubs.start("llm", "llm_0_0")  # held: a client stream's last request was to it
+    assert stubs.pgid is not None
+    admin = FakeAdmin(stubs)
+    admin.states = {"ensemble": "READY", "bls": "READY", "llm": "READY"}
+    sup = Supervisor(admin, stubs.pgid, lambda _: None, is_running=lambda: True,  # type: ignore[arg-type]
+                     load_timeout=5)
+    done: list[list[str]] = []
+    t = threading.Thread(target=lambda: done.append(sup.unload_all(30)))
+    t.start()
+    deadline = time.monotonic() + 10
+    while len(admin.calls) < 3:  # every unload asked (and the stubs of each noted)
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(bls[0], signal.SIGKILL)  # bls's teardown has started: its stubs go one by one
+    _wait_gone(bls[0])
+    t.join(0.5)
+    assert not done  # still waiting for bls, though ensemble and llm are held by now
+    os.kill(bls[1], signal.SIGKILL)
+    _wait_gone(bls[1])
+    admin.states["bls"] = "UNAVAILABLE"
+    t.join(10)
+    assert done == [["ensemble", "llm"]]
+    assert sorted(admin.calls) == [("unload", "bls"), ("unload", "ensemble"), ("unload", "llm")]
+    assert llm in stub_processes(stubs.pgid)
