@@ -268,6 +268,7 @@ def test_stop_report_is_clean_only_when_nothing_went_wrong() -> None:
     # drained, and only idle client streams kept models: Triton's exit timeout, exit code 1
     held = StopReport(1, 9.0, drained, gave_up=True, held=("ensemble",))
     assert held.clean and "ensemble still referenced after the drain" in held.describe()
+    assert StopReport(-6, 9.0, drained, gave_up=True, held=("ensemble",)).clean
     assert not StopReport(1, 9.0, drained, gave_up=True, killed=1, held=("ensemble",)).clean
 
 
