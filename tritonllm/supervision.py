@@ -100,7 +100,10 @@ HELD_AFTER_S = 10.0  # an unloading Python model none of whose stubs went: held 
 STUBLESS_HELD_AFTER_S = 1.0  # the same for a model without stubs (an ensemble)
 BUSY_GAUGES = ("nv_inference_pending_request_count", "tritonllm_active_requests",
                "tritonllm_waiting_requests")
-ACTIVITY_PREFIXES = ("nv_inference_", "tritonllm_")
+# The GPU target's tensorrtllm backend: requests it holds (its "max" sample is a capacity).
+TRTLLM_BUSY = re.compile(r'^nv_trt_llm_request_metrics\{.*request_type="(active|scheduled|'
+                         r'context|waiting)"')
+ACTIVITY_PREFIXES = ("nv_inference_", "tritonllm_", "nv_trt_llm_request_metrics")
 MAX_RELOADS = 3
 RELOAD_WINDOW_S = 600.0
 
@@ -316,7 +319,7 @@ class MetricsSnapshot:
             if name.endswith("_max_ms"):  # "worst of the last period": moves by itself
                 continue
             samples.append((name_labels, value))
-            if name in BUSY_GAUGES:
+            if name in BUSY_GAUGES or TRTLLM_BUSY.match(name_labels):
                 with contextlib.suppress(ValueError):
                     busy += float(value)
         return cls(busy, tuple(samples))
