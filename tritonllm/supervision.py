@@ -368,6 +368,7 @@ class Supervisor:
         self._unload_asked: dict[str, tuple[float, frozenset[int]]] = {}  # when; its stubs
         self._reloads: dict[str, deque[float]] = {}
         self._known: dict[int, StubProcess] = {}
+        self._retired: set[int] = set()  # stubs of a model version being replaced: may go
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._hurry = threading.Event()
@@ -417,7 +418,7 @@ class Supervisor:
 
     def check_stubs(self) -> list[DeadStub]:
         """One look at the stubs; recovers the models of dead ones. Returns the dead ones."""
-        now = stub_processes(self.pgid)
+        now = self._current()
         dead = [DeadStub(s, describe_status(pid)) for pid, s in self._known.items()
                 if pid not in now]
         self._known = now
@@ -425,8 +426,15 @@ class Supervisor:
             return []
         for model in sorted({d.stub.model for d in dead}):
             self._recover(model, [d for d in dead if d.stub.model == model])
-        self._known = stub_processes(self.pgid)
+        self._known = self._current()
         return dead
+
+    def _current(self) -> dict[int, StubProcess]:
+        """The live stubs, less those of replaced model versions (their teardown may still
+        be going on, or never end: a version a failed request leaked)."""
+        now = stub_processes(self.pgid)
+        self._retired &= set(now)
+        return {pid: s for pid, s in now.items() if pid not in self._retired}
 
     def _recover(self, model: str, dead: list[DeadStub]) -> None:
         stubs = ", ".join(f"'{d.stub.instance}' (pid {d.stub.pid}) {d.how}" for d in dead)
@@ -445,6 +453,8 @@ class Supervisor:
             return
         history.append(now)
         t0 = time.monotonic()
+        self._retired |= {pid for pid, s in stub_processes(self.pgid).items()
+                          if s.model == model}
         self.say(f"reloading model '{model}' (unload, then load)")
         error = self.admin.unload(model)
         if error is None:

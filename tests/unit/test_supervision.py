@@ -196,7 +196,7 @@ def test_describe_status_of_a_zombie(stubs: FakeStubs) -> None:
 def test_a_dead_stub_gets_its_model_reloaded(stubs: FakeStubs) -> None:
     said: list[str] = []
     admin = FakeAdmin(stubs)
-    stubs.start("tensorrt_llm_bls", "tensorrt_llm_bls_0_0")
+    old = stubs.start("tensorrt_llm_bls", "tensorrt_llm_bls_0_0")
     victim = stubs.start("tensorrt_llm_bls", "tensorrt_llm_bls_0_1")
     stubs.start("preprocessing", "preprocessing_0_0")
     assert stubs.pgid is not None
@@ -214,6 +214,11 @@ def test_a_dead_stub_gets_its_model_reloaded(stubs: FakeStubs) -> None:
     assert said[-1].startswith("model 'tensorrt_llm_bls' reloaded in")
     assert sup.health_reason is None and sup.fatal is None
     assert sup.check_stubs() == []  # the reloaded model's stub is known now
+    # the old version's other stub goes only now (its teardown ends after the new load):
+    # expected, not a death
+    os.kill(old, signal.SIGKILL)
+    _wait_gone(old)
+    assert sup.check_stubs() == [] and len(admin.calls) == 2
 
 
 def test_reloads_have_a_budget_then_the_server_gives_up(stubs: FakeStubs) -> None:
