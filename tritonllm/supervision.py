@@ -475,11 +475,11 @@ class Supervisor:
     # -- drain -----------------------------------------------------------------------------
     def drain(self, timeout: float) -> DrainResult:
         """Refuse new requests, wait for the ones in flight (see the module docstring)."""
-        self.draining = True
         t0 = time.monotonic()
         deadline = t0 + timeout
         entry = list(self.entry)
-        self._unload(entry)
+        self._unload(entry)  # first: once readiness says 503, new requests are refused
+        self.draining = True
         quiet_since: float | None = None
         last: MetricsSnapshot | None = None
         busy = entry
@@ -504,14 +504,18 @@ class Supervisor:
             self._hurry.wait(min(DRAIN_POLL_S, max(0.0, deadline - now)))
 
     def _unload(self, models: Iterable[str]) -> None:
-        by_model: dict[str, set[int]] = {}
-        for pid, stub in stub_processes(self.pgid).items():
-            by_model.setdefault(stub.model, set()).add(pid)
-        for model in models:
-            self._unload_asked[model] = (time.monotonic(), frozenset(by_model.get(model, ())))
+        """Ask tritonserver to unload ``models``, noting when and their stubs at that time
+        (no stub can have gone yet: each instance's teardown starts with a 1 s wait)."""
+        asked, names = time.monotonic(), list(models)
+        for model in names:
             error = self.admin.unload(model)
             if error is not None:
                 self.say(f"could not unload '{model}': {error}")
+        by_model: dict[str, set[int]] = {}
+        for pid, stub in stub_processes(self.pgid).items():
+            by_model.setdefault(stub.model, set()).add(pid)
+        for model in names:
+            self._unload_asked[model] = (asked, frozenset(by_model.get(model, ())))
 
     def unload_all(self, timeout: float) -> list[str]:
         """After the drain: unload every model and wait until each is unloaded or *held*;

@@ -330,7 +330,7 @@ def test_unload_all_waits_for_teardowns_not_for_held_models(
     t = threading.Thread(target=lambda: done.append(sup.unload_all(30)))
     t.start()
     deadline = time.monotonic() + 10
-    while len(admin.calls) < 3:  # every unload asked (and the stubs of each noted)
+    while len(sup._unload_asked) < 3:  # every unload asked and the stubs of each noted
         assert time.monotonic() < deadline
         time.sleep(0.005)
     os.kill(bls[0], signal.SIGKILL)  # bls's teardown has started: its stubs go one by one
