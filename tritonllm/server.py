@@ -97,6 +97,7 @@ MODEL_CONTROL_MODES = ("none", "poll", "explicit")
 STUB_NAME = supervision.STUB_NAME
 POLL_INTERVAL_S = 0.1
 KILL_WAIT_S = 5.0
+ORPHAN_WAIT_S = 1.5  # a stub whose tritonserver is gone exits by itself (it checks every 0.3 s)
 GAVE_UP_GRACE_S = 3.0  # after Triton's "Exiting immediately", before it is killed
 MANAGED_EXIT_TIMEOUT_S = 5  # managed: --exit-timeout-secs (the launcher unloads models first)
 LOG_TAIL_LINES = 30
@@ -586,6 +587,10 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> int:
             os.killpg(proc.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=KILL_WAIT_S)
+    else:  # stubs left by a tritonserver that exited notice it and exit (pb_stub.cc main)
+        orphans_gone_by = time.monotonic() + ORPHAN_WAIT_S
+        while _live_group_members(proc.pid) and time.monotonic() < orphans_gone_by:
+            time.sleep(POLL_INTERVAL_S / 2)
     deadline = time.monotonic() + KILL_WAIT_S
     killed: set[int] = set()
     while True:
