@@ -296,10 +296,23 @@ def test_serve_command_fails_when_the_server_dies(good_repo: Path, cli_cleanup: 
     cli = _Cli(str(good_repo), *PORT_ARGS, "--log-file", str(log))
     cli_cleanup.append(cli)
     pid = int(cli.read_until("pid").split()[-1])
-    os.kill(pid, signal.SIGKILL)
+    regions = _shm_regions(pid)
+    assert regions and all(r.name.startswith("tritonllm_") for r in regions)
+    os.killpg(pid, signal.SIGKILL)  # the stubs too (an OOM kill): their regions stay behind
     code, err = cli.finish()
     assert code == 1
     assert err.strip().splitlines()[-1] == (
         f"error: tritonserver was killed by SIGKILL while serving; log: {log}")
     assert _live_group(pid) == []  # the model's stub too
     assert log.is_file()
+    assert [r for r in regions if r.exists()] == []  # the killed server's shared memory
+
+
+def _shm_regions(pgid: int) -> list[Path]:
+    """The /dev/shm regions of the Python stubs in the group (a stub's argv[2])."""
+    found = []
+    for pid in _live_group(pgid):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if argv[0].endswith(b"triton_python_backend_stub"):
+            found.append(Path("/dev/shm") / argv[2].decode())
+    return found
