@@ -6,11 +6,17 @@ after their first delta, one sends HTTP generate and generate_stream requests, o
 through the bad-input matrix (gRPC and HTTP, every category). A sampler reads the resident
 memory (VmRSS) of tritonserver and of every stub every :data:`SAMPLE_S` seconds.
 
-Checked: every good request completed, every cancel was taken, every bad request was refused;
-no process of the server died or was replaced; the engine is idle at the end; and after the
-warm-up (:data:`WARMUP_S`) no process grows by more than its bound: the larger of
-:data:`GROWTH_REL` of its RSS at the end of the warm-up and :data:`GROWTH_ABS_KIB` (the bounds
-and the measured figures are in docs/reliability.md).
+Checked: every good request completed (or was refused as Overloaded by the bounded queue),
+every cancel was taken, every bad request was refused; no process of the server died or was
+replaced; the engine is idle at the end; and after the warm-up (:data:`WARMUP_S`) every process
+stays within its bound (the measurements behind them are in docs/reliability.md):
+
+* tritonserver and the CPU LLM stub under a ceiling (:data:`CEILING_KIB`): both grow for
+  minutes before they level off (the LLM stub by ~1.1 GB over ~7 minutes, then flat, with a
+  0.25 GB KV cache as with the default 1 GB), so a growth bound would only measure how far
+  into that rise the warm-up ended;
+* every other stub within the larger of :data:`GROWTH_REL` of its RSS at the end of the warm-up
+  and :data:`GROWTH_ABS_KIB` (they are flat within a few MB).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import itertools
 import json
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -48,8 +55,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SOAK_S = float(os.environ.get("TRITONLLM_SOAK_S", "240"))
 WARMUP_S = min(60.0, SOAK_S / 4)
 SAMPLE_S = 2.0
-GROWTH_REL = 0.10  # a process may grow by 10% of its RSS after the warm-up ...
+GROWTH_REL = 0.10  # a stub may grow by 10% of its RSS after the warm-up ...
 GROWTH_ABS_KIB = 64 << 10  # ... or by 64 MiB, whichever is larger
+#: RSS ceilings (KiB) by model / program: the measured plateau plus ~20%.
+CEILING_KIB = {"tritonserver": 512 << 10, "tensorrt_llm": 2 << 20}
 DEADLINE = 60.0
 
 
@@ -185,7 +194,7 @@ def _try(call: Callable[[], str]) -> str:
 
 def _report(samples: list[tuple[float, dict[int, int | None]]],
             procs: dict[int, str]) -> dict[str, Any]:
-    """Per process: RSS at the start, after the warm-up, at most after it, at the end; the
+    """Per process: RSS at the start, after the warm-up, at most after it, at the end; its
     bound; the slope after the warm-up (KiB per minute, least squares)."""
     out: dict[str, Any] = {"warmup_s": WARMUP_S, "processes": {}}
     for pid, label in procs.items():
@@ -201,10 +210,12 @@ def _report(samples: list[tuple[float, dict[int, int | None]]],
         mv = sum(v for _, v in after) / n
         var = sum((t - mt) ** 2 for t, _ in after) or 1.0
         slope = sum((t - mt) * (v - mv) for t, v in after) / var * 60
+        model = re.sub(r"_\d+_\d+$", "", label)  # a stub's instance name -> its model
+        bound = CEILING_KIB.get(model, warm + max(int(warm * GROWTH_REL), GROWTH_ABS_KIB))
         out["processes"][label] = {
             "start_kib": series[0][1], "warm_kib": warm,
             "max_kib": max(v for _, v in after), "end_kib": after[-1][1],
-            "bound_kib": warm + max(int(warm * GROWTH_REL), GROWTH_ABS_KIB),
+            "bound_kib": bound,
             "slope_kib_per_min": round(slope, 1), "samples": n,
         }
     return out
