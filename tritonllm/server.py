@@ -640,8 +640,9 @@ class StopReport:
                 busy = f"; still in flight on {', '.join(d.busy)}" if d.busy else ""
                 parts.append(f"drain {d.how} after {d.seconds:.1f}s{busy}")
         if self.held:
-            parts.append(f"{', '.join(self.held)} still referenced after the drain (open client "
-                         "gRPC streams keep their last request in Triton 2.51)")
+            parts.append(f"{', '.join(self.held)} still referenced after the drain (by open "
+                         "client gRPC streams, which keep their last request in Triton 2.51, "
+                         "or by a request Triton leaked)")
         if self.gave_up:
             parts.append("tritonserver's exit timeout expired (models still referenced)")
         if self.killed:

@@ -528,7 +528,8 @@ class Supervisor:
         goes (a stub-less ensemble: it stays UNLOADING at all); one being torn down loses a
         stub within seconds (each instance: python_backend's 1 s health wait, then the
         stub's exit). Held models are left to tritonserver's (short) exit timeout; waiting
-        here for them would only wait ``timeout``.
+        here for them would only wait ``timeout``. A version replaced by a reload whose stubs
+        are still there is held too (a request failed on its dead stub and leaked it).
         """
         deadline = time.monotonic() + timeout
         rows = self.admin.index() or []
@@ -549,7 +550,10 @@ class Supervisor:
                 grace = HELD_AFTER_S if stubs else STUBLESS_HELD_AFTER_S
                 (waiting if started or now - asked < grace else held).append(model)
             if not waiting or now >= deadline or self._hurry.is_set() or not self.is_running():
-                return sorted(held + waiting)
+                replaced = {s.model for pid, s in stub_processes(self.pgid).items()
+                            if pid in self._retired}
+                return sorted(held + waiting) + [f"{m} (a replaced version)"
+                                                 for m in sorted(replaced)]
             self._hurry.wait(DRAIN_POLL_S)
 
     def _still_loaded(self, models: Sequence[str]) -> list[str]:
