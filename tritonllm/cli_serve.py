@@ -8,7 +8,9 @@ guards the HTTP port, reloads a model whose Python stub died, and drains before 
 
 It prints the endpoints once every model is READY and blocks. On SIGINT or SIGTERM it drains
 (``--drain-timeout``; a second signal cuts the drain short), stops the server and exits 0 when
-the stop was clean: drained, tritonserver exited 0, nothing killed. Otherwise, and for errors
+the stop was clean (:attr:`~tritonllm.server.StopReport.clean`: drained, nothing killed, and
+tritonserver exited 0 or only idle client streams held it past its exit timeout). Otherwise,
+and for errors
 (a model's own load error, a busy port, a model that cannot be recovered), it prints one
 ``error:`` line and exits 1 (the group in :mod:`tritonllm.cli` prints them).
 """
