@@ -47,6 +47,10 @@ Measured on the CPU repository (tests/integration/test_drain.py), in order, whil
 - when the exit timeout expires the gRPC endpoint closes: calls in flight end with UNAVAILABLE
   ``"Stream removed (Socket closed (GOAWAY received ...))"``, then connections are refused.
 
+A model whose Python stub died answers ``"Stub process '<model>_0_0' is not healthy."`` (over
+HTTP with status 400) until it is reloaded: Unavailable too, since ``tritonllm serve``'s
+supervisor reloads that model and another replica can answer meanwhile.
+
 gRPC's asyncio client reports a call its core could not complete (the server went away while
 the call was being written) as INTERNAL ``"Internal error from Core"``: Unavailable too.
 
@@ -161,6 +165,9 @@ _UNKNOWN_MODEL = re.compile(r"unknown model|model '[^']*' (version \S+ )?is not 
 # UNAVAILABLE "Server exiting" / "Server not ready".
 _DRAINING = re.compile(r"server is stopping|stopped accepting new inference|"
                        r"has no available versions|is not at ready state|server exiting", re.I)
+# python_backend r24.10 (src/python_be.cc, src/stub_launcher.cc): a dead stub's model answers
+# "Stub process '<instance>' is not healthy." until it is reloaded.
+_STUB_DEAD = re.compile(r"stub process\b.*\bis not healthy", re.I)
 # grpc.aio's own status for a call its core could not complete (cygrpc set_internal_error).
 _GRPC_CORE_FAILED = "Internal error from Core"
 _CONNECTION = re.compile(r"connection refused|failed to connect|connect failed|"
@@ -206,7 +213,7 @@ def classify(info: ErrorInfo) -> type[ClientError]:
         return Unauthorized
     if _QUEUE_FULL.search(msg):
         return Overloaded
-    if _DRAINING.search(msg):
+    if _DRAINING.search(msg) or _STUB_DEAD.search(msg):
         return Unavailable
     if status == "INTERNAL" and msg.strip() == _GRPC_CORE_FAILED:
         return Unavailable

@@ -88,6 +88,7 @@ STREAM_ERROR_WAIT_S = 1.0  # how long a dead stream's reason may take to reach i
 #: runs) and then waits for every open stream before it exits.
 GONE_SILENCE_S = 5.0
 _GONE = object()  # queued on a pooled stream whose connection went, in place of an error
+READ_SIZE = 64 << 10  # the most bytes one read of an HTTP response body asks for
 
 
 def _gone_error(spec: RequestSpec) -> Unavailable:
@@ -605,15 +606,36 @@ def _network_error(e: BaseException) -> ClientError:
 
 
 class _HttpCall:
+    """One HTTP ``generate`` / ``generate_stream`` response being read.
+
+    Server-sent events are split into lines here, over ``read1``, and not with the response's
+    ``readline``: on a chunked body whose connection closes between chunks (a killed server),
+    ``http.client``'s ``readline`` swallows the ``IncompleteRead`` (its ``peek`` returns ``b""``
+    and closes the response) and reports a clean end, so a broken stream would read as a
+    complete one. ``read1`` raises ``IncompleteRead`` there, and returns ``b""`` only after the
+    terminating chunk.
+    """
+
     def __init__(self, response: Any, spec: RequestSpec) -> None:
         self._response = response
         self._spec = spec
         self._done = False
+        self._buffer = b""
+
+    def _readline(self) -> bytes:
+        while (end := self._buffer.find(b"\n")) < 0:
+            data = self._response.read1(READ_SIZE)
+            if not data:
+                line, self._buffer = self._buffer, b""
+                return line
+            self._buffer += data
+        line, self._buffer = self._buffer[:end + 1], self._buffer[end + 1:]
+        return line
 
     def _read_event(self) -> dict[str, Any] | None:
         data: list[str] = []
         while True:
-            raw = self._response.readline()
+            raw = self._readline()
             if not raw:
                 return json.loads("".join(data)) if data else None
             line = raw.decode("utf-8").rstrip("\r\n")

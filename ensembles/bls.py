@@ -43,7 +43,12 @@ from tritonllm.ensembles import wire
 from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.cpu_engine import FINISH_CANCELLED
 from tritonllm.ensembles.detokenize import IncrementalDetokenizer
-from tritonllm.ensembles.requests import RequestError, read_words, refuse_unsupported
+from tritonllm.ensembles.requests import (
+    RequestError,
+    check_request_id,
+    read_words,
+    refuse_unsupported,
+)
 from tritonllm.ensembles.stops import StopStrings
 from tritonllm.settings import RepoSettings
 
@@ -162,8 +167,9 @@ class BLSPipeline:
                 names.extend(wanted)
         return names
 
-    def run(self, inputs: Arrays, sink: Sink) -> None:
+    def run(self, inputs: Arrays, sink: Sink, request_id: str = "") -> None:
         """Serve one request; RequestError before anything was sent means a bad request."""
+        check_request_id(request_id)
         llm_in, stops, stream, prefix = self.prepare(inputs)
         llm = self.call_llm(llm_in, self.llm_outputs(llm_in))
         key = next(self._keys)

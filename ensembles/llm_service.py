@@ -75,10 +75,14 @@ from tritonllm.ensembles.cpu_engine import (
     SamplingParams,
     TokenEvent,
 )
-from tritonllm.ensembles.requests import RequestError, RequestLimits, refuse_unsupported
+from tritonllm.ensembles.requests import (
+    RequestError,
+    RequestLimits,
+    check_request_id,
+    refuse_unsupported,
+)
 from tritonllm.ensembles.requests import parse_request as parse_generation_request
 from tritonllm.errors import TritonLLMError
-from tritonllm.settings import MAX_REQUEST_ID_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -280,9 +284,7 @@ class LLMService:
         ``request_id`` (kept to match a later ``stop``) may have at most
         :data:`~tritonllm.settings.MAX_REQUEST_ID_BYTES` UTF-8 bytes.
         """
-        size = len(request_id.encode("utf-8", "surrogatepass"))
-        if size > MAX_REQUEST_ID_BYTES:
-            raise RequestError("request_id", f"{size} bytes, more than {MAX_REQUEST_ID_BYTES}")
+        check_request_id(request_id)
         req = parse_request(inputs, self.limits, self.default_exclude_input,
                             self.default_streaming)
         if req.stop_only:

@@ -39,7 +39,7 @@ import numpy.typing as npt
 from tritonllm.contract import Unsupported
 from tritonllm.ensembles.tokenization import parse_word_list
 from tritonllm.errors import ConfigError, TritonLLMError
-from tritonllm.settings import MAX_WORD_LIST_IDS, RepoSettings
+from tritonllm.settings import MAX_REQUEST_ID_BYTES, MAX_WORD_LIST_IDS, RepoSettings
 
 __all__ = [
     "CONTRACTS",
@@ -63,6 +63,17 @@ class RequestError(TritonLLMError, ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+def check_request_id(request_id: str) -> None:
+    """Refuse a request id over :data:`~tritonllm.settings.MAX_REQUEST_ID_BYTES` UTF-8 bytes.
+
+    Every model of ours checks it first: Triton copies the id into each response and our
+    models keep ids (to match a later ``stop``), so its size is bounded like any input's.
+    """
+    size = len(request_id.encode("utf-8", "surrogatepass"))
+    if size > MAX_REQUEST_ID_BYTES:
+        raise RequestError("request_id", f"{size} bytes, more than {MAX_REQUEST_ID_BYTES}")
 
 
 @dataclass(frozen=True)

@@ -434,12 +434,8 @@ class Xfail:
                 and fnmatch.fnmatchcase(case.id, self.pattern))
 
 
-#: Issue #14's items: (a) server and launcher, (b) request validation.
-_B = "#14 item (b): "
 _TRITON_JSON = ("Triton 2.51 core, HTTP generate endpoint (not fixable in the models): ")
 XFAILS: tuple[Xfail, ...] = (
-    Xfail("hostile/request-id:*", _B + "the BLS model serves a 1 MB request id (the ensemble "
-          "refuses ids over 256 bytes)", models=(C.BLS,)),
     Xfail("json-type/*", _TRITON_JSON + "a JSON value of the wrong kind is a 500 'Unable to "
           "parse data' that does not name the input", transports=("http", "sse")),
     Xfail("json-wrap/*", _TRITON_JSON + "an integer is truncated to the input's dtype "

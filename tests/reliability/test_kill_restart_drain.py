@@ -370,14 +370,9 @@ def story(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 # --- 1. kill -9 ---------------------------------------------------------------------------------
 
 KINDS = ["grpc stream", "grpc generate", "aio stream", "http stream", "http generate"]
-_HTTP_EOF = ("#14 kill -9: tritonllm.client's HTTP stream takes the connection closing "
-             "mid-stream for the end of the stream: it returns the text so far as a "
-             "Completion (no finish_reason) instead of raising Unavailable")
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=_HTTP_EOF))
-    if k == "http stream" else k for k in KINDS])
+@pytest.mark.parametrize("kind", KINDS)
 def test_requests_in_flight_at_the_kill_end_with_unavailable(story: Story, kind: str) -> None:
     mine = [o for o in story.tracked if o.kind == kind]
     assert len(mine) == len(MODELS)

@@ -154,3 +154,14 @@ def test_stop_strings_within_bounds_cut_the_text(tokenizer: Any) -> None:
     out, final = sink.sent[-1]
     assert final and out["text_output"][0].decode() == " hello"
     assert out[C.FINISH_REASON][0].decode() == "stop"
+
+
+def test_an_oversized_request_id_is_refused_before_any_call(tokenizer: Any) -> None:
+    calls = Calls(tokenizer)
+    with pytest.raises(RequestError, match="more than 256") as exc:
+        _pipeline(tokenizer, calls).run(_request(), Sink(), request_id="r" * (1 << 20))
+    assert exc.value.field == "request_id"
+    assert calls.pre == [] and calls.llm == []
+    sink = Sink()
+    _pipeline(tokenizer, calls).run(_request(), sink, request_id="r" * 256)
+    assert sink.sent[-1][1]

@@ -71,6 +71,22 @@ def test_a_draining_server_is_unavailable_over_http(message: str, http_status: i
     assert classify(ErrorInfo(message, http_status=http_status)) is Unavailable
 
 
+# A model whose Python stub died (seen in the soak, tests/reliability): every transport's form.
+DEAD_STUB = "Stub process 'tensorrt_llm_bls_0_0' is not healthy."
+
+
+@pytest.mark.parametrize("info", [
+    ErrorInfo(DEAD_STUB),
+    ErrorInfo(f"[request id: {RID}] {DEAD_STUB}"),
+    ErrorInfo(f"in ensemble 'ensemble', {DEAD_STUB}"),
+    ErrorInfo(DEAD_STUB, "StatusCode.INTERNAL"),
+    ErrorInfo(DEAD_STUB, http_status=400),
+    ErrorInfo(DEAD_STUB, http_status=500),
+])
+def test_a_dead_stub_is_unavailable_not_a_bad_request(info: ErrorInfo) -> None:
+    assert classify(info) is Unavailable
+
+
 @pytest.mark.parametrize("info", [
     ErrorInfo("Request for unknown model: 'nosuchmodel' is not found"),
     ErrorInfo("Request for unknown model: 'nosuchmodel' is not found", "StatusCode.NOT_FOUND"),

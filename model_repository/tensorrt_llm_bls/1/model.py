@@ -127,9 +127,9 @@ class TritonPythonModel:
 
     def _serve(self, request: Any) -> None:
         sink = _Sink(request.get_response_sender())
-        inputs = {t.name(): t.as_numpy() for t in request.inputs()}
         try:
-            self.pipeline.run(inputs, sink)
+            inputs = {t.name(): t.as_numpy() for t in request.inputs()}
+            self.pipeline.run(inputs, sink, request.request_id())
         except RequestError as e:
             sink.fail(str(e), pb_utils.TritonError.INVALID_ARG)
         except _Upstream as e:  # keeps the called model's code (e.g. UNAVAILABLE: queue full)
