@@ -135,7 +135,7 @@ class Preprocessor:
         ids = list(req.prompt_ids or ())  # encode= was given: always set
         stop = [self.tok.encode_words(req.stop_words)]
         if "end_id" not in req.sources:
-            stop[0] = [*stop[0], *((i,) for i in self.extra_end_ids)]
+            stop[0] = [*stop[0], *([i] for i in self.extra_end_ids)]
         return {
             "INPUT_ID": np.asarray([ids], dtype=np.int32),
             "REQUEST_INPUT_LEN": np.asarray([[len(ids)]], dtype=np.int32),

@@ -35,7 +35,7 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +148,10 @@ def prepare(work: Path, size: str, max_batch_size: int,
     build(BuildSettings(checkpoint=model, engine="cpu", out=engine,
                         max_batch_size=max_batch_size))
     shutil.rmtree(repo, ignore_errors=True)
-    extra = {} if max_stream_interval_ms is None else {
-        "max_stream_interval_ms": max_stream_interval_ms}
-    render_repository(engine, repo, RepoSettings(
-        preprocessing_instance_count=1, bls_instance_count=1,
-        **extra))
+    settings = RepoSettings(preprocessing_instance_count=1, bls_instance_count=1)
+    if max_stream_interval_ms is not None:
+        settings = replace(settings, max_stream_interval_ms=max_stream_interval_ms)
+    render_repository(engine, repo, settings)
     return model, engine, repo
 
 

@@ -69,7 +69,7 @@ class Tokenizer:
             from transformers.utils import logging as hf_logging
         except ImportError as e:
             raise ConfigError(f"--tokenizer needs transformers installed: {e}") from e
-        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        hf_logging.set_verbosity_error()
         try:
             self._tok: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError) as e:

@@ -23,11 +23,14 @@ def test_cli_engine_choices_match_registry() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"max_input_len": 1024, "max_seq_len": 1024}, "max_input_len: 1024 must be smaller than max_seq_len"),
+        ({"max_input_len": 1024, "max_seq_len": 1024},
+         "max_input_len: 1024 must be smaller than max_seq_len"),
         ({"max_seq_len": 4096}, "max_seq_len: 4096 exceeds the model's max_position_embeddings"),
-        ({"quantization": "fp8"}, "quantization: the cpu engine cannot do 'fp8'; it supports: int8, int4"),
+        ({"quantization": "fp8"},
+         "quantization: the cpu engine cannot do 'fp8'; it supports: int8, int4"),
         ({"dtype": "bfloat16"}, "dtype: 'bfloat16' is not supported by the cpu engine"),
-        ({"quantization": "int8", "dtype": "float16"}, "dtype: --quantization int8 sets the weight format"),
+        ({"quantization": "int8", "dtype": "float16"},
+         "dtype: --quantization int8 sets the weight format"),
         ({"quantization": "int4", "group_size": 48}, "group_size: 48 must divide the hidden size"),
         ({"group_size": 64}, "group_size: only applies to --quantization int4"),
         ({"tp": 2}, "tp/pp: the cpu engine runs on one device"),
@@ -48,7 +51,8 @@ def test_tp_must_divide_heads(tiny_model: Path, tmp_path: Path) -> None:
     from tritonllm.builders.checkpoint import inspect_checkpoint
 
     info = inspect_checkpoint(tiny_model)
-    with pytest.raises(ConfigError, match=r"tp: 4 does not divide the attention heads \(4 query, 2 key/value\)"):
+    heads = r"tp: 4 does not divide the attention heads \(4 query, 2 key/value\)"
+    with pytest.raises(ConfigError, match=heads):
         trt.check(BuildSettings(checkpoint=tiny_model, engine="trtllm", out=tmp_path, tp=4), info)
 
 
@@ -67,6 +71,6 @@ def test_output_dir_not_writable(tiny_model: Path, tmp_path: Path) -> None:
 def test_refuses_to_overwrite_foreign_directory(tiny_model: Path, tmp_path: Path) -> None:
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "precious.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="is not empty and holds no manifest.json"):
+    with pytest.raises(ConfigError, match=r"is not empty and holds no manifest\.json"):
         _build(tiny_model, tmp_path)
     assert (tmp_path / "e" / "precious.txt").read_text() == "keep me"

@@ -55,7 +55,7 @@ def test_a_polling_thread_never_touches_a_finished_sender() -> None:
         g = GuardedSender(raw, FINAL)
         go = threading.Event()
 
-        def poll(g: GuardedSender = g) -> None:
+        def poll(g: GuardedSender = g, go: threading.Event = go) -> None:
             go.wait()
             for _ in range(50):
                 g.is_cancelled()

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+
 from tritonllm.builders import BuildSettings, build, read_manifest
 from tritonllm.builders.trtllm import CONVERT_SCRIPT, PYTHON_ENV
-
 from tritonllm.cli import main
 from tritonllm.errors import BuildError, ConfigError, EngineUnavailable
 
