@@ -33,6 +33,7 @@ from tritonllm.contract import (
     BLS,
     BLS_FORWARDS,
     CONTEXT_LENGTH,
+    FINISH_CANCELLED,
     FINISH_REASON,
     LLM,
     LLM_CONTRACT,
@@ -41,7 +42,6 @@ from tritonllm.contract import (
 )
 from tritonllm.ensembles import wire
 from tritonllm.ensembles.cancellation import CancellationPoller
-from tritonllm.ensembles.cpu_engine import FINISH_CANCELLED
 from tritonllm.ensembles.detokenize import IncrementalDetokenizer
 from tritonllm.ensembles.requests import (
     RequestError,

@@ -14,7 +14,7 @@ Threading contract:
     ``after_events``, when set, runs on the engine thread after each round of callbacks (a
     step's, or a round of cancellations) and before the next step, so a consumer can hand
     over everything one round produced at once.
-  * ``step()`` holds the GIL while it runs (see DESIGN.md), so other Python threads of the
+  * ``step()`` may hold the GIL while it runs, so other Python threads of the
     process wait up to one step; ``stats().max_step_ms`` reports the worst step since the
     previous ``stats()`` call. (OpenVINO GenAI 2026.4 releases the GIL for much of a step.)
 """
@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tritonllm.contract import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP
+from tritonllm.ensembles.sampling import SamplingParams
+
 log = logging.getLogger(__name__)
 
-FINISH_STOP = "stop"
-FINISH_LENGTH = "length"
-FINISH_CANCELLED = "cancelled"
-FINISH_ERROR = "error"
+FINISH_ERROR = "error"  # the engine's own: a failed request gets an error, not a finish_reason
 #: The largest seed the engine tells apart. OpenVINO GenAI's GenerationConfig.rng_seed holds 64
 #: bits, but its sampler seeds a std::mt19937 with it, which keeps the low 32 bits only: seeds
 #: 2**32 and 2**63 sample exactly as seed 0 does (measured with 2026.4). Larger seeds are refused
@@ -56,39 +56,6 @@ class EngineConfig:
     inference_precision: str = "f32"
     enable_prefix_caching: bool = False
     num_threads: int = 0  # 0: OpenVINO's default (all cores)
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Per-request generation settings, already validated (see ensembles.requests).
-
-    Sampling happens when ``temperature > 0`` together with ``top_k != 1``, or when top_k > 1
-    or top_p < 1 is asked for; everything else is greedy (TensorRT-LLM's default as well).
-    ``seed`` (0..:data:`MAX_SEED`) makes sampling repeatable; without one each request samples
-    with a fresh random seed (the engine's own default, 0, would make every unseeded request
-    sample the same text).
-    """
-
-    max_new_tokens: int
-    min_new_tokens: int = 0
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    repetition_penalty: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    end_ids: tuple[int, ...] = ()
-    stop_sequences: tuple[tuple[int, ...], ...] = ()
-    return_log_probs: bool = False
-
-    @property
-    def do_sample(self) -> bool:
-        if self.temperature == 0.0 or self.top_k == 1:
-            return False
-        return ((self.temperature is not None and self.temperature > 0)
-                or (self.top_k is not None and self.top_k > 1)
-                or (self.top_p is not None and self.top_p < 1.0))
 
 
 @dataclass
@@ -186,6 +153,10 @@ class CpuEngine:
         return ovg.ContinuousBatchingPipeline(str(config.engine_dir), sched, "CPU", props)
 
     # ---- caller side (any thread) -------------------------------------------------------
+
+    @property
+    def max_num_seqs(self) -> int:
+        return self.config.max_num_seqs
 
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams, on_event: EventCallback,
                stream: bool = True) -> int:
@@ -339,7 +310,7 @@ class CpuEngine:
             if req.first_token_at is None:
                 req.first_token_at = now
                 self._ttft_ms.append((now - req.submitted) * 1000)
-            cut = self._stop_sequence_end(req, new) if req.params.stop_sequences else None
+            cut = self._stop_sequence_end(req, new) if req.params.stop_ids else None
             if cut is not None:
                 new, lps = new[:cut], lps[:cut]
                 req.handle.stop()
@@ -378,7 +349,7 @@ class CpuEngine:
         history = req.generated
         for i in range(len(new)):
             tail = history + new[: i + 1]
-            for seq in req.params.stop_sequences:
+            for seq in req.params.stop_ids:
                 if len(seq) <= len(tail) and tuple(tail[-len(seq):]) == seq:
                     return i + 1
         return None
@@ -404,8 +375,8 @@ class CpuEngine:
         import openvino_genai as ovg
 
         cfg = ovg.GenerationConfig()
-        cfg.max_new_tokens = p.max_new_tokens
-        cfg.min_new_tokens = p.min_new_tokens
+        cfg.max_new_tokens = p.max_tokens
+        cfg.min_new_tokens = p.min_tokens
         if p.end_ids:
             cfg.eos_token_id = p.end_ids[0]
             cfg.stop_token_ids = set(p.end_ids)

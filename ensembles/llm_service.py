@@ -59,29 +59,29 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from tritonllm.contract import FINISH_REASON, LLM, REQUEST_KEY, unsupported_inputs
+from tritonllm.contract import FINISH_CANCELLED, FINISH_REASON, LLM, REQUEST_KEY, unsupported_inputs
 from tritonllm.ensembles import wire
 from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.cpu_engine import (
-    FINISH_CANCELLED,
     FINISH_ERROR,
     MAX_SEED,
-    CpuEngine,
-    SamplingParams,
+    EngineStats,
+    EventCallback,
     TokenEvent,
 )
 from tritonllm.ensembles.requests import (
     RequestError,
     RequestLimits,
     check_request_id,
+    parse_request,
     refuse_unsupported,
 )
-from tritonllm.ensembles.requests import parse_request as parse_generation_request
+from tritonllm.ensembles.sampling import SamplingParams
 from tritonllm.errors import TritonLLMError
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,29 @@ class QueueFull(TritonLLMError):
     """The engine's wait queue is at ``max_queue_size``: retry later."""
 
 
+@runtime_checkable
+class Engine(Protocol):
+    """What :class:`LLMService` needs of an engine (:class:`~tritonllm.ensembles.cpu_engine.
+    CpuEngine`; tests script one). ``on_event`` and ``after_events`` run on the engine's
+    thread, with the threading contract of :mod:`tritonllm.ensembles.cpu_engine`."""
+
+    after_events: Callable[[], None] | None
+
+    @property
+    def max_num_seqs(self) -> int:
+        """Requests decoded at once; more wait in the engine's queue."""
+        ...
+
+    def submit(self, prompt_ids: Sequence[int], params: SamplingParams,
+               on_event: EventCallback, stream: bool = True) -> int: ...
+
+    def cancel(self, request_id: int) -> None: ...
+
+    def stats(self) -> EngineStats: ...
+
+    def close(self, timeout: float = 10.0) -> None: ...
+
+
 class ResponseSink(Protocol):
     """Where one request's responses go (a Triton response sender in production)."""
 
@@ -124,15 +147,6 @@ class ResponseSink(Protocol):
     def error(self, message: str, final: bool = True) -> None: ...
 
     def is_cancelled(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class LLMLimits:
-    max_input_len: int
-    max_seq_len: int
-    vocab_size: int
-    end_ids: tuple[int, ...]
-    pad_id: int
 
 
 @dataclass(frozen=True)
@@ -155,23 +169,20 @@ def _scalar(inputs: Mapping[str, npt.NDArray[Any]], name: str) -> Any:
     return arr.reshape(-1)[0].item()
 
 
-def parse_request(inputs: Mapping[str, npt.NDArray[Any]], limits: LLMLimits,
-                  default_exclude_input: bool, default_streaming: bool) -> LLMRequest:
+def to_llm_request(inputs: Mapping[str, npt.NDArray[Any]], limits: RequestLimits,
+                   default_exclude_input: bool, default_streaming: bool) -> LLMRequest:
     """Validate one request's LLM tensors; RequestError names the first bad field.
 
     The tensors are read by :func:`tritonllm.ensembles.requests.parse_request` (the one parser
     of every model); this adds what only the CPU engine decides: inputs it cannot honour, the
-    official ``stop`` input, the end ids (all of the tokenizer's EOS ids unless the request
-    asks for another one) and the seed range (:data:`~tritonllm.ensembles.cpu_engine.MAX_SEED`).
+    official ``stop`` input and the seed range
+    (:data:`~tritonllm.ensembles.cpu_engine.MAX_SEED`).
     """
     refuse_unsupported(inputs, UNSUPPORTED, _label)
     if _scalar(inputs, "stop"):
-        return LLMRequest([], SamplingParams(max_new_tokens=1), False, True, stop_only=True)
+        return LLMRequest([], SamplingParams(max_tokens=1), False, True, stop_only=True)
     try:
-        req = parse_generation_request(inputs, RequestLimits(
-            max_input_len=limits.max_input_len, max_seq_len=limits.max_seq_len,
-            vocab_size=limits.vocab_size, end_id=limits.end_ids[0], pad_id=limits.pad_id),
-            model="tensorrt_llm")
+        req = parse_request(inputs, limits, model="tensorrt_llm")
     except RequestError as e:
         raise RequestError(_label(e.field), e.message) from None
     if req.bad_ids:
@@ -182,17 +193,8 @@ def parse_request(inputs: Mapping[str, npt.NDArray[Any]], limits: LLMLimits,
                            f"{s.seed} is outside 0..{MAX_SEED}: the CPU engine (OpenVINO GenAI) "
                            "keeps only a seed's low 32 bits, so a larger seed would silently "
                            "sample as a smaller one does")
-    end_ids = (limits.end_ids if "end_id" not in req.sources or req.end_id == limits.end_ids[0]
-               else (req.end_id,))
-    params = SamplingParams(
-        max_new_tokens=req.max_tokens, min_new_tokens=s.min_tokens or 0,
-        temperature=s.temperature, top_k=s.top_k or None, top_p=s.top_p, seed=s.seed,
-        repetition_penalty=s.repetition_penalty, presence_penalty=s.presence_penalty,
-        frequency_penalty=s.frequency_penalty, end_ids=end_ids, stop_sequences=req.stop_ids,
-        return_log_probs=req.return_log_probs,
-    )
     return LLMRequest(
-        list(req.prompt_ids or ()), params,  # required by the tensorrt_llm table
+        list(req.prompt_ids or ()), s,  # required by the tensorrt_llm table
         streaming=req.streaming if "streaming" in req.sources else default_streaming,
         exclude_input_in_output=(default_exclude_input if req.exclude_input_in_output is None
                                  else req.exclude_input_in_output),
@@ -250,9 +252,9 @@ def _reason(value: str) -> npt.NDArray[np.object_]:
 
 
 class LLMService:
-    """Runs requests on a :class:`CpuEngine`; see the module docstring for the protocol."""
+    """Runs requests on an :class:`Engine`; see the module docstring for the protocol."""
 
-    def __init__(self, engine: CpuEngine, limits: LLMLimits, decode: Decode, *,
+    def __init__(self, engine: Engine, limits: RequestLimits, decode: Decode, *,
                  default_exclude_input: bool = True, default_streaming: bool = True,
                  cancellation_check_period_s: float = 0.1, max_queue_size: int = 0,
                  max_stream_interval_s: float = 0.25) -> None:
@@ -285,8 +287,8 @@ class LLMService:
         :data:`~tritonllm.settings.MAX_REQUEST_ID_BYTES` UTF-8 bytes.
         """
         check_request_id(request_id)
-        req = parse_request(inputs, self.limits, self.default_exclude_input,
-                            self.default_streaming)
+        req = to_llm_request(inputs, self.limits, self.default_exclude_input,
+                             self.default_streaming)
         if req.stop_only:
             self._stop_by_id(request_id)
         if req.stop_only or (request_id and self._stopped_early(request_id)):
@@ -314,7 +316,7 @@ class LLMService:
     def _check_queue(self) -> None:
         if not self.max_queue_size:
             return
-        slots = self.engine.config.max_num_seqs
+        slots = self.engine.max_num_seqs
         waiting = len(self._live) - slots
         if waiting >= self.max_queue_size:
             raise QueueFull(f"Exceeds maximum queue size: {waiting} requests already wait for "
@@ -405,7 +407,7 @@ class LLMService:
         response would carry (those of one interval): the final response then comes about
         as soon as the next one would, and carries them."""
         unsent = len(held.windows.ids) - held.windows.read + len(ev.token_ids)
-        return bool(req.params.max_new_tokens - ev.output_tokens <= unsent)
+        return bool(req.params.max_tokens - ev.output_tokens <= unsent)
 
     def take_max_send_ms(self) -> float:
         """The longest round of response sends since the previous call, in ms."""

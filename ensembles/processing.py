@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,12 +38,11 @@ from tritonllm.ensembles.requests import (
     refuse_unsupported,
 )
 from tritonllm.ensembles.tokenization import SpecialIds, Tokenization, pack_word_list
-from tritonllm.settings import RepoSettings
+from tritonllm.settings import PreprocessingParams
 
 log = logging.getLogger(__name__)
 
 Arrays = Mapping[str, npt.NDArray[Any]]
-MAX_TOKENS_CAP = 1 << 20
 #: Bytes per token of the prompt bound when the tokenizer gives none (see
 #: tritonllm.ensembles.tokenization.max_token_bytes); set max_prompt_bytes to change it.
 FALLBACK_BYTES_PER_TOKEN = 64
@@ -73,18 +71,6 @@ def _present(inputs: Arrays, name: str) -> bool:
     return name in inputs and np.asarray(inputs[name]).size > 0
 
 
-@dataclass(frozen=True)
-class Limits:
-    """The engine's lengths and the request size bounds (tritonllm.settings.RepoSettings);
-    None: not bounded (``max_prompt_bytes``: derived from the tokenizer and max_input_len)."""
-
-    max_input_len: int | None = None
-    max_seq_len: int | None = None
-    max_prompt_bytes: int | None = None
-    max_words: int = RepoSettings.max_words
-    max_word_bytes: int = RepoSettings.max_word_bytes
-
-
 class Preprocessor:
     """Text → ids for one request; see the module docstring.
 
@@ -94,17 +80,17 @@ class Preprocessor:
     of them, TensorRT-LLM (one end id per request) included.
     """
 
-    def __init__(self, tokenization: Tokenization, special: SpecialIds, limits: Limits,
-                 end_id: int | None = None, pad_id: int | None = None) -> None:
+    def __init__(self, tokenization: Tokenization, special: SpecialIds,
+                 params: PreprocessingParams) -> None:
         self.tok = tokenization
         self.vocab = tokenization.vocab_size
-        self.end_id = end_id if end_id is not None else special.end_id
-        self.pad_id = pad_id if pad_id is not None else special.pad_id
+        end_id = params.end_id if params.end_id is not None else special.end_id
+        pad_id = params.pad_id if params.pad_id is not None else special.pad_id
         # A configured end_id replaces the tokenizer's EOS ids rather than adding to them.
-        self.extra_end_ids = () if end_id is not None else tuple(
-            i for i in special.end_ids if i != self.end_id)
-        max_input_len = limits.max_input_len or limits.max_seq_len
-        max_bytes, why = limits.max_prompt_bytes, ""
+        extra_end_ids = () if params.end_id is not None else tuple(
+            i for i in special.end_ids if i != end_id)
+        max_input_len = params.max_input_len or params.max_seq_len
+        max_bytes, why = params.max_prompt_bytes, ""
         if max_bytes is None and max_input_len:
             per_token = tokenization.max_token_bytes
             if per_token is None:
@@ -117,13 +103,10 @@ class Preprocessor:
                    f"for at {per_token} bytes per token (set max_prompt_bytes to change it)")
         #: The longest prompt in UTF-8 bytes (None: not bounded); see the module docstring.
         self.max_prompt_bytes = max_bytes
-        self.limits = RequestLimits(
-            max_input_len=max_input_len or 1 << 30,
-            max_seq_len=limits.max_seq_len or 1 << 30, vocab_size=self.vocab,
-            end_id=self.end_id, pad_id=self.pad_id,
-            max_tokens_cap=None if limits.max_seq_len else MAX_TOKENS_CAP,
-            max_prompt_bytes=max_bytes, prompt_bytes_why=why, max_words=limits.max_words,
-            max_word_bytes=limits.max_word_bytes)
+        self.limits = RequestLimits.for_engine(
+            max_input_len, params.max_seq_len, self.vocab, end_id, pad_id,
+            max_prompt_bytes=max_bytes, prompt_bytes_why=why, max_words=params.max_words,
+            max_word_bytes=params.max_word_bytes, extra_end_ids=extra_end_ids)
 
     def run(self, inputs: Arrays) -> dict[str, npt.NDArray[Any]]:
         refuse_unsupported(inputs, UNSUPPORTED, lambda name: CLIENT_NAMES.get(name, name))
@@ -135,7 +118,7 @@ class Preprocessor:
         ids = list(req.prompt_ids or ())  # encode= was given: always set
         stop = [self.tok.encode_words(req.stop_words)]
         if "end_id" not in req.sources:
-            stop[0] = [*stop[0], *([i] for i in self.extra_end_ids)]
+            stop[0] = [*stop[0], *([i] for i in self.limits.extra_end_ids)]
         return {
             "INPUT_ID": np.asarray([ids], dtype=np.int32),
             "REQUEST_INPUT_LEN": np.asarray([[len(ids)]], dtype=np.int32),

@@ -5,12 +5,12 @@ The Python-backend models (preprocessing, the BLS model, the CPU LLM model) hand
 typed request or a :class:`RequestError` that names the bad tensor, which the adapter turns into
 an error response for that request only (the rest of the batch carries on).
 
-Tensor names are those of NVIDIA's ``inflight_batcher_llm`` models, one table per model
-(:data:`CONTRACTS`): ``ensemble`` (also the BLS model: ``text_input``, ``max_tokens``, ``stream``,
-``top_k``, ...), ``preprocessing`` (``QUERY``, ``REQUEST_OUTPUT_LEN``, ``STOP_WORDS_DICT``, ...)
-and ``tensorrt_llm`` (``input_ids``, ``request_output_len``, ``streaming``, ``runtime_top_k``,
-..., plus the older aliases ``random_seed`` and ``min_length``). Tensors not in the table are
-ignored here; refusing inputs an engine cannot honour is the contract's business.
+Which tensor each field is read from is declared per model in
+:data:`tritonllm.contract.REQUEST_FIELDS` (NVIDIA's names: ``text_input``, ``max_tokens``,
+``stream`` for the ensemble and the BLS model; ``QUERY``, ``REQUEST_OUTPUT_LEN`` for
+preprocessing; ``input_ids``, ``request_output_len``, ``runtime_top_k`` for ``tensorrt_llm``).
+Tensors not in the table are ignored here; refusing inputs an engine cannot honour is the
+contract's business.
 
 Sizes are bounded before any expensive work (:class:`RequestLimits`, documented in
 ``docs/serving.md``, "Request limits"): the prompt's UTF-8 bytes before it is decoded or
@@ -36,17 +36,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tritonllm.contract import Unsupported
+from tritonllm.contract import REQUEST_FIELDS, Unsupported
+from tritonllm.ensembles.sampling import SamplingParams
 from tritonllm.ensembles.tokenization import parse_word_list
 from tritonllm.errors import ConfigError, TritonLLMError
 from tritonllm.settings import MAX_REQUEST_ID_BYTES, MAX_WORD_LIST_IDS, RepoSettings
 
 __all__ = [
-    "CONTRACTS",
+    "MAX_TOKENS_CAP",
+    "UNBOUNDED",
     "GenerationRequest",
     "RequestError",
     "RequestLimits",
-    "SamplingParams",
     "parse_request",
     "read_words",
     "refuse_unsupported",
@@ -76,10 +77,20 @@ def check_request_id(request_id: str) -> None:
         raise RequestError("request_id", f"{size} bytes, more than {MAX_REQUEST_ID_BYTES}")
 
 
+#: A length that bounds nothing: what an engine limit that is not known (None) stands for.
+UNBOUNDED = 1 << 30
+#: The largest ``max_tokens`` when the engine's ``max_seq_len`` is not known.
+MAX_TOKENS_CAP = 1 << 20
+
+
 @dataclass(frozen=True)
 class RequestLimits:
-    """What the served model allows and what a request defaults to.
+    """What the served model allows and what a request defaults to: the one limits type of
+    every model of ours (the engine's build limits are recorded in
+    :class:`tritonllm.builders.manifest.EngineLimits` and reach the models as parameters).
 
+    ``end_id`` is the default end id; ``extra_end_ids`` are the tokenizer's other EOS ids
+    (Llama 3 has several), which stop generation too unless a request names its own end id.
     ``max_tokens_cap`` bounds ``max_tokens`` before the prompt is known (default
     ``max_seq_len``). Size bounds, checked before decoding or tokenizing: ``max_prompt_bytes``
     (a text prompt's UTF-8 bytes; None: unbounded; ``prompt_bytes_why``, when set, says in the
@@ -99,6 +110,19 @@ class RequestLimits:
     max_words: int = RepoSettings.max_words
     max_word_bytes: int = RepoSettings.max_word_bytes
     max_word_ids: int = MAX_WORD_LIST_IDS
+    extra_end_ids: tuple[int, ...] = ()
+
+    @classmethod
+    def for_engine(cls, max_input_len: int | None, max_seq_len: int | None, vocab_size: int,
+                   end_id: int, pad_id: int, **bounds: Any) -> RequestLimits:
+        """Limits for an engine whose lengths may not be known (None): a missing
+        ``max_input_len`` is ``max_seq_len``; a missing ``max_seq_len`` bounds nothing
+        (:data:`UNBOUNDED`) and caps ``max_tokens`` at :data:`MAX_TOKENS_CAP`. ``bounds``: the
+        other fields."""
+        max_input_len = max_input_len or max_seq_len
+        return cls(max_input_len=max_input_len or UNBOUNDED, max_seq_len=max_seq_len or UNBOUNDED,
+                   vocab_size=vocab_size, end_id=end_id, pad_id=pad_id,
+                   max_tokens_cap=None if max_seq_len else MAX_TOKENS_CAP, **bounds)
 
     def __post_init__(self) -> None:
         if not 0 < self.max_input_len <= self.max_seq_len:
@@ -106,8 +130,8 @@ class RequestLimits:
                               f"({self.max_seq_len})")
         if self.vocab_size <= 0:
             raise ConfigError(f"vocab_size: {self.vocab_size} must be positive")
-        for name in ("end_id", "pad_id"):
-            value = getattr(self, name)
+        for name, value in (("end_id", self.end_id), ("pad_id", self.pad_id),
+                            *(("extra_end_ids", i) for i in self.extra_end_ids)):
             if not 0 <= value < self.vocab_size:
                 raise ConfigError(f"{name}: {value} is outside the vocabulary "
                                   f"0..{self.vocab_size - 1}")
@@ -121,22 +145,10 @@ class RequestLimits:
         """The largest ``max_tokens`` accepted for any prompt."""
         return self.max_tokens_cap if self.max_tokens_cap is not None else self.max_seq_len
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Sampling knobs; None means the request did not set it (the engine's default applies)."""
-
-    top_k: int | None = None
-    top_p: float | None = None
-    temperature: float | None = None
-    repetition_penalty: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    length_penalty: float | None = None
-    min_tokens: int | None = None
-    seed: int | None = None
-    beam_width: int = 1
-    num_return_sequences: int = 1
+    @property
+    def end_ids(self) -> tuple[int, ...]:
+        """Every id that ends a request that names no end id of its own."""
+        return (self.end_id, *(i for i in self.extra_end_ids if i != self.end_id))
 
 
 @dataclass(frozen=True)
@@ -144,26 +156,29 @@ class GenerationRequest:
     """One validated request.
 
     A text request (ensemble, BLS, preprocessing) has ``prompt`` and, once encoded (see
-    :meth:`with_prompt_ids`), ``prompt_ids``; an LLM-model request has ``prompt_ids`` only. Stop
-    and bad words come as text (``stop_words``, empty strings dropped) or as ids (``stop_ids``,
-    from ``stop_words_list``). ``sources`` maps each field to the tensor it came from, for errors
-    raised after parsing.
+    :meth:`with_prompt_ids`), ``prompt_ids``; an LLM-model request has ``prompt_ids`` only.
+    ``sampling`` holds how it is to be generated, ``max_tokens``, stop ids (from
+    ``stop_words_list``) and end ids included; stop and bad words given as text are
+    ``stop_words`` / ``bad_words`` (empty strings dropped). ``sources`` maps each field to the
+    tensor it came from, for errors raised after parsing (sampling fields as
+    ``sampling.<name>``).
     """
 
-    max_tokens: int
+    sampling: SamplingParams
     end_id: int
     pad_id: int
     prompt: str | None = None
     prompt_ids: tuple[int, ...] | None = None
     streaming: bool = False
-    sampling: SamplingParams = field(default_factory=SamplingParams)
     stop_words: tuple[str, ...] = ()
     bad_words: tuple[str, ...] = ()
-    stop_ids: tuple[tuple[int, ...], ...] = ()
     bad_ids: tuple[tuple[int, ...], ...] = ()
     exclude_input_in_output: bool | None = None
-    return_log_probs: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def max_tokens(self) -> int:
+        return self.sampling.max_tokens
 
     def source(self, attr: str) -> str:
         """The tensor name a field came from (the field name itself if it was defaulted)."""
@@ -177,49 +192,6 @@ class GenerationRequest:
                        self.source("max_tokens"))
         return replace(self, prompt_ids=prompt_ids)
 
-
-# --- the tensor tables --------------------------------------------------------------------------
-
-#: Per model: request field -> accepted tensor names (the official one first, then aliases).
-#: Sampling fields are stored under "sampling.<name>".
-CONTRACTS: dict[str, dict[str, tuple[str, ...]]] = {}
-
-_SAMPLING_COMMON = {
-    "sampling.temperature": ("temperature",),
-    "sampling.repetition_penalty": ("repetition_penalty",),
-    "sampling.presence_penalty": ("presence_penalty",),
-    "sampling.frequency_penalty": ("frequency_penalty",),
-    "sampling.beam_width": ("beam_width",),
-    "sampling.num_return_sequences": ("num_return_sequences",),
-}
-CONTRACTS["ensemble"] = {
-    "prompt": ("text_input",), "max_tokens": ("max_tokens",), "streaming": ("stream",),
-    "end_id": ("end_id",), "pad_id": ("pad_id",),
-    "stop_words": ("stop_words",), "bad_words": ("bad_words",),
-    "exclude_input_in_output": ("exclude_input_in_output",),
-    "return_log_probs": ("return_log_probs",),
-    "sampling.top_k": ("top_k",), "sampling.top_p": ("top_p",),
-    "sampling.length_penalty": ("length_penalty",), "sampling.min_tokens": ("min_tokens",),
-    "sampling.seed": ("seed",), **_SAMPLING_COMMON,
-}
-CONTRACTS["tensorrt_llm_bls"] = CONTRACTS["ensemble"]
-CONTRACTS["preprocessing"] = {
-    "prompt": ("QUERY",), "max_tokens": ("REQUEST_OUTPUT_LEN",),
-    "stop_words": ("STOP_WORDS_DICT",), "bad_words": ("BAD_WORDS_DICT",),
-    "end_id": ("END_ID",), "pad_id": ("PAD_ID",),
-}
-CONTRACTS["tensorrt_llm"] = {
-    "prompt_ids": ("input_ids",), "input_lengths": ("input_lengths",),
-    "max_tokens": ("request_output_len",), "streaming": ("streaming",),
-    "end_id": ("end_id",), "pad_id": ("pad_id",),
-    "stop_ids": ("stop_words_list",), "bad_ids": ("bad_words_list",),
-    "exclude_input_in_output": ("exclude_input_in_output",),
-    "return_log_probs": ("return_log_probs",),
-    "sampling.top_k": ("runtime_top_k",), "sampling.top_p": ("runtime_top_p",),
-    "sampling.length_penalty": ("len_penalty",),
-    "sampling.min_tokens": ("min_tokens", "min_length"),
-    "sampling.seed": ("seed", "random_seed"), **_SAMPLING_COMMON,
-}
 
 _REQUIRED = ("prompt", "prompt_ids", "max_tokens")
 
@@ -395,22 +367,19 @@ def parse_request(
     model: str = "ensemble",
     encode: Callable[[str], Sequence[int]] | None = None,
 ) -> GenerationRequest:
-    """Validate one request of ``model`` (a key of :data:`CONTRACTS`).
+    """Validate one request of ``model`` (a key of :data:`tritonllm.contract.REQUEST_FIELDS`).
 
     With ``encode`` a text prompt is tokenized and the prompt and total lengths are checked now;
     without it, call :meth:`GenerationRequest.with_prompt_ids` later. Raises RequestError naming
     the first bad tensor; raises KeyError for an unknown ``model``.
     """
-    table = CONTRACTS[model]
-    raw: dict[str, tuple[str, npt.NDArray[Any]]] = {}
-    for attr, names in table.items():
-        for name in names:
-            if name in tensors and tensors[name] is not None:
-                raw[attr] = (name, np.asarray(tensors[name]))
-                break
+    table = REQUEST_FIELDS[model]
+    raw: dict[str, tuple[str, npt.NDArray[Any]]] = {
+        attr: (name, np.asarray(tensors[name])) for attr, name in table.items()
+        if tensors.get(name) is not None}
     for attr in _REQUIRED:
         if attr in table and attr not in raw:
-            raise RequestError(table[attr][0], "is required")
+            raise RequestError(table[attr], "is required")
     sources = {attr: name for attr, (name, _) in raw.items()}
 
     def get(attr: str, read: Callable[[str, npt.NDArray[Any]], Any]) -> Any:
@@ -423,7 +392,7 @@ def parse_request(
                            f"must be in 1..{limits.output_cap}, got {max_tokens}")
     end_id = get("end_id", lambda n, a: _int(n, a, 0, v - 1))
     pad_id = get("pad_id", lambda n, a: _int(n, a, 0, v - 1))
-    sampling = _parse_sampling(raw, max_tokens)
+    values = _parse_sampling(raw, max_tokens)
 
     def words(name: str, arr: npt.NDArray[Any]) -> tuple[str, ...]:
         return read_words(name, arr, limits.max_words, limits.max_word_bytes)
@@ -435,19 +404,21 @@ def parse_request(
                                               limits.prompt_bytes_why))
     length = get("input_lengths", lambda n, a: _int(n, a, 1))
     prompt_ids = get("prompt_ids", lambda n, a: _ids(n, a, v, limits.max_input_len, length))
+    # A request's own end id replaces the default ones; the default one named again does not.
+    end_ids = limits.end_ids if end_id is None or end_id == limits.end_id else (end_id,)
+    sampling = SamplingParams(
+        max_tokens=max_tokens, end_ids=end_ids, stop_ids=get("stop_ids", word_ids) or (),
+        return_log_probs=bool(get("return_log_probs", _bool)), **values)
     request = GenerationRequest(
-        max_tokens=max_tokens,
+        sampling=sampling,
         end_id=limits.end_id if end_id is None else end_id,
         pad_id=limits.pad_id if pad_id is None else pad_id,
         prompt=prompt,
         streaming=bool(get("streaming", _bool)),
-        sampling=sampling,
         stop_words=get("stop_words", words) or (),
         bad_words=get("bad_words", words) or (),
-        stop_ids=get("stop_ids", word_ids) or (),
         bad_ids=get("bad_ids", word_ids) or (),
         exclude_input_in_output=get("exclude_input_in_output", _bool),
-        return_log_probs=bool(get("return_log_probs", _bool)),
         sources=sources,
     )
     if prompt_ids is not None:
@@ -459,7 +430,8 @@ def parse_request(
 
 def _parse_sampling(
     raw: Mapping[str, tuple[str, npt.NDArray[Any]]], max_tokens: int
-) -> SamplingParams:
+) -> dict[str, Any]:
+    """The sampling knobs the request sets, by :class:`SamplingParams` field."""
     values: dict[str, Any] = {}
     for attr, (name, arr) in raw.items():
         if attr.startswith("sampling."):
@@ -472,7 +444,7 @@ def _parse_sampling(
             if problem:
                 raise RequestError(name, f"{problem}, got {value}")
             values[key] = value
-    return SamplingParams(**values)
+    return values
 
 
 def _only_one(what: str) -> Callable[[Any, int], str | None]:

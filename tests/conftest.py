@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tritonllm.builders.manifest import EngineLimits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -27,3 +33,45 @@ def cpu_engine(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = tmp_path_factory.mktemp("engine") / "cpu"
     build(BuildSettings(checkpoint=tiny_model, engine="cpu", out=out))
     return out
+
+
+#: Files of a FAKE engine dir, per engine: placeholders, since the renderer and the validator
+#: never open engine files.
+_FAKE_ENGINE_FILES = {
+    "trtllm": {"config.json": '{"fake": "FAKE TensorRT-LLM engine config for tests"}\n',
+               "rank0.engine": "FAKE ENGINE\n"},
+    "cpu": {name: "FAKE\n" for name in (
+        "openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml",
+        "openvino_tokenizer.bin", "openvino_detokenizer.xml", "openvino_detokenizer.bin")},
+}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "generation_config.json", "config.json")
+
+
+@pytest.fixture(scope="session")
+def fake_engine(tiny_model: Path) -> Callable[..., Path]:
+    """``fake_engine(dest, engine="trtllm", limits=None)``: a FAKE engine dir for ``engine``
+    (trtllm or cpu) at ``dest``: a real manifest and the tiny model's real tokenizer, with
+    placeholder engine files (GPU engines cannot be built here). ``limits`` defaults to
+    max_batch_size 8, max_input_len 255, max_seq_len 256, max_num_tokens 2048, vocabulary 1000,
+    bos 1, eos 2, pad 3."""
+    from tritonllm.builders.manifest import EngineLimits, Manifest, list_files
+
+    def make(dest: Path, engine: str = "trtllm", limits: EngineLimits | None = None) -> Path:
+        if limits is None:
+            limits = EngineLimits(max_batch_size=8, max_input_len=255, max_seq_len=256,
+                                  max_num_tokens=2048, vocab_size=1000, bos_token_id=1,
+                                  eos_token_ids=(2,), pad_token_id=3)
+        dest.mkdir(parents=True)
+        for name, text in _FAKE_ENGINE_FILES[engine].items():
+            (dest / name).write_text(text, encoding="utf-8")
+        (dest / "tokenizer").mkdir()
+        for name in _TOKENIZER_FILES:
+            if (tiny_model / name).is_file():
+                shutil.copy2(tiny_model / name, dest / "tokenizer" / name)
+        Manifest(engine=engine, cache_key=f"fake-{engine}", checkpoint={"path": "fake"},
+                 build_args={}, tools={}, limits=limits,
+                 engine_files=list_files(dest)).write(dest)
+        return dest
+
+    return make

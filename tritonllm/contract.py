@@ -233,7 +233,10 @@ POST_CONTEXT_LENGTH = "CONTEXT_LENGTH"
 #: id (the client's own request id may be empty or shared), which frees the engine slot.
 REQUEST_KEY = "request_key"
 POST_REQUEST_KEY = "REQUEST_KEY"
-FINISH_REASONS = ("stop", "length", "cancelled")
+FINISH_STOP = "stop"  # an end id or a stop word
+FINISH_LENGTH = "length"  # max_tokens (or max_seq_len) reached
+FINISH_CANCELLED = "cancelled"  # stopped by the client (cancel, stop, disconnect)
+FINISH_REASONS = (FINISH_STOP, FINISH_LENGTH, FINISH_CANCELLED)
 
 #: Tensors whose dtype NVIDIA leaves to ``${logits_datatype}``.
 LOGITS_TENSORS = frozenset({"context_logits", "generation_logits", "draft_logits"})
@@ -479,6 +482,79 @@ CONTRACTS: dict[str, ModelContract] = {
               BLS_CONTRACT)
 }
 
+
+
+
+class TensorNames:
+    """One model's tensor names as attributes: ``LLM_OUT.output_ids == "output_ids"``.
+
+    Code outside this module spells a tensor through these (never as a string literal), so a
+    name the contract does not declare fails where it is used, naming the model.
+    """
+
+    def __init__(self, model: str, tensors: Iterable[Tensor]) -> None:
+        self._model = model
+        self._names = frozenset(t.name for t in tensors)
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_") or name not in self._names:
+            raise AttributeError(f"{self._model} declares no tensor {name!r}")
+        return name
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._names))
+
+
+ENSEMBLE_IN = TensorNames(ENSEMBLE, ENSEMBLE_CONTRACT.inputs)
+ENSEMBLE_OUT = TensorNames(ENSEMBLE, ENSEMBLE_CONTRACT.outputs)
+PRE_IN = TensorNames(PREPROCESSING, PREPROCESSING_CONTRACT.inputs)
+PRE_OUT = TensorNames(PREPROCESSING, PREPROCESSING_CONTRACT.outputs)
+LLM_IN = TensorNames(LLM, LLM_CONTRACT.inputs)
+LLM_OUT = TensorNames(LLM, LLM_CONTRACT.outputs)
+POST_IN = TensorNames(POSTPROCESSING, POSTPROCESSING_CONTRACT.inputs)
+POST_OUT = TensorNames(POSTPROCESSING, POSTPROCESSING_CONTRACT.outputs)
+BLS_IN = TensorNames(BLS, BLS_CONTRACT.inputs)
+BLS_OUT = TensorNames(BLS, BLS_CONTRACT.outputs)
+
+
+# --- request fields: what tritonllm.ensembles.requests.parse_request reads, per model ---------
+
+#: Per model: request field -> the tensor it is read from (sampling fields as
+#: "sampling.<name>", the :class:`~tritonllm.ensembles.sampling.SamplingParams` field). One name
+#: each, all declared by that model; inputs not listed are not read by the parser.
+REQUEST_FIELDS: dict[str, dict[str, str]] = {}
+_SAMPLING_SAME = {f"sampling.{n}": n for n in (
+    "temperature", "repetition_penalty", "presence_penalty", "frequency_penalty", "min_tokens",
+    "seed", "beam_width", "num_return_sequences")}
+REQUEST_FIELDS[ENSEMBLE] = {
+    "prompt": "text_input", "max_tokens": "max_tokens", "streaming": "stream",
+    "end_id": "end_id", "pad_id": "pad_id", "stop_words": "stop_words", "bad_words": "bad_words",
+    "exclude_input_in_output": "exclude_input_in_output",
+    "return_log_probs": "return_log_probs",
+    "sampling.top_k": "top_k", "sampling.top_p": "top_p",
+    "sampling.length_penalty": "length_penalty", **_SAMPLING_SAME,
+}
+REQUEST_FIELDS[BLS] = REQUEST_FIELDS[ENSEMBLE]
+REQUEST_FIELDS[PREPROCESSING] = {
+    "prompt": "QUERY", "max_tokens": "REQUEST_OUTPUT_LEN", "stop_words": "STOP_WORDS_DICT",
+    "bad_words": "BAD_WORDS_DICT", "end_id": "END_ID", "pad_id": "PAD_ID",
+}
+REQUEST_FIELDS[LLM] = {
+    "prompt_ids": "input_ids", "input_lengths": "input_lengths",
+    "max_tokens": "request_output_len", "streaming": "streaming",
+    "end_id": "end_id", "pad_id": "pad_id",
+    "stop_ids": "stop_words_list", "bad_ids": "bad_words_list",
+    "exclude_input_in_output": "exclude_input_in_output",
+    "return_log_probs": "return_log_probs",
+    "sampling.top_k": "runtime_top_k", "sampling.top_p": "runtime_top_p",
+    "sampling.length_penalty": "len_penalty", **_SAMPLING_SAME,
+}
+for _model, _fields in REQUEST_FIELDS.items():
+    for _name in _fields.values():
+        CONTRACTS[_model].input(_name)  # KeyError at import for a name the model lacks
 
 # --- the ensemble wiring ----------------------------------------------------------------------
 
@@ -729,6 +805,34 @@ BLS_FORWARDS: dict[str, tuple[str, str]] = {
 #: BLS inputs the BLS model reads itself (stop strings on text, streaming, the prompt prefix).
 BLS_OWN_INPUTS = frozenset({"stop_words", "stream", "exclude_input_in_output"})
 
+#: What preprocessing computes each output from (output -> input), for :func:`client_names`.
+PREPROCESSING_DERIVES: dict[str, str] = {
+    "INPUT_ID": "QUERY", "REQUEST_OUTPUT_LEN": "REQUEST_OUTPUT_LEN",
+    "STOP_WORDS_IDS": "STOP_WORDS_DICT", "BAD_WORDS_IDS": "BAD_WORDS_DICT",
+    "OUT_END_ID": "END_ID", "OUT_PAD_ID": "PAD_ID",
+}
+
+
+def client_names(model: str) -> dict[str, str]:
+    """Input of ``model`` -> the ensemble input a client sets for it, where the names differ.
+
+    Read off the ensemble's wiring (through preprocessing, :data:`PREPROCESSING_DERIVES`), so
+    an error about an inner model's input can name what the client sent:
+    ``request_output_len (max_tokens)``.
+    """
+    steps = {s.model: s for s in ENSEMBLE_STEPS}
+    pre = steps[PREPROCESSING]
+    outer_of_pre = {inner: outer for inner, outer in pre.input_map}
+    produced = {outer: inner for inner, outer in pre.output_map}
+    out: dict[str, str] = {}
+    for inner, outer in steps[model].input_map if model in steps else ():
+        if model == LLM and outer in produced:  # a preprocessing output
+            source = PREPROCESSING_DERIVES.get(produced[outer])
+            outer = outer_of_pre.get(source, "_") if source else "_"
+        if not outer.startswith("_") and outer != inner:
+            out[inner] = outer
+    return out
+
 
 def unsupported_inputs(model: str, target: str | None = None) -> dict[str, Unsupported]:
     """The inputs of ``model`` refused on ``target`` (None: those no target honours), by name.
@@ -877,16 +981,25 @@ __all__ = [
     "BLS_CONTRACT",
     "BLS_FORWARDS",
     "BLS_OWN_INPUTS",
+    "BLS_IN",
+    "BLS_OUT",
     "BLS_UNSUPPORTED_INPUTS",
     "CONTRACTS",
     "CPU_UNSUPPORTED_INPUTS",
     "ENSEMBLE",
     "ENSEMBLE_CONTRACT",
+    "ENSEMBLE_IN",
+    "ENSEMBLE_OUT",
     "ENSEMBLE_STEPS",
+    "FINISH_CANCELLED",
+    "FINISH_LENGTH",
     "FINISH_REASON",
     "FINISH_REASONS",
+    "FINISH_STOP",
     "LLM",
     "LLM_CONTRACT",
+    "LLM_IN",
+    "LLM_OUT",
     "LOGITS_DTYPE",
     "LOGITS_TENSORS",
     "MODEL_NAMES",
@@ -894,9 +1007,15 @@ __all__ = [
     "PER_SEQUENCE",
     "POSTPROCESSING",
     "POSTPROCESSING_CONTRACT",
+    "POST_IN",
+    "POST_OUT",
     "POST_REQUEST_KEY",
     "PREPROCESSING",
     "PREPROCESSING_CONTRACT",
+    "PREPROCESSING_DERIVES",
+    "PRE_IN",
+    "PRE_OUT",
+    "REQUEST_FIELDS",
     "REQUEST_KEY",
     "TARGETS",
     "TRTLLM_PARAMETER_KEYS",
@@ -905,7 +1024,9 @@ __all__ = [
     "Step",
     "TargetModels",
     "Tensor",
+    "TensorNames",
     "Unsupported",
+    "client_names",
     "contract",
     "ensemble_steps",
     "find_tensor",

@@ -12,15 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tritonllm.ensembles.cpu_engine import (
-    FINISH_CANCELLED,
-    FINISH_LENGTH,
-    FINISH_STOP,
-    CpuEngine,
-    EngineConfig,
-    SamplingParams,
-    TokenEvent,
-)
+from tritonllm.contract import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP
+from tritonllm.ensembles.cpu_engine import CpuEngine, EngineConfig, TokenEvent
+from tritonllm.ensembles.sampling import SamplingParams
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 60
@@ -77,8 +71,8 @@ class Collector:
 def test_greedy_stream_and_final_equal_transformers(engine: CpuEngine, hf) -> None:  # type: ignore[no-untyped-def]
     ids, want = hf("The quick brown fox", 24)
     streamed, final = Collector(), Collector()
-    engine.submit(ids, SamplingParams(max_new_tokens=24, end_ids=(2,)), streamed, stream=True)
-    engine.submit(ids, SamplingParams(max_new_tokens=24, end_ids=(2,)), final, stream=False)
+    engine.submit(ids, SamplingParams(max_tokens=24, end_ids=(2,)), streamed, stream=True)
+    engine.submit(ids, SamplingParams(max_tokens=24, end_ids=(2,)), final, stream=False)
     assert streamed.wait() == want
     assert final.wait() == want
     assert len(final.events) == 1 and len(streamed.events) > 1
@@ -91,7 +85,7 @@ def test_sixteen_concurrent_requests_all_correct(engine: CpuEngine, hf) -> None:
     refs = [hf(p, 16) for p in prompts]
     cols = [Collector() for _ in prompts]
     for (ids, _), col in zip(refs, cols, strict=True):
-        engine.submit(ids, SamplingParams(max_new_tokens=16, end_ids=(2,)), col)
+        engine.submit(ids, SamplingParams(max_tokens=16, end_ids=(2,)), col)
     for (_, want), col in zip(refs, cols, strict=True):
         assert col.wait() == want
 
@@ -99,10 +93,10 @@ def test_sixteen_concurrent_requests_all_correct(engine: CpuEngine, hf) -> None:
 def test_late_request_joins_running_batch(engine: CpuEngine) -> None:
     long = [Collector() for _ in range(8)]
     for col in long:
-        engine.submit([1, 40, 41, 42], SamplingParams(max_new_tokens=400, end_ids=()), col)
+        engine.submit([1, 40, 41, 42], SamplingParams(max_tokens=400, end_ids=()), col)
     assert all(c.first.wait(TIMEOUT) for c in long)
     late = Collector()
-    engine.submit([1, 50, 51], SamplingParams(max_new_tokens=4, end_ids=()), late)
+    engine.submit([1, 50, 51], SamplingParams(max_tokens=4, end_ids=()), late)
     assert late.first.wait(TIMEOUT)
     # The late request produced tokens while every long one was still running.
     assert not any(c.done.is_set() for c in long)
@@ -115,7 +109,7 @@ def test_late_request_joins_running_batch(engine: CpuEngine) -> None:
 
 def test_cancel_frees_sequences(engine: CpuEngine) -> None:
     cols = [Collector() for _ in range(10)]
-    rids = [engine.submit([1, 60, 61], SamplingParams(max_new_tokens=1000, end_ids=()), c)
+    rids = [engine.submit([1, 60, 61], SamplingParams(max_tokens=1000, end_ids=()), c)
             for c in cols]
     assert all(c.first.wait(TIMEOUT) for c in cols)
     for rid in rids:
@@ -127,7 +121,7 @@ def test_cancel_frees_sequences(engine: CpuEngine) -> None:
     # The engine thread releases the KV blocks right after the last cancel event; a new request
     # served afterwards proves it is done with them and the counters read empty.
     after = Collector()
-    engine.submit([1, 70], SamplingParams(max_new_tokens=2, end_ids=()), after)
+    engine.submit([1, 70], SamplingParams(max_tokens=2, end_ids=()), after)
     assert len(after.wait()) == 2
     stats = engine.stats()
     assert stats.active == 0 and stats.waiting == 0 and stats.pipeline_requests == 0
@@ -137,7 +131,7 @@ def test_multi_token_stop_sequence(engine: CpuEngine, hf) -> None:  # type: igno
     ids, want = hf("hello world", 12)
     stop = (want[3], want[4])
     col = Collector()
-    engine.submit(ids, SamplingParams(max_new_tokens=12, end_ids=(2,), stop_sequences=(stop,)),
+    engine.submit(ids, SamplingParams(max_tokens=12, end_ids=(2,), stop_ids=(stop,)),
                   col, stream=False)
     got = col.wait()
     first = next(i for i in range(1, len(want)) if tuple(want[i - 1:i + 1]) == stop)
@@ -148,11 +142,11 @@ def test_seeded_sampling_is_reproducible_and_differs_from_greedy(engine: CpuEngi
     runs = []
     for seed in (7, 7, 8):
         col = Collector()
-        engine.submit([1, 80, 81], SamplingParams(max_new_tokens=20, temperature=1.5, seed=seed,
+        engine.submit([1, 80, 81], SamplingParams(max_tokens=20, temperature=1.5, seed=seed,
                                                   end_ids=()), col)
         runs.append(col.wait())
     greedy = Collector()
-    engine.submit([1, 80, 81], SamplingParams(max_new_tokens=20, end_ids=()), greedy)
+    engine.submit([1, 80, 81], SamplingParams(max_tokens=20, end_ids=()), greedy)
     assert runs[0] == runs[1]
     assert runs[0] != runs[2] or runs[0] != greedy.wait()
 
@@ -161,13 +155,13 @@ def test_close_finishes_everything_in_flight(cpu_engine: Path) -> None:
     eng = CpuEngine(EngineConfig(cpu_engine, max_num_seqs=4))
     q: queue.Queue[TokenEvent] = queue.Queue()
     col = Collector()
-    eng.submit([1, 90], SamplingParams(max_new_tokens=100_000, end_ids=()), col)
+    eng.submit([1, 90], SamplingParams(max_tokens=100_000, end_ids=()), col)
     assert col.first.wait(TIMEOUT)
     eng.close()
     col.wait()
     assert col.reason == FINISH_CANCELLED
     with pytest.raises(RuntimeError, match="shut down"):
-        eng.submit([1], SamplingParams(max_new_tokens=1), q.put)
+        eng.submit([1], SamplingParams(max_tokens=1), q.put)
 
 
 class _Sink:
@@ -189,10 +183,11 @@ class _Sink:
 def test_max_queue_size_refuses_requests_beyond_the_slots_and_queue(cpu_engine: Path) -> None:
     import numpy as np
 
-    from tritonllm.ensembles.llm_service import LLMLimits, LLMService, QueueFull
+    from tritonllm.ensembles.llm_service import LLMService, QueueFull
+    from tritonllm.ensembles.requests import RequestLimits
 
     service = LLMService(CpuEngine(EngineConfig(cpu_engine, max_num_seqs=2)),
-                         LLMLimits(64, 1024, 1000, (2,), 3), lambda ids: "x" * len(ids),
+                         RequestLimits(64, 1024, 1000, 2, 3), lambda ids: "x" * len(ids),
                          max_queue_size=1)
 
     def request(n: int) -> dict[str, object]:
@@ -235,10 +230,11 @@ def _stream_all(cpu_engine: Path, max_stream_interval_s: float, send_s: float,
                 n_streams: int, n_tokens: int) -> list[_RecordingSink]:
     import numpy as np
 
-    from tritonllm.ensembles.llm_service import LLMLimits, LLMService
+    from tritonllm.ensembles.llm_service import LLMService
+    from tritonllm.ensembles.requests import RequestLimits
 
     service = LLMService(CpuEngine(EngineConfig(cpu_engine, max_num_seqs=n_streams)),
-                         LLMLimits(64, 1024, 1000, (2,), 3), lambda ids: "x" * len(ids),
+                         RequestLimits(64, 1024, 1000, 2, 3), lambda ids: "x" * len(ids),
                          max_stream_interval_s=max_stream_interval_s)
     sinks = [_RecordingSink(send_s) for _ in range(n_streams)]
     try:

@@ -17,9 +17,9 @@ from tritonllm.ensembles.cpu_engine import (
     MAX_SEED,
     CpuEngine,
     EngineConfig,
-    SamplingParams,
     TokenEvent,
 )
+from tritonllm.ensembles.sampling import SamplingParams
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 60
@@ -45,7 +45,7 @@ def sample(engine: CpuEngine, seed: int | None) -> tuple[int, ...]:
         if ev.finished:
             done.set()
 
-    engine.submit(PROMPT, SamplingParams(max_new_tokens=16, temperature=1.0, seed=seed),
+    engine.submit(PROMPT, SamplingParams(max_tokens=16, temperature=1.0, seed=seed),
                   on_event, stream=False)
     assert done.wait(TIMEOUT), "request did not finish"
     assert not errors, errors

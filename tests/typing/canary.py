@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from tritonllm.builders.base import EngineBuilder, get_builder
 from tritonllm.client import LLMClient
+from tritonllm.ensembles.cpu_engine import CpuEngine
+from tritonllm.ensembles.llm_service import Engine
 from tritonllm.ensembles.requests import parse_request
 from tritonllm.perf.metrics import summarize
 from tritonllm.settings import RepoSettings
@@ -23,3 +25,8 @@ def misuse() -> None:
     summarize(42)  # type: ignore[arg-type]
     builder: EngineBuilder = get_builder(3)  # type: ignore[arg-type]
     del builder
+
+
+def conforms(engine: CpuEngine) -> Engine:
+    """The real engine is what LLMService depends on (checked here, where types are real)."""
+    return engine

@@ -13,6 +13,7 @@ Flags: ``opt`` optional, ``scalar`` reshape to [], ``ragged`` allow_ragged_batch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -398,9 +399,7 @@ def test_unsupported_inputs_per_target() -> None:
 
 
 def test_every_cpu_llm_input_is_read_or_refused() -> None:
-    from tritonllm.ensembles.requests import CONTRACTS as PARSED
-
-    read = {name for names in PARSED[C.LLM].values() for name in names}
+    read = set(C.REQUEST_FIELDS[C.LLM].values())
     read |= {"stop", "return_num_input_tokens", "return_num_output_tokens"}  # llm_service
     for t in C.LLM_CONTRACT.inputs_for("cpu"):
         assert t.name in read or t.name in C.CPU_UNSUPPORTED_INPUTS, t.name
@@ -435,11 +434,9 @@ def test_python_parameter_keys_extend_the_official_ones() -> None:
 # --- rendered GPU configs against the contract (and so against NVIDIA) --------------------------
 
 @pytest.fixture(scope="module")
-def gpu_repo(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from test_repo_render import make_fake_engine
-
+def gpu_repo(fake_engine: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("contract")
-    engine = make_fake_engine(tiny_model, root / "engine", "trtllm")
+    engine = fake_engine(root / "engine", "trtllm")
     return render_repository(engine, root / "repo", RepoSettings(server_repo_path="/models"))
 
 

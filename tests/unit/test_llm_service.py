@@ -2,45 +2,60 @@
 
 The real engine streams in tests/integration/test_cpu_engine.py; what is checked here depends
 on exact timing (which response a token lands in), so the token events and the clock are
-scripted: ``ScriptedEngine`` stands in for CpuEngine's callback side only.
+scripted: ``ScriptedEngine`` is an ``Engine`` (the protocol LLMService depends on).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 
 from tritonllm.ensembles import llm_service
-from tritonllm.ensembles.cpu_engine import TokenEvent
-from tritonllm.ensembles.llm_service import LLMLimits, LLMService
+from tritonllm.ensembles.cpu_engine import EngineStats, EventCallback, TokenEvent
+from tritonllm.ensembles.llm_service import Engine, LLMService
+from tritonllm.ensembles.sampling import SamplingParams
+from tritonllm.ensembles.requests import RequestLimits
 
 TICK = 1 / 64  # one engine step on the fake clock (binary-exact, so no rounding at the cap)
 
 
 class ScriptedEngine:
-    """The part of CpuEngine that LLMService uses; the test plays the engine thread."""
+    """An :class:`~tritonllm.ensembles.llm_service.Engine`; the test plays the engine thread."""
 
-    class config:  # mirrors CpuEngine.config
-        max_num_seqs = 8
+    max_num_seqs = 8
 
     def __init__(self) -> None:
-        self.after_events: Any = None
-        self.callbacks: dict[int, Any] = {}
+        self.after_events: Callable[[], None] | None = None
+        self.callbacks: dict[int, EventCallback] = {}
 
-    def submit(self, prompt: list[int], params: Any, on_event: Any, stream: bool) -> int:
+    def submit(self, prompt_ids: Sequence[int], params: SamplingParams,
+               on_event: EventCallback, stream: bool = True) -> int:
         rid = len(self.callbacks) + 1
         self.callbacks[rid] = on_event
         return rid
 
-    def cancel(self, rid: int) -> None:
+    def cancel(self, request_id: int) -> None:
         pass
 
-    def close(self) -> None:
+    def stats(self) -> EngineStats:
+        return EngineStats(active=len(self.callbacks), waiting=0, requests_total=0,
+                           generated_tokens_total=0, steps=0, max_step_ms=0.0,
+                           kv_cache_usage=0.0, pipeline_requests=0, ttft_ms=[])
+
+    def close(self, timeout: float = 10.0) -> None:
         pass
+
+
+def test_the_scripted_engine_and_the_cpu_engine_are_engines() -> None:
+    from tritonllm.ensembles.cpu_engine import CpuEngine
+
+    assert isinstance(ScriptedEngine(), Engine)
+    assert all(hasattr(CpuEngine, name) for name in ("max_num_seqs", "submit", "cancel",
+                                                     "stats", "close"))
 
 
 class Recorder:
@@ -76,7 +91,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 def _service(cap_s: float) -> tuple[LLMService, ScriptedEngine]:
     engine = ScriptedEngine()
-    service = LLMService(engine, LLMLimits(64, 1024, 1000, (2,), 3),
+    service = LLMService(engine, RequestLimits(64, 1024, 1000, 2, 3),
                          lambda ids: "x" * len(ids), max_stream_interval_s=cap_s)
     service._send_cost_s = 1.0  # slow sends: the interval is the cap
     return service, engine

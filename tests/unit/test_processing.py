@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonllm.ensembles.llm_service import LLMLimits, parse_request
-from tritonllm.ensembles.processing import Limits, Preprocessor
-from tritonllm.ensembles.requests import RequestError
+from tritonllm.ensembles.llm_service import to_llm_request
+from tritonllm.ensembles.processing import Preprocessor
+from tritonllm.ensembles.requests import RequestError, RequestLimits
 from tritonllm.ensembles.tokenization import SpecialIds, Tokenization, parse_word_list
+from tritonllm.settings import PreprocessingParams
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,13 @@ def tok(tiny_model: Path) -> Tokenization:
 def _pre(tok: Tokenization, end_ids: tuple[int, ...] = (2,), end_id: int | None = None,
          max_input_len: int | None = 64, max_seq_len: int | None = 128) -> Preprocessor:
     special = SpecialIds(bos_id=tok.special.bos_id, end_ids=end_ids, pad_id=3)
-    return Preprocessor(tok, special, Limits(max_input_len, max_seq_len), end_id=end_id)
+    return Preprocessor(tok, special, _params(max_input_len, max_seq_len, end_id=end_id))
+
+
+def _params(max_input_len: int | None, max_seq_len: int | None,
+            **bounds: Any) -> PreprocessingParams:
+    return PreprocessingParams(tokenizer_dir=Path("tokenizer"), max_input_len=max_input_len,
+                               max_seq_len=max_seq_len, **bounds)
 
 
 def _q(text: str | bytes, max_tokens: int = 8, **extra: Any) -> dict[str, Any]:
@@ -81,7 +88,8 @@ def test_bad_requests_name_the_client_field(tok: Tokenization, inputs: dict[str,
 
 # --- the CPU LLM model's request parsing -------------------------------------------------------
 
-LIMITS = LLMLimits(max_input_len=32, max_seq_len=64, vocab_size=1000, end_ids=(2, 7), pad_id=3)
+LIMITS = RequestLimits(max_input_len=32, max_seq_len=64, vocab_size=1000, end_id=2, pad_id=3,
+                       extra_end_ids=(7,))
 
 
 def _llm(**extra: Any) -> dict[str, Any]:
@@ -91,27 +99,27 @@ def _llm(**extra: Any) -> dict[str, Any]:
 
 
 def test_llm_request_uses_every_eos_id_unless_the_request_names_one() -> None:
-    req = parse_request(_llm(), LIMITS, default_exclude_input=True, default_streaming=False)
+    req = to_llm_request(_llm(), LIMITS, default_exclude_input=True, default_streaming=False)
     assert req.prompt == [1, 50, 60]
-    assert req.params.end_ids == (2, 7) and req.params.max_new_tokens == 8
+    assert req.params.end_ids == (2, 7) and req.params.max_tokens == 8
     assert req.streaming is False and req.exclude_input_in_output is True
-    named = parse_request(_llm(end_id=np.array([[9]], np.int32)), LIMITS, True, False)
+    named = to_llm_request(_llm(end_id=np.array([[9]], np.int32)), LIMITS, True, False)
     assert named.params.end_ids == (9,)
-    default = parse_request(_llm(end_id=np.array([[2]], np.int32)), LIMITS, True, False)
+    default = to_llm_request(_llm(end_id=np.array([[2]], np.int32)), LIMITS, True, False)
     assert default.params.end_ids == (2, 7)
 
 
 def test_llm_request_sampling_and_stops() -> None:
     stop = np.array([[[5, 6, 8], [2, 3, -1]]], np.int32)
-    req = parse_request(_llm(
+    req = to_llm_request(_llm(
         runtime_top_k=np.array([[4]], np.int32), runtime_top_p=np.array([[0.5]], np.float32),
         temperature=np.array([[0.7]], np.float32), seed=np.array([[42]], np.uint64),
         min_tokens=np.array([[2]], np.int32), streaming=np.array([[True]]),
         stop_words_list=stop), LIMITS, True, False)
     p = req.params
-    assert (p.top_k, p.top_p, p.seed, p.min_new_tokens) == (4, 0.5, 42, 2)
+    assert (p.top_k, p.top_p, p.seed, p.min_tokens) == (4, 0.5, 42, 2)
     assert p.temperature == pytest.approx(0.7)
-    assert p.stop_sequences == ((5, 6), (8,))
+    assert p.stop_ids == ((5, 6), (8,))
     assert p.do_sample and req.streaming
 
 
@@ -125,12 +133,12 @@ def test_llm_request_sampling_and_stops() -> None:
 ])
 def test_llm_bad_requests_name_both_fields(extra: dict[str, Any], field: str) -> None:
     with pytest.raises(RequestError) as exc:
-        parse_request(_llm(**extra), LIMITS, True, False)
+        to_llm_request(_llm(**extra), LIMITS, True, False)
     assert exc.value.field == field
 
 
 def test_llm_stop_input_only_stops() -> None:
-    req = parse_request({"stop": np.array([[True]])}, LIMITS, True, False)
+    req = to_llm_request({"stop": np.array([[True]])}, LIMITS, True, False)
     assert req.stop_only
 
 
@@ -169,7 +177,7 @@ class NoEncode(Tokenization):
 
 def _no_encode(tok: Tokenization, **limits: Any) -> Preprocessor:
     guarded = NoEncode(tok.tokenizer, tok.special)
-    return Preprocessor(guarded, tok.special, Limits(64, 128, **limits))
+    return Preprocessor(guarded, tok.special, _params(64, 128, **limits))
 
 
 def test_prompt_bytes_are_bounded_by_max_input_len_before_tokenizing(tok: Tokenization) -> None:
@@ -199,8 +207,8 @@ def test_configured_bounds_replace_the_derived_ones(tok: Tokenization) -> None:
         with pytest.raises(RequestError) as exc:
             pre.run(inputs)
         assert exc.value.field == field and words in str(exc.value)
-    ok = Preprocessor(tok, tok.special, Limits(64, 128, max_prompt_bytes=10, max_words=2,
-                                               max_word_bytes=4))
+    ok = Preprocessor(tok, tok.special, _params(64, 128, max_prompt_bytes=10, max_words=2,
+                                                max_word_bytes=4))
     out = ok.run(_q("1234567890", STOP_WORDS_DICT=np.array([[b"abcd", b""]], dtype=object)))
     assert parse_word_list(out["STOP_WORDS_IDS"])[0][0] == tok.encode_words(["abcd"])[0]
 
@@ -222,11 +230,11 @@ def test_inputs_no_target_honours_are_refused_first(tok: Tokenization, tensor: s
 def test_llm_seed_beyond_what_the_engine_tells_apart_is_refused() -> None:
     from tritonllm.ensembles.cpu_engine import MAX_SEED
 
-    req = parse_request(_llm(seed=np.array([[MAX_SEED]], np.uint64)), LIMITS, True, False)
+    req = to_llm_request(_llm(seed=np.array([[MAX_SEED]], np.uint64)), LIMITS, True, False)
     assert req.params.seed == MAX_SEED
-    for name, seed in [("seed", MAX_SEED + 1), ("seed", 2**63), ("random_seed", 2**32)]:
+    for name, seed in [("seed", MAX_SEED + 1), ("seed", 2**63), ("seed", 2**32)]:
         with pytest.raises(RequestError, match="low 32 bits") as exc:
-            parse_request(_llm(**{name: np.array([[seed]], np.uint64)}), LIMITS, True, False)
+            to_llm_request(_llm(**{name: np.array([[seed]], np.uint64)}), LIMITS, True, False)
         assert exc.value.field == name
 
 
@@ -238,7 +246,7 @@ def test_llm_refuses_what_the_cpu_engine_cannot_honour(name: str) -> None:
              "prompt_embedding_table": np.ones((1, 2, 4), np.float16),
              "return_context_logits": np.array([[True]])}[name]
     with pytest.raises(RequestError, match="not supported by the CPU engine") as exc:
-        parse_request(_llm(**{name: value}), LIMITS, True, False)
+        to_llm_request(_llm(**{name: value}), LIMITS, True, False)
     assert exc.value.field == name
     if name == "return_context_logits":  # the neutral value asks for nothing
-        parse_request(_llm(return_context_logits=np.array([[False]])), LIMITS, True, False)
+        to_llm_request(_llm(return_context_logits=np.array([[False]])), LIMITS, True, False)

@@ -1,8 +1,10 @@
 """``tritonllm repo``: rendering, golden files, determinism, options and refusals.
 
-GPU engines cannot be built here (no TensorRT-LLM), so :func:`make_fake_engine` writes a
-FAKE engine dir: a real manifest and the tiny model's real tokenizer, with placeholder engine
-files. The renderer never opens engine files, so this exercises everything it does.
+GPU engines cannot be built here (no TensorRT-LLM), so the ``fake_engine`` fixture
+(tests/conftest.py) writes a FAKE engine dir: a real manifest and the tiny model's real
+tokenizer, with placeholder engine files. The renderer never opens engine files, so this
+exercises everything it does. The CLI over the real CPU engine is in
+tests/integration/test_repo_triton_load.py.
 Set ``TRITONLLM_UPDATE_GOLDEN=1`` to rewrite the golden files after an intended change.
 """
 
@@ -12,13 +14,14 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from tritonllm import contract as C
-from tritonllm.builders.manifest import EngineLimits, Manifest, list_files
+from tritonllm.builders.manifest import EngineLimits
 from tritonllm.builders.repository import (
     ENGINE_SUBDIR,
     MARKER,
@@ -32,44 +35,18 @@ from tritonllm.settings import RepoSettings
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE_GOLDEN = os.environ.get("TRITONLLM_UPDATE_GOLDEN") == "1"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "generation_config.json", "config.json")
-FAKE_FILES = {
-    "trtllm": {"config.json": '{"fake": "FAKE TensorRT-LLM engine config for tests"}\n',
-               "rank0.engine": "FAKE ENGINE\n"},
-    "cpu": {name: "FAKE\n" for name in (
-        "openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml",
-        "openvino_tokenizer.bin", "openvino_detokenizer.xml", "openvino_detokenizer.bin")},
-}
-FAKE_LIMITS = EngineLimits(max_batch_size=8, max_input_len=255, max_seq_len=256,
-                           max_num_tokens=2048, vocab_size=1000, bos_token_id=1,
-                           eos_token_ids=(2,), pad_token_id=3)
-
-
-def make_fake_engine(tiny_model: Path, dest: Path, engine: str = "trtllm",
-                     limits: EngineLimits = FAKE_LIMITS) -> Path:
-    """A FAKE engine dir for ``engine`` (trtllm or cpu): manifest + tokenizer, dummy weights."""
-    dest.mkdir(parents=True)
-    for name, text in FAKE_FILES[engine].items():
-        (dest / name).write_text(text, encoding="utf-8")
-    (dest / "tokenizer").mkdir()
-    for name in TOKENIZER_FILES:
-        if (tiny_model / name).is_file():
-            shutil.copy2(tiny_model / name, dest / "tokenizer" / name)
-    Manifest(engine=engine, cache_key=f"fake-{engine}", checkpoint={"path": "fake"},
-             build_args={}, tools={}, limits=limits,
-             engine_files=list_files(dest)).write(dest)
-    return dest
 
 
 @pytest.fixture(scope="module")
-def fake_gpu_engine(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_fake_engine(tiny_model, tmp_path_factory.mktemp("fake") / "gpu", "trtllm")
+def fake_gpu_engine(fake_engine: Callable[..., Path],
+                    tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fake_engine(tmp_path_factory.mktemp("fake") / "gpu", "trtllm")
 
 
 @pytest.fixture(scope="module")
-def fake_cpu_engine(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_fake_engine(tiny_model, tmp_path_factory.mktemp("fake") / "cpu", "cpu")
+def fake_cpu_engine(fake_engine: Callable[..., Path],
+                    tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fake_engine(tmp_path_factory.mktemp("fake") / "cpu", "cpu")
 
 
 def configs(repo: Path) -> dict[str, str]:
@@ -137,7 +114,7 @@ def test_rendering_is_deterministic(engine: str, fake_gpu_engine: Path, fake_cpu
 
 def test_layout_copies_engine_tokenizer_and_model_code(fake_cpu_engine: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    # A copy of the templates with model code, so the test does not depend on #4's files.
+    # A copy of the templates with known model code and a lib/ module, to check the copy exactly.
     templates = tmp_path / "templates"
     shutil.copytree(TEMPLATES, templates, ignore=shutil.ignore_patterns("__pycache__"))
     for model in ("preprocessing", "tensorrt_llm", "postprocessing", "tensorrt_llm_bls"):
@@ -158,7 +135,7 @@ def test_layout_copies_engine_tokenizer_and_model_code(fake_cpu_engine: Path, tm
     assert {p.name for p in (out / TOKENIZER_SUBDIR).iterdir()} >= {
         "tokenizer.json", "tokenizer_config.json", "generation_config.json"}
     engine = {p.name for p in (out / ENGINE_SUBDIR).iterdir()}
-    assert engine == {*FAKE_FILES["cpu"], "manifest.json"}
+    assert engine == {p.name for p in fake_cpu_engine.iterdir() if p.name != "tokenizer"}
     marker = json.loads((out / MARKER).read_text())
     assert marker["target"] == "cpu" and marker["engine_copied"] is True
     assert "tensorrt_llm/1/model.py" in marker["model_code"]
@@ -198,7 +175,7 @@ def test_limits_and_ids_come_from_the_manifest(fake_cpu_engine: Path, tmp_path: 
     out = render_repository(fake_cpu_engine, tmp_path / "repo")
     for model in C.MODEL_NAMES:
         cfg = parse_config((out / model / "config.pbtxt").read_text(), model)
-        assert cfg.max_batch_size == FAKE_LIMITS.max_batch_size
+        assert cfg.max_batch_size == 8
     pre = parse_config((out / "preprocessing" / "config.pbtxt").read_text(), "p").parameters
     llm = parse_config((out / "tensorrt_llm" / "config.pbtxt").read_text(), "l").parameters
     assert pre["end_id"].string_value == llm["end_id"].string_value == "2"
@@ -209,9 +186,9 @@ def test_limits_and_ids_come_from_the_manifest(fake_cpu_engine: Path, tmp_path: 
     assert llm["max_seq_len"].string_value == "256"
 
 
-def test_pad_id_defaults_to_end_id(tiny_model: Path, tmp_path: Path) -> None:
+def test_pad_id_defaults_to_end_id(fake_engine: Callable[..., Path], tmp_path: Path) -> None:
     limits = EngineLimits(8, 255, 256, 2048, 1000, 1, (2,), None)
-    engine = make_fake_engine(tiny_model, tmp_path / "e", "cpu", limits)
+    engine = fake_engine(tmp_path / "e", "cpu", limits)
     out = render_repository(engine, tmp_path / "repo")
     pre = parse_config((out / "preprocessing" / "config.pbtxt").read_text(), "p").parameters
     assert pre["pad_id"].string_value == "2"
@@ -281,8 +258,9 @@ def test_refuses_to_overwrite_a_foreign_directory(fake_cpu_engine: Path, tmp_pat
     assert (out / "precious.txt").read_text() == "keep me"
 
 
-def test_missing_engine_files_are_refused(tiny_model: Path, tmp_path: Path) -> None:
-    engine = make_fake_engine(tiny_model, tmp_path / "e", "trtllm")
+def test_missing_engine_files_are_refused(fake_engine: Callable[..., Path],
+                                          tmp_path: Path) -> None:
+    engine = fake_engine(tmp_path / "e", "trtllm")
     (engine / "rank0.engine").unlink()
     with pytest.raises(RepositoryError, match=r"rank0\.engine"):
         render_repository(engine, tmp_path / "repo")
@@ -307,23 +285,7 @@ def test_a_broken_template_is_caught_before_writing(fake_cpu_engine: Path, tmp_p
     assert not (tmp_path / "repo").exists()
 
 
-# --- the CLI, with the real CPU engine of the tiny model ---------------------------------------
-
-def test_cli_renders_the_tiny_cpu_engine(cpu_engine: Path, tmp_path: Path) -> None:
-    from tritonllm.cli import main
-
-    out = tmp_path / "repo"
-    r = CliRunner().invoke(main, ["repo", str(cpu_engine), "--out", str(out), "--no-streaming",
-                                  "--postprocessing-instances", "2", "--max-batch-size", "16"])
-    assert r.exit_code == 0, r.output
-    assert "rendered cpu repository" in r.output
-    ens = parse_config((out / "ensemble" / "config.pbtxt").read_text(), "e")
-    assert ens.max_batch_size == 16
-    assert ens.model_transaction_policy.decoupled is False
-    post = parse_config((out / "postprocessing" / "config.pbtxt").read_text(), "p")
-    assert post.instance_group[0].count == 2
-    assert (out / ENGINE_SUBDIR / "openvino_model.xml").is_file()
-
+# --- the CLI ---------------------------------------------------------------------------------
 
 def test_cli_renders_a_gpu_repository(fake_gpu_engine: Path, tmp_path: Path) -> None:
     from tritonllm.cli import main

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from tritonllm.contract import REQUEST_FIELDS
 from tritonllm.ensembles.requests import (
-    CONTRACTS,
     GenerationRequest,
     RequestError,
     RequestLimits,
-    SamplingParams,
     parse_request,
 )
+from tritonllm.ensembles.sampling import SamplingParams
 from tritonllm.ensembles.tokenization import Tokenization, pack_word_list
 from tritonllm.errors import ConfigError, TritonLLMError
 
@@ -65,13 +65,13 @@ def test_full_ensemble_request() -> None:
         return_log_probs=flag(True),
     ), LIMITS)
     assert req == GenerationRequest(
-        max_tokens=8, end_id=5, pad_id=6, prompt="hello world", streaming=True,
-        sampling=SamplingParams(top_k=40, top_p=0.5, temperature=pytest.approx(0.7),
+        end_id=5, pad_id=6, prompt="hello world", streaming=True,
+        sampling=SamplingParams(max_tokens=8, top_k=40, top_p=0.5,
+                                temperature=pytest.approx(0.7),
                                 repetition_penalty=pytest.approx(1.1), presence_penalty=-0.5,
                                 frequency_penalty=0.25, length_penalty=1.0, min_tokens=2,
-                                seed=2**63 + 5),
+                                seed=2**63 + 5, end_ids=(5,), return_log_probs=True),
         stop_words=("\n\n", "日本"), bad_words=("bad",), exclude_input_in_output=True,
-        return_log_probs=True,
     )
     assert req.source("sampling.top_k") == "top_k"
 
@@ -80,7 +80,7 @@ def test_defaults_and_rank_one_shapes() -> None:
     req = parse_request({"text_input": np.array([b"hi"], dtype=object),
                          "max_tokens": np.array([3], dtype=np.int32)}, LIMITS)
     assert (req.end_id, req.pad_id, req.streaming, req.stop_words) == (2, 3, False, ())
-    assert req.sampling == SamplingParams()
+    assert req.sampling == SamplingParams(max_tokens=3, end_ids=(2,))
     assert req.prompt_ids is None and req.exclude_input_in_output is None
 
 
@@ -121,12 +121,12 @@ def test_preprocessing_names() -> None:
     assert err.value.field == "QUERY"
 
 
-def test_llm_request_with_word_lists_and_aliases() -> None:
+def test_llm_request_with_word_lists() -> None:
     req = parse_request(llm(
         input_ids=np.array([[1, 75, 501, 515, 0, 0]], dtype=np.int32),
         streaming=np.array([True]), runtime_top_k=np.array([5], np.int32),
-        runtime_top_p=np.array([0.9], np.float32), random_seed=np.array([7], np.uint64),
-        min_length=np.array([3], np.int32),
+        runtime_top_p=np.array([0.9], np.float32), seed=np.array([7], np.uint64),
+        min_tokens=np.array([3], np.int32),
         stop_words_list=pack_word_list([[[10, 11], [12]]]),
         bad_words_list=pack_word_list([[[13]]])[0],
     ), LIMITS, model="tensorrt_llm")
@@ -134,8 +134,8 @@ def test_llm_request_with_word_lists_and_aliases() -> None:
     assert req.prompt is None and req.streaming
     assert (req.sampling.top_k, req.sampling.seed, req.sampling.min_tokens) == (5, 7, 3)
     assert req.sampling.top_p == pytest.approx(0.9)
-    assert req.stop_ids == ((10, 11), (12,)) and req.bad_ids == ((13,),)
-    assert req.source("sampling.seed") == "random_seed"
+    assert req.sampling.stop_ids == ((10, 11), (12,)) and req.bad_ids == ((13,),)
+    assert req.source("sampling.seed") == "seed"
     # Without input_lengths the whole row is the prompt.
     assert parse_request(llm(input_lengths=None), LIMITS, model="tensorrt_llm").prompt_ids == (
         1, 75, 501, 515)
@@ -215,8 +215,8 @@ BAD_LLM = [
     ({"request_output_len": None}, "request_output_len", "required"),
     ({"runtime_top_p": np.array([2.0], np.float32)}, "runtime_top_p", "(0, 1]"),
     ({"runtime_top_k": np.array([-2], np.int32)}, "runtime_top_k", ">= 0"),
-    ({"random_seed": np.array([-1], np.int64)}, "random_seed", "outside"),
-    ({"min_length": np.array([99], np.int32)}, "min_length", "max_tokens"),
+    ({"seed": np.array([-1], np.int64)}, "seed", "outside"),
+    ({"min_tokens": np.array([99], np.int32)}, "min_tokens", "max_tokens"),
     ({"beam_width": np.array([4], np.int32)}, "beam_width", "not supported"),
     ({"stop_words_list": np.array([[[5, 6], [3, -1]]], np.int32)}, "stop_words_list", "past"),
     ({"stop_words_list": pack_word_list([[[1000]]])}, "stop_words_list", "vocabulary"),
@@ -239,7 +239,7 @@ def test_error_types_and_unknown_model() -> None:
                                                   "top_p: must be in (0, 1]")
     with pytest.raises(KeyError):
         parse_request(ensemble(), LIMITS, model="nope")
-    assert CONTRACTS["tensorrt_llm_bls"] is CONTRACTS["ensemble"]
+    assert REQUEST_FIELDS["tensorrt_llm_bls"] is REQUEST_FIELDS["ensemble"]
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """``tritonllm validate``: a fresh repository is clean; each broken one is caught precisely.
 
-Every broken fixture starts from a freshly rendered repository (FAKE engine dirs, see
-test_repo_render.make_fake_engine) and breaks one thing, the way a hand edit would.
+Every broken fixture starts from a freshly rendered repository (FAKE engine dirs from the
+``fake_engine`` fixture, tests/conftest.py) and breaks one thing, the way a hand edit would.
+The repository of the real CPU engine is validated in tests/integration/test_repo_triton_load.py.
 """
 
 from __future__ import annotations
@@ -14,39 +15,28 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_repo_render import make_fake_engine
 
 from tritonllm import contract as C
-from tritonllm.builders.repository import TEMPLATES, render_repository
+from tritonllm.builders.repository import render_repository
 from tritonllm.builders.validate import Problem, validate_repository
 from tritonllm.errors import RepositoryError
 from tritonllm.settings import RepoSettings
 
-PYTHON_MODELS = ("preprocessing", "postprocessing", "tensorrt_llm_bls")
-
-
-def missing_model_code(target: str) -> list[str]:
-    """Python models whose 1/model.py is not in model_repository/ yet (written in #4)."""
-    models = [*PYTHON_MODELS, *(["tensorrt_llm"] if target == "cpu" else [])]
-    return [m for m in models if not (TEMPLATES / m / "1" / "model.py").is_file()]
-
 
 @pytest.fixture(scope="module")
-def clean(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Rendered repositories per flavour, with placeholder model.py where #4's code is absent."""
+def clean(fake_engine: Callable[..., Path],
+          tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Freshly rendered repositories (with the real model code) per flavour."""
     root = tmp_path_factory.mktemp("validate")
-    engines = {"cpu": make_fake_engine(tiny_model, root / "engine-cpu", "cpu"),
-               "gpu": make_fake_engine(tiny_model, root / "engine-gpu", "trtllm")}
+    engines = {"cpu": fake_engine(root / "engine-cpu", "cpu"),
+               "gpu": fake_engine(root / "engine-gpu", "trtllm")}
     repos = {}
     for flavour, engine, settings in (
         ("cpu", "cpu", RepoSettings()),
         ("gpu", "gpu", RepoSettings()),
         ("cpu-nostream", "cpu", RepoSettings(streaming=False)),
     ):
-        repo = render_repository(engines[engine], root / flavour, settings)
-        for model in missing_model_code(engine):
-            (repo / model / "1" / "model.py").write_text("# placeholder written by the test\n")
-        repos[flavour] = repo
+        repos[flavour] = render_repository(engines[engine], root / flavour, settings)
     return repos
 
 
@@ -87,26 +77,6 @@ def drop_tensor(repo: Path, model: str, name: str) -> None:
 @pytest.mark.parametrize("flavour", ["cpu", "gpu", "cpu-nostream"])
 def test_fresh_repository_is_clean(flavour: str, clean: dict[str, Path]) -> None:
     assert validate_repository(clean[flavour]) == []
-
-
-@pytest.mark.parametrize("target", ["cpu", "gpu"])
-def test_fresh_repository_with_the_real_model_code_is_clean(target: str, tiny_model: Path,
-                                                            tmp_path: Path) -> None:
-    missing = missing_model_code(target)
-    if missing:
-        pytest.skip(f"model_repository/{{{','.join(missing)}}}/1/model.py not written yet "
-                    "(issue #4); the other checks run with placeholders above")
-    engine = make_fake_engine(tiny_model, tmp_path / "e", "cpu" if target == "cpu" else "trtllm")
-    assert validate_repository(render_repository(engine, tmp_path / "repo")) == []
-
-
-def test_real_cpu_engine_repository_is_clean_but_for_missing_model_code(
-        cpu_engine: Path, tmp_path: Path) -> None:
-    repo = render_repository(cpu_engine, tmp_path / "repo")
-    problems = validate_repository(repo)
-    missing = "missing (a Python-backend model needs it)"
-    assert problems == [Problem(m, "1/model.py", "file", missing)
-                        for m in sorted(missing_model_code("cpu"))]
 
 
 # --- broken repositories ---------------------------------------------------------------------

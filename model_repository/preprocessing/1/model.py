@@ -17,7 +17,7 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from tritonllm.ensembles.processing import Limits, Preprocessor
+from tritonllm.ensembles.processing import Preprocessor
 from tritonllm.ensembles.requests import RequestError
 from tritonllm.ensembles.tokenization import Tokenization, read_special_ids
 from tritonllm.settings import PreprocessingParams
@@ -29,10 +29,7 @@ class TritonPythonModel:
         p = PreprocessingParams.from_triton_parameters(
             config.get("parameters"), model_dir=Path(args["model_repository"]))
         tok = Tokenization.from_dir(p.tokenizer_dir, add_special_tokens=p.add_special_tokens)
-        limits = Limits(p.max_input_len, p.max_seq_len, max_prompt_bytes=p.max_prompt_bytes,
-                        max_words=p.max_words, max_word_bytes=p.max_word_bytes)
-        self.pre = Preprocessor(tok, read_special_ids(p.tokenizer_dir, tok.tokenizer), limits,
-                                p.end_id, p.pad_id)
+        self.pre = Preprocessor(tok, read_special_ids(p.tokenizer_dir, tok.tokenizer), p)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []

@@ -19,8 +19,8 @@ import triton_python_backend_utils as pb_utils
 
 from tritonllm.ensembles.cpu_engine import CpuEngine, EngineConfig
 from tritonllm.ensembles.detokenize import decode
-from tritonllm.ensembles.llm_service import LLMLimits, LLMService, QueueFull
-from tritonllm.ensembles.requests import RequestError
+from tritonllm.ensembles.llm_service import LLMService, QueueFull
+from tritonllm.ensembles.requests import RequestError, RequestLimits
 from tritonllm.ensembles.senders import GuardedSender
 from tritonllm.ensembles.tokenization import load_tokenizer, read_special_ids
 from tritonllm.settings import CpuLLMParams
@@ -127,10 +127,9 @@ class TritonPythonModel:
             kv_cache_precision=p.kv_cache_precision, enable_prefix_caching=p.enable_prefix_caching,
             num_threads=p.num_threads or 0))
         end_ids = (p.end_id,) if p.end_id is not None else special.end_ids
-        limits = LLMLimits(
-            max_input_len=p.max_input_len or p.max_seq_len or 1 << 30,
-            max_seq_len=p.max_seq_len or 1 << 30, vocab_size=len(tokenizer),
-            end_ids=end_ids, pad_id=p.pad_id if p.pad_id is not None else end_ids[0])
+        limits = RequestLimits.for_engine(
+            p.max_input_len, p.max_seq_len, len(tokenizer), end_ids[0],
+            p.pad_id if p.pad_id is not None else end_ids[0], extra_end_ids=end_ids[1:])
         self.service = LLMService(
             engine, limits, lambda ids: decode(tokenizer, ids),
             default_exclude_input=p.exclude_input_in_output, default_streaming=False,

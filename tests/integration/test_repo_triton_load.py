@@ -2,9 +2,11 @@
 
 The Python models are replaced by a stub ``model.py`` that parses its parameters with
 :mod:`tritonllm.settings` and checks the paths they name, so these tests check the rendered
-configs, parameters and layout against Triton itself, not the model code of issue #4.
-They also confirm two of the validator's claims: Triton refuses an ensemble with instance
-groups or with an unused input.
+configs, parameters and layout against Triton itself, apart from the model code (which
+test_serving.py serves). They also confirm two of the validator's claims: Triton refuses an
+ensemble with instance groups or with an unused input. The repository rendered from the real
+CPU engine of the tiny model (a real OpenVINO build) is checked here too: by the validator and
+through the ``repo`` command.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import json
 import shutil
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_repo_render import make_fake_engine
+from click.testing import CliRunner
 
 from tritonllm import contract as C
-from tritonllm.builders.repository import render_repository
+from tritonllm.builders.repository import ENGINE_SUBDIR, parse_config, render_repository
 from tritonllm.builders.validate import validate_repository
 from tritonllm.settings import RepoSettings
 
@@ -95,8 +98,9 @@ def model_ready(url: str, model: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cpu_engine_dir(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_fake_engine(tiny_model, tmp_path_factory.mktemp("load") / "engine", "cpu")
+def cpu_engine_dir(fake_engine: Callable[..., Path],
+                   tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fake_engine(tmp_path_factory.mktemp("load") / "engine", "cpu")
 
 
 @needs_server
@@ -166,3 +170,25 @@ def test_triton_agrees_with_the_validator(breaker: object, field: str, cpu_engin
         ready = False
     assert not ready
     shutil.rmtree(repo)
+
+
+# --- the repository of the real CPU engine -------------------------------------------------------
+
+def test_real_cpu_engine_repository_is_clean(cpu_engine: Path, tmp_path: Path) -> None:
+    assert validate_repository(render_repository(cpu_engine, tmp_path / "repo")) == []
+
+
+def test_cli_renders_the_tiny_cpu_engine(cpu_engine: Path, tmp_path: Path) -> None:
+    from tritonllm.cli import main
+
+    out = tmp_path / "repo"
+    r = CliRunner().invoke(main, ["repo", str(cpu_engine), "--out", str(out), "--no-streaming",
+                                  "--postprocessing-instances", "2", "--max-batch-size", "16"])
+    assert r.exit_code == 0, r.output
+    assert "rendered cpu repository" in r.output
+    ens = parse_config((out / "ensemble" / "config.pbtxt").read_text(), "e")
+    assert ens.max_batch_size == 16
+    assert ens.model_transaction_policy.decoupled is False
+    post = parse_config((out / "postprocessing" / "config.pbtxt").read_text(), "p")
+    assert post.instance_group[0].count == 2
+    assert (out / ENGINE_SUBDIR / "openvino_model.xml").is_file()
