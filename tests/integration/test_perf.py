@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from tritonllm.cli import main
-from tritonllm.cli_perf import SLO_EXIT
+from tritonllm.cli.perf import SLO_EXIT
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tritonllm.builders import ENGINES, BuildSettings, build
-from tritonllm.cli import ENGINE_NAMES
+from tritonllm.cli.build import ENGINE_NAMES
 from tritonllm.errors import ConfigError
 
 

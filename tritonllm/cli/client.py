@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from tritonllm.cli._console import positive
+
 DEFAULT_URL = "localhost:8001"
 
 
@@ -26,12 +28,6 @@ def _headers(ctx: click.Context, param: click.Parameter,
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
         out[key.strip()] = value
     return out
-
-
-def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and value <= 0:
-        raise click.BadParameter(f"must be > 0, got {value}")
-    return value
 
 
 def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -50,7 +46,7 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--root-certificates", type=click.Path(exists=True, dir_okay=False),
                      help="CA bundle for --ssl."),
         click.option("--timeout", type=float, default=60.0, show_default=True,
-                     callback=_positive, help="Deadline of the call, seconds."),
+                     callback=positive, help="Deadline of the call, seconds."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -177,7 +173,3 @@ def models_cmd(url: str, protocol: str | None, headers: dict[str, str], ssl: boo
     for m in rows:
         reason = f"  ({m.reason})" if m.reason else ""
         click.echo(f"{m.name:<{width}}  {m.version or '-':<7}  {m.state or '-'}{reason}")
-
-
-#: Registered by :mod:`tritonllm.cli`.
-client_commands: list[click.Command] = [generate_cmd, health_cmd, models_cmd]

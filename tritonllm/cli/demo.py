@@ -2,64 +2,53 @@
 
 Makes the tiny model, builds the CPU engine (a cache hit the second time), renders and
 validates the model repository, starts the real tritonserver, streams one generation through
-the ``ensemble`` over gRPC to the terminal, checks it against the non-streamed text, and stops
-the server.
+the ``ensemble`` over gRPC to the terminal with :class:`tritonllm.client.LLMClient`, checks it
+against the non-streamed text, and stops the server.
 """
 
 from __future__ import annotations
 
-import queue
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
+from tritonllm.cli._console import progress_line
 from tritonllm.errors import ServerError
 
+if TYPE_CHECKING:
+    from tritonllm.client import LLMClient
 
-def _stream(address: str, model: str, prompt: str, max_tokens: int,
-            stream: bool) -> tuple[list[str], float | None, float]:
-    import numpy as np
-    import tritonclient.grpc as grpcclient
+#: Seconds one generation may take.
+TIMEOUT = 120.0
 
-    def tensor(name: str, value: Any, dtype: str) -> Any:
-        t = grpcclient.InferInput(name, list(value.shape), dtype)
-        t.set_data_from_numpy(value)
-        return t
 
-    inputs = [tensor("text_input", np.array([[prompt.encode()]], dtype=object), "BYTES"),
-              tensor("max_tokens", np.array([[max_tokens]], dtype=np.int32), "INT32"),
-              tensor("stream", np.array([[stream]], dtype=bool), "BOOL")]
-    results: queue.Queue[tuple[Any, Any]] = queue.Queue()
-    client = grpcclient.InferenceServerClient(address)
-    client.start_stream(callback=lambda result, error: results.put((result, error)))
-    t0 = time.perf_counter()
-    first: float | None = None
-    pieces: list[str] = []
+@contextmanager
+def _errors_naming(model: str) -> Iterator[None]:
+    """A client error inside becomes a ServerError naming the model called."""
+    from tritonllm.client import ClientError
+
     try:
-        client.async_stream_infer(model, inputs, request_id="demo",
-                                  enable_empty_final_response=True)
-        while True:
-            result, error = results.get(timeout=120)
-            if error is not None:
-                raise ServerError(f"{model}: {error}")
-            response = result.get_response()
-            out = result.as_numpy("text_output")
-            if out is not None and out.size:
-                piece = out.reshape(-1)[0].decode()
-                if piece and first is None:
-                    first = time.perf_counter() - t0
-                pieces.append(piece)
-                if stream:
-                    click.echo(piece, nl=False)
-            if response.parameters["triton_final_response"].bool_param:
-                break
-    finally:
-        client.stop_stream()
-        client.close()
-    return pieces, first, time.perf_counter() - t0
+        yield
+    except ClientError as e:
+        raise ServerError(f"{model}: {e}") from e
+
+
+def _stream(client: LLMClient, prompt: str, max_tokens: int
+            ) -> tuple[list[str], float | None, float]:
+    """Stream one generation to stdout: its pieces, time to first text and total, seconds."""
+    pieces: list[str] = []
+    with client.stream(prompt, max_tokens, request_id="demo") as s:
+        for delta in s:
+            pieces.append(delta.text)
+            click.echo(delta.text, nl=False)
+    completion = s.completion
+    if completion is None:  # pragma: no cover - a stream that ran out always has its result
+        raise ServerError(f"{client.model}: the stream ended without a result")
+    return pieces, completion.timings.ttft, completion.timings.e2e
 
 
 @click.command("demo")
@@ -75,7 +64,7 @@ def demo_cmd(workdir: Path, prompt: str, max_tokens: int, model: str) -> None:
     from tritonllm.builders import BuildSettings, build
     from tritonllm.builders.repository import render_repository
     from tritonllm.builders.validate import validate_repository
-    from tritonllm.cli import progress_line
+    from tritonllm.client import LLMClient
     from tritonllm.server import ServerOptions, TritonServer
     from tritonllm.settings import RepoSettings
     from tritonllm.tiny import make_tiny_model
@@ -107,10 +96,12 @@ def demo_cmd(workdir: Path, prompt: str, max_tokens: int, model: str) -> None:
                    f"gRPC {server.url_grpc}, metrics {server.url_metrics}")
         click.echo(f"\n{model} <- {prompt!r} (max_tokens={max_tokens}, streaming)\n")
         click.secho(prompt, bold=True, nl=False)
-        pieces, ttft, total = _stream(server.grpc_address, model, prompt, max_tokens, True)
-        click.echo("")
-        whole, _, _ = _stream(server.grpc_address, model, prompt, max_tokens, False)
-        same = "".join(pieces) == "".join(whole)
+        with _errors_naming(model), LLMClient(server.grpc_address, model,
+                                              timeout=TIMEOUT) as client:
+            pieces, ttft, total = _stream(client, prompt, max_tokens)
+            click.echo("")
+            whole = client.generate(prompt, max_tokens, request_id="demo").text
+        same = "".join(pieces) == whole
         click.echo(f"\n{len([p for p in pieces if p])} streamed pieces, first after "
                    f"{(ttft or 0) * 1000:.0f} ms, done in {total * 1000:.0f} ms; "
                    f"streamed text {'==' if same else '!='} non-streamed text")

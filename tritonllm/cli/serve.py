@@ -29,6 +29,7 @@ from typing import Any
 
 import click
 
+from tritonllm.cli._console import progress_line
 from tritonllm.errors import ServerError
 from tritonllm.server import (
     MODEL_CONTROL_MODES,
@@ -110,8 +111,6 @@ def serve_cmd(repo: Path, tritonserver_args: tuple[str, ...], **options: Any) ->
     Uses $TRITONSERVER, else tritonserver on PATH, else the one in the nvidia-pytriton wheel.
     Arguments after `--` go to tritonserver unchanged.
     """
-    from tritonllm.cli import progress_line
-
     settings = ServerOptions(repo=repo, extra_args=tritonserver_args, **options)
     server = TritonServer(settings, say=_say)
     t0 = time.perf_counter()

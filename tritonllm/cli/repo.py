@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from tritonllm.cli._console import non_negative, positive, progress_line
 from tritonllm.settings import (
     BATCH_SCHEDULER_POLICIES,
     BATCHING_STRATEGIES,
@@ -29,18 +30,6 @@ _NONE_MEANS = {"target": "from the engine", "max_batch_size": "the engine's",
                "server_repo_path": "--out's absolute path",
                "postprocessing_instance_count": "1 on a streaming cpu repository, else 4"}
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _non_negative(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and value < 0:
-        raise click.BadParameter(f"must be at least 0, got {value}")
-    return value
-
-
-def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise click.BadParameter(f"must be at least 1, got {value}")
-    return value
 
 
 def _setting(name: str, help: str, *decls: str, **kw: Any) -> Callable[[F], F]:
@@ -80,30 +69,30 @@ def _parse_kv(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
           type=click.Choice(["gpu", "cpu"]))
 @_bool("streaming", "Decoupled LLM and BLS models: the ensemble streams tokens.")
 @_setting("max_batch_size", "Triton max_batch_size of every model (<= the engine's).",
-          type=int, callback=_positive)
+          type=int, callback=positive)
 @_setting("max_queue_delay_microseconds", "Dynamic-batching delay of the LLM and BLS models.",
-          "--max-queue-delay-us", type=int, callback=_non_negative)
+          "--max-queue-delay-us", type=int, callback=non_negative)
 @_setting("preprocessing_max_queue_delay_microseconds", "Dynamic-batching delay, preprocessing.",
-          "--preprocessing-queue-delay-us", type=int, callback=_non_negative)
+          "--preprocessing-queue-delay-us", type=int, callback=non_negative)
 @_setting("postprocessing_max_queue_delay_microseconds", "Dynamic-batching delay, postprocessing.",
-          "--postprocessing-queue-delay-us", type=int, callback=_non_negative)
+          "--postprocessing-queue-delay-us", type=int, callback=non_negative)
 @_setting("max_queue_size", "Queue bound per model; 0 is unbounded.", type=int,
-          callback=_non_negative)
+          callback=non_negative)
 @_setting("queue_timeout_microseconds", "Drop requests queued longer; 0 is never.",
-          "--queue-timeout-us", type=int, callback=_non_negative)
+          "--queue-timeout-us", type=int, callback=non_negative)
 @_setting("timeout_action", "What a queue timeout does.", type=click.Choice(TIMEOUT_ACTIONS))
 @_setting("priority_levels", "Request priority levels; 0 is none.", type=int,
-          callback=_non_negative)
+          callback=non_negative)
 @_setting("default_priority_level", "Priority of requests that name none (middle level).",
-          type=int, callback=_positive)
+          type=int, callback=positive)
 @_setting("preprocessing_instance_count", "Preprocessing instances.",
-          "--preprocessing-instances", type=int, callback=_positive)
+          "--preprocessing-instances", type=int, callback=positive)
 @_setting("postprocessing_instance_count", "Postprocessing instances.",
-          "--postprocessing-instances", type=int, callback=_positive)
+          "--postprocessing-instances", type=int, callback=positive)
 @_setting("bls_instance_count", "BLS instances.", "--bls-instances", type=int,
-          callback=_positive)
+          callback=positive)
 @_setting("llm_instance_count", "LLM model instances.", "--llm-instances", type=int,
-          callback=_positive)
+          callback=positive)
 @_bool("exclude_input_in_output", "Return only generated text unless a request says otherwise.",
        off="--include-input-in-output")
 @_bool("add_special_tokens", "Add special tokens when encoding prompts.")
@@ -114,13 +103,13 @@ def _parse_kv(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
           type=click.Choice(LOGITS_DATATYPES))
 @_setting("batching_strategy", "TensorRT-LLM gpt_model_type.",
           type=click.Choice(BATCHING_STRATEGIES))
-@_setting("max_beam_width", "TensorRT-LLM max_beam_width.", type=int, callback=_positive)
+@_setting("max_beam_width", "TensorRT-LLM max_beam_width.", type=int, callback=positive)
 @_setting("kv_cache_free_gpu_mem_fraction", "Share of free GPU memory for the KV cache.",
           type=float)
 @_setting("max_tokens_in_paged_kv_cache", "KV cache size in tokens.", type=int,
-          callback=_positive)
+          callback=positive)
 @_setting("max_attention_window_size", "Sliding attention window in tokens.", type=int,
-          callback=_positive)
+          callback=positive)
 @_setting("batch_scheduler_policy", "TensorRT-LLM batch scheduler policy.",
           type=click.Choice(BATCH_SCHEDULER_POLICIES))
 @_bool("enable_kv_cache_reuse", "Reuse KV blocks of shared prefixes (cpu: prefix caching).",
@@ -128,14 +117,14 @@ def _parse_kv(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 @_bool("enable_chunked_context", "Chunk long prompts (cpu: dynamic split-fuse).",
        off="--disable-chunked-context")
 @_setting("cancellation_check_period_ms", "How often cancelled requests are noticed.",
-          type=int, callback=_positive)
+          type=int, callback=positive)
 @_setting("gpu_device_ids", "Comma-separated GPU ids for the TensorRT-LLM backend.")
 @_setting("decoding_mode", "TensorRT-LLM decoding_mode (top_k, top_p, beam_search, ...).")
 @click.option("--trtllm-param", "extra_llm_parameters", multiple=True, callback=_parse_kv,
               metavar="KEY=VALUE", help="Any other tensorrtllm backend parameter (official keys).")
 @_setting("kv_cache_precision", "CPU KV cache precision.", type=click.Choice(KV_CACHE_PRECISIONS))
 @_setting("cache_size_gb", "CPU KV cache size in GB.", type=float)
-@_setting("num_threads", "CPU inference threads.", type=int, callback=_positive)
+@_setting("num_threads", "CPU inference threads.", type=int, callback=positive)
 @_setting("max_stream_interval_ms", "CPU: longest a streamed token waits so that busy streams "
           "get several tokens per response (0: every token at once).", type=int)
 @_setting("engine_path", "Reference the engine at this path (e.g. a container mount) instead "
@@ -146,7 +135,6 @@ def repo_cmd(engine_dir: Path, out: Path, **options: Any) -> None:
     """Render a Triton model repository for the engine in ENGINE_DIR into --out."""
     from tritonllm.builders.repository import render_repository
     from tritonllm.builders.validate import validate_repository
-    from tritonllm.cli import progress_line
 
     chosen = {k: v for k, v in options.items() if v is not None}
     if not chosen.get("extra_llm_parameters"):

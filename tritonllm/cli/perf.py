@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
+from tritonllm.cli._console import request_progress
 from tritonllm.errors import ConfigError
 
 SLO_EXIT = 3
@@ -53,41 +51,6 @@ def _pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
             raise click.BadParameter(f"expected KEY{sep}VALUE, got {item!r}")
         out[key.strip()] = raw.strip() if param.name == "headers" else _parse_value(raw.strip())
     return out
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str, int, int | None, int], None]]:
-    """A rich progress bar on stderr per load point; plain lines when not a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    if not enabled:
-        yield lambda label, done, total, errors: None
-        return
-    if not console.is_terminal:
-        t0 = time.perf_counter()
-        last: dict[str, int] = {}
-
-        def plain(label: str, done: int, total: int | None, errors: int) -> None:
-            step = max(1, (total or 100) // 10)
-            if done == total or done - last.get(label, 0) >= step:
-                last[label] = done
-                of = f"/{total}" if total else ""
-                click.echo(f"[{time.perf_counter() - t0:6.1f}s] {label}: {done}{of} requests, "
-                           f"{errors} errors", err=True)
-        yield plain
-        return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("errors {task.fields[errors]}"), TimeElapsedColumn(),
-                  console=console) as bar:
-        tasks: dict[str, Any] = {}
-
-        def update(label: str, done: int, total: int | None, errors: int) -> None:
-            if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total, errors=0)
-            bar.update(tasks[label], completed=done, errors=errors)
-        yield update
 
 
 @click.group("perf", invoke_without_command=True, no_args_is_help=True,
@@ -191,7 +154,7 @@ def run_benchmark(**opts: Any) -> int:
     if scenario.tool == "ours":
         from tritonllm.perf.run import run_ours
 
-        with _progress(not opts["quiet"]) as progress:
+        with request_progress(not opts["quiet"]) as progress:
             run = run_ours(scenario, tokenizer, progress)
     else:
         from tritonllm.perf import drivers
