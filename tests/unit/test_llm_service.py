@@ -17,8 +17,8 @@ import pytest
 from tritonllm.ensembles import llm_service
 from tritonllm.ensembles.cpu_engine import EngineStats, EventCallback, TokenEvent
 from tritonllm.ensembles.llm_service import Engine, LLMService
-from tritonllm.ensembles.sampling import SamplingParams
 from tritonllm.ensembles.requests import RequestLimits
+from tritonllm.ensembles.sampling import SamplingParams
 
 TICK = 1 / 64  # one engine step on the fake clock (binary-exact, so no rounding at the cap)
 
