@@ -32,14 +32,26 @@ import numpy.typing as npt
 from tritonllm.contract import (
     BLS,
     BLS_FORWARDS,
+    BLS_OWN_INPUTS,
     CONTEXT_LENGTH,
     FINISH_CANCELLED,
     FINISH_REASON,
+    FINISH_STOP,
     LLM,
     LLM_CONTRACT,
+    LLM_IN,
+    LLM_OUT,
+    OPTIONAL_OUTPUTS,
+    PRE_IN,
     PREPROCESSING,
+    PREPROCESSING_DERIVES,
+    PREPROCESSING_SENDS,
+    client_names,
+    step_links,
     unsupported_inputs,
 )
+from tritonllm.contract import BLS_IN as IN
+from tritonllm.contract import BLS_OUT as OUT
 from tritonllm.ensembles import wire
 from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.detokenize import IncrementalDetokenizer
@@ -64,17 +76,16 @@ _LLM_SCALARS = frozenset(t.name for t in LLM_CONTRACT.inputs if t.dims == (1,))
 # BLS input → preprocessing input
 TO_PRE = {k: name for k, (model, name) in BLS_FORWARDS.items()
           if model == PREPROCESSING and k not in UNSUPPORTED}
-# preprocessing output → LLM input
-# LLM outputs always asked for, and those asked for when the request wants them
-LLM_OUTPUTS = ("output_ids", "sequence_length", CONTEXT_LENGTH, FINISH_REASON)
-OPTIONAL_LLM_OUTPUTS = {
-    "return_num_input_tokens": ("num_input_tokens",),
-    "return_num_output_tokens": ("num_output_tokens",),
-    "return_log_probs": ("output_log_probs", "cum_log_probs"),
-}
-PRE_TO_LLM = {"INPUT_ID": "input_ids", "REQUEST_INPUT_LEN": "input_lengths",
-              "REQUEST_OUTPUT_LEN": "request_output_len", "OUT_END_ID": "end_id",
-              "OUT_PAD_ID": "pad_id", "BAD_WORDS_IDS": "bad_words_list"}
+# preprocessing output → LLM input, as the ensemble wires them, for what preprocessing sends
+# but for what the BLS model does itself (stop strings on the text: BLS_OWN_INPUTS)
+_PRE_CLIENT = client_names(PREPROCESSING)
+PRE_TO_LLM = {out: llm for out, llm in step_links(PREPROCESSING, LLM).items()
+              if out in PREPROCESSING_SENDS
+              and _PRE_CLIENT.get(PREPROCESSING_DERIVES.get(out, ""), "") not in BLS_OWN_INPUTS}
+# LLM outputs always asked for; the optional ones when the request asks (OPTIONAL_OUTPUTS)
+LLM_OUTPUTS = (LLM_OUT.output_ids, LLM_OUT.sequence_length, CONTEXT_LENGTH, FINISH_REASON)
+_COUNTS = frozenset(OPTIONAL_OUTPUTS[LLM_IN.return_num_input_tokens]
+                    + OPTIONAL_OUTPUTS[LLM_IN.return_num_output_tokens])
 
 
 class LLMStream(Protocol):
@@ -97,7 +108,7 @@ def _flag(inputs: Arrays, name: str, default: bool) -> bool:
 
 def _prompt(inputs: Arrays) -> str:
     """The prompt as text (preprocessing has already checked its size and encoding)."""
-    item = np.asarray(inputs["text_input"]).reshape(-1)[0]
+    item = np.asarray(inputs[IN.text_input]).reshape(-1)[0]
     return item if isinstance(item, str) else bytes(item).decode("utf-8")
 
 
@@ -137,24 +148,24 @@ class BLSPipeline:
         refuse_unsupported(inputs, UNSUPPORTED)
         words = {name: read_words(name, np.asarray(inputs[name]), self.max_words,
                                   self.max_word_bytes)
-                 for name in ("stop_words", "bad_words") if inputs.get(name) is not None}
-        stops = list(words.get("stop_words", ()))
+                 for name in (IN.stop_words, IN.bad_words) if inputs.get(name) is not None}
+        stops = list(words.get(IN.stop_words, ()))
         pre_in = {TO_PRE[k]: np.asarray(v) for k, v in inputs.items() if k in TO_PRE}
-        if "QUERY" not in pre_in:
-            raise RequestError("text_input", "is required")
+        if PRE_IN.QUERY not in pre_in:
+            raise RequestError(IN.text_input, "is required")
         pre_out = self.call_pre(pre_in)
         llm_in: dict[str, Any] = {PRE_TO_LLM[k]: v for k, v in pre_out.items() if k in PRE_TO_LLM}
-        if "bad_words_list" in llm_in and not (np.asarray(llm_in["bad_words_list"])[..., 1, :]
-                                               >= 0).any():
-            del llm_in["bad_words_list"]  # no bad words: don't ask the engine for any
+        bad = LLM_IN.bad_words_list
+        if bad in llm_in and not (np.asarray(llm_in[bad])[..., 1, :] >= 0).any():
+            del llm_in[bad]  # no bad words: don't ask the engine for any
         for k, v in inputs.items():
             if k in PASSTHROUGH and v is not None:
                 name = PASSTHROUGH[k]
                 llm_in[name] = np.asarray(v).reshape(1, 1) if name in _LLM_SCALARS \
                     else np.asarray(v)
-        llm_in["streaming"] = np.array([[True]])
-        stream = _flag(inputs, "stream", False)
-        exclude = _flag(inputs, "exclude_input_in_output", self.default_exclude_input)
+        llm_in[LLM_IN.streaming] = np.array([[True]])
+        stream = _flag(inputs, IN.stream, False)
+        exclude = _flag(inputs, IN.exclude_input_in_output, self.default_exclude_input)
         prefix = "" if (exclude or stream) else _prompt(inputs)
         return llm_in, stops, stream, prefix
 
@@ -162,7 +173,7 @@ class BLSPipeline:
     def llm_outputs(llm_in: Mapping[str, Any]) -> list[str]:
         """The LLM outputs to ask for: the text's, plus counts / log probs when wanted."""
         names = list(LLM_OUTPUTS)
-        for flag, wanted in OPTIONAL_LLM_OUTPUTS.items():
+        for flag, wanted in OPTIONAL_OUTPUTS.items():
             if flag in llm_in and bool(np.asarray(llm_in[flag]).reshape(-1)[0]):
                 names.extend(wanted)
         return names
@@ -200,24 +211,25 @@ class BLSPipeline:
                         pass
                     self._send(sink, "", FINISH_CANCELLED, {}, final=True, detok=detok)
                     return
-            ids = np.asarray(out["output_ids"]).reshape(-1)
+            ids = np.asarray(out[LLM_OUT.output_ids]).reshape(-1)
             ctx = int(np.asarray(out[CONTEXT_LENGTH]).reshape(-1)[0]) if CONTEXT_LENGTH in out \
                 else 0
-            n = int(np.asarray(out["sequence_length"]).reshape(-1)[0]) \
-                if "sequence_length" in out else len(ids)
+            n = int(np.asarray(out[LLM_OUT.sequence_length]).reshape(-1)[0]) \
+                if LLM_OUT.sequence_length in out else len(ids)
             delta = detok.push(ids[ctx:n])
             if FINISH_REASON in out:
                 reason = np.asarray(out[FINISH_REASON]).reshape(-1)[0].decode() or reason
-            counts.update({k: v for k, v in out.items() if k.startswith("num_")})
-            if "output_log_probs" in out:
+            counts.update({k: v for k, v in out.items() if k in _COUNTS})
+            if LLM_OUT.output_log_probs in out:
                 log_probs = log_probs if log_probs is not None else []
-                log_probs.extend(np.asarray(out["output_log_probs"], np.float32).reshape(-1))
+                log_probs.extend(np.asarray(out[LLM_OUT.output_log_probs],
+                                            np.float32).reshape(-1))
             step = matcher.push(delta)
             if step.text:
                 pending.append(step.text)
             if step.stopped:
                 llm.cancel()
-                reason = "stop"
+                reason = FINISH_STOP
                 break
             if stream and pending:
                 self._send(sink, "".join(pending), "", {}, final=False, detok=detok)
@@ -227,20 +239,20 @@ class BLSPipeline:
             step = matcher.push(tail)
             pending.append(step.text + ("" if step.stopped else matcher.finish()))
             if step.stopped:
-                reason = "stop"
+                reason = FINISH_STOP
         text = "".join(pending)
         extras = dict(counts)
         if log_probs is not None:  # the whole output's, on the final response
             lps = np.asarray(log_probs, np.float32)
-            extras["output_log_probs"] = lps.reshape(1, 1, -1)
-            extras["cum_log_probs"] = np.asarray([[lps.sum()]], np.float32)
-        self._send(sink, text, reason or "stop", extras, final=True, detok=detok)
+            extras[OUT.output_log_probs] = lps.reshape(1, 1, -1)
+            extras[OUT.cum_log_probs] = np.asarray([[lps.sum()]], np.float32)
+        self._send(sink, text, reason or FINISH_STOP, extras, final=True, detok=detok)
 
     def _send(self, sink: Sink, text: str, reason: str, extras: dict[str, Any], final: bool,
               detok: IncrementalDetokenizer) -> None:
         if self.accumulate:
             text = detok.text
-        out = {"text_output": _text_tensor("text_output", text),
+        out = {OUT.text_output: _text_tensor(OUT.text_output, text),
                FINISH_REASON: _text_tensor(FINISH_REASON, reason)}
         out.update(extras)
         sink.send(out, final)

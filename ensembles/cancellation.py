@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tritonllm.contract import LLM_IN
+
 log = logging.getLogger(__name__)
 
 POLL_SHARE = 0.02  # of the time the poller may spend asking senders (each ask is a round trip
@@ -97,5 +99,5 @@ def stop_request_inputs() -> dict[str, npt.NDArray[Any]]:
     """The inputs of the contract's ``stop`` request to the LLM model: sent with the request id
     (or our ``request_key``) of the request to end; the required inputs carry placeholders."""
     one = np.ones((1, 1), np.int32)
-    return {"input_ids": one, "input_lengths": one, "request_output_len": one,
-            "stop": np.ones((1, 1), np.bool_)}
+    return {LLM_IN.input_ids: one, LLM_IN.input_lengths: one, LLM_IN.request_output_len: one,
+            LLM_IN.stop: np.ones((1, 1), np.bool_)}

@@ -46,7 +46,12 @@ MAX_SEED = 2**32 - 1
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How the pipeline is created. Defaults favour exactness (f32 KV cache) over memory."""
+    """How the pipeline is created. Defaults favour exactness (f32 KV cache) over memory.
+
+    ``dynamic_split_fuse``: a long prompt is split over steps that it shares with running
+    decodes (at most ``max_num_batched_tokens`` a step); off, a prompt is scheduled whole, in a
+    step of its own (vLLM's policy). ``device``: the OpenVINO device the pipeline runs on.
+    """
 
     engine_dir: Path
     max_num_seqs: int = 64
@@ -55,6 +60,8 @@ class EngineConfig:
     kv_cache_precision: str = "f32"
     inference_precision: str = "f32"
     enable_prefix_caching: bool = False
+    dynamic_split_fuse: bool = True
+    device: str = "CPU"
     num_threads: int = 0  # 0: OpenVINO's default (all cores)
 
 
@@ -134,8 +141,8 @@ class CpuEngine:
         self._thread.start()
 
     @staticmethod
-    def make_pipeline(config: EngineConfig) -> Any:
-        """The OpenVINO GenAI pipeline as the engine creates it (benchmarks compare against it)."""
+    def pipeline_args(config: EngineConfig) -> tuple[Any, str, dict[str, Any]]:
+        """``(SchedulerConfig, device, properties)``: what the pipeline is created with."""
         import openvino as ov
         import openvino_genai as ovg
 
@@ -144,13 +151,22 @@ class CpuEngine:
         sched.max_num_batched_tokens = config.max_num_batched_tokens
         sched.cache_size = max(1, round(config.cache_size_gb))
         sched.enable_prefix_caching = config.enable_prefix_caching
+        sched.dynamic_split_fuse = config.dynamic_split_fuse
         props: dict[str, Any] = {
             "KV_CACHE_PRECISION": getattr(ov.Type, config.kv_cache_precision),
             "INFERENCE_PRECISION_HINT": getattr(ov.Type, config.inference_precision),
         }
         if config.num_threads:
             props["INFERENCE_NUM_THREADS"] = config.num_threads
-        return ovg.ContinuousBatchingPipeline(str(config.engine_dir), sched, "CPU", props)
+        return sched, config.device, props
+
+    @staticmethod
+    def make_pipeline(config: EngineConfig) -> Any:
+        """The OpenVINO GenAI pipeline as the engine creates it (benchmarks compare against it)."""
+        import openvino_genai as ovg
+
+        sched, device, props = CpuEngine.pipeline_args(config)
+        return ovg.ContinuousBatchingPipeline(str(config.engine_dir), sched, device, props)
 
     # ---- caller side (any thread) -------------------------------------------------------
 

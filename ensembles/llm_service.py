@@ -64,7 +64,18 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from tritonllm.contract import FINISH_CANCELLED, FINISH_REASON, LLM, REQUEST_KEY, unsupported_inputs
+from tritonllm.contract import (
+    CONTEXT_LENGTH,
+    FINISH_CANCELLED,
+    FINISH_REASON,
+    LLM,
+    OPTIONAL_OUTPUTS,
+    REQUEST_KEY,
+    client_names,
+    unsupported_inputs,
+)
+from tritonllm.contract import LLM_IN as IN
+from tritonllm.contract import LLM_OUT as OUT
 from tritonllm.ensembles import wire
 from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.cpu_engine import (
@@ -95,16 +106,9 @@ SEND_THREADS = 4  # responses of one engine round sent at once (see "Sending")
 UNSUPPORTED = unsupported_inputs(LLM, "cpu")  # what the CPU engine cannot honour
 
 # The name a client used for each LLM input, where the ensemble/BLS renames it.
-CLIENT_NAMES = {
-    "input_ids": "text_input",
-    "request_output_len": "max_tokens",
-    "runtime_top_k": "top_k",
-    "runtime_top_p": "top_p",
-    "streaming": "stream",
-    "stop_words_list": "stop_words",
-    "bad_words_list": "bad_words",
-    "len_penalty": "length_penalty",
-}
+CLIENT_NAMES = client_names(LLM)
+(_INPUT_COUNT,) = OPTIONAL_OUTPUTS[IN.return_num_input_tokens]
+(_OUTPUT_COUNT,) = OPTIONAL_OUTPUTS[IN.return_num_output_tokens]
 
 
 def _label(name: str) -> str:
@@ -179,14 +183,14 @@ def to_llm_request(inputs: Mapping[str, npt.NDArray[Any]], limits: RequestLimits
     (:data:`~tritonllm.ensembles.cpu_engine.MAX_SEED`).
     """
     refuse_unsupported(inputs, UNSUPPORTED, _label)
-    if _scalar(inputs, "stop"):
+    if _scalar(inputs, IN.stop):
         return LLMRequest([], SamplingParams(max_tokens=1), False, True, stop_only=True)
     try:
         req = parse_request(inputs, limits, model="tensorrt_llm")
     except RequestError as e:
         raise RequestError(_label(e.field), e.message) from None
     if req.bad_ids:
-        raise RequestError(_label("bad_words_list"), "is not supported by the CPU engine")
+        raise RequestError(_label(IN.bad_words_list), "is not supported by the CPU engine")
     s = req.sampling
     if s.seed is not None and s.seed > MAX_SEED:
         raise RequestError(_label(req.source("sampling.seed")),
@@ -195,11 +199,11 @@ def to_llm_request(inputs: Mapping[str, npt.NDArray[Any]], limits: RequestLimits
                            "sample as a smaller one does")
     return LLMRequest(
         list(req.prompt_ids or ()), s,  # required by the tensorrt_llm table
-        streaming=req.streaming if "streaming" in req.sources else default_streaming,
+        streaming=req.streaming if IN.streaming in req.sources.values() else default_streaming,
         exclude_input_in_output=(default_exclude_input if req.exclude_input_in_output is None
                                  else req.exclude_input_in_output),
-        want_counts=(bool(_scalar(inputs, "return_num_input_tokens")),
-                     bool(_scalar(inputs, "return_num_output_tokens"))),
+        want_counts=(bool(_scalar(inputs, IN.return_num_input_tokens)),
+                     bool(_scalar(inputs, IN.return_num_output_tokens))),
     )
 
 
@@ -292,8 +296,8 @@ class LLMService:
         if req.stop_only:
             self._stop_by_id(request_id)
         if req.stop_only or (request_id and self._stopped_early(request_id)):
-            sink.send({"output_ids": _i32([], (1, 1, 0)), "sequence_length": _i32(0, (1, 1)),
-                       "finish_reason": _reason(FINISH_CANCELLED)}, final=True)
+            sink.send({OUT.output_ids: _i32([], (1, 1, 0)), OUT.sequence_length: _i32(0, (1, 1)),
+                       FINISH_REASON: _reason(FINISH_CANCELLED)}, final=True)
             return
         held = _Held(StreamWindows(self.decode)) if req.streaming else None
         prompt_prefix = [] if (req.streaming or req.exclude_input_in_output) else req.prompt
@@ -362,24 +366,24 @@ class LLMService:
         else:
             ids, ctx = prompt_prefix + ev.token_ids, 0
         out: dict[str, npt.NDArray[Any]] = {
-            "output_ids": _i32(ids, (1, 1, len(ids))),
-            "sequence_length": _i32(len(ids), (1, 1)),
-            "context_length": _i32(ctx, (1, 1)),
+            OUT.output_ids: _i32(ids, (1, 1, len(ids))),
+            OUT.sequence_length: _i32(len(ids), (1, 1)),
+            CONTEXT_LENGTH: _i32(ctx, (1, 1)),
             REQUEST_KEY: key,
-            "finish_reason": _reason((ev.finish_reason or "") if ev.finished else ""),
+            FINISH_REASON: _reason((ev.finish_reason or "") if ev.finished else ""),
         }
         if req.want_counts[0]:
-            out["num_input_tokens"] = _i32(len(req.prompt), (1, 1))
+            out[_INPUT_COUNT] = _i32(len(req.prompt), (1, 1))
         if req.want_counts[1]:
-            out["num_output_tokens"] = _i32(ev.output_tokens, (1, 1))
+            out[_OUTPUT_COUNT] = _i32(ev.output_tokens, (1, 1))
         if req.params.return_log_probs:  # [1, beams, n] and [1, beams], as NVIDIA's backend
             lps = np.asarray(log_probs, dtype=np.float32)
             cum = float(lps.sum(dtype=np.float64))
             if held is not None:
                 held.cum_log_prob += cum
                 cum = held.cum_log_prob
-            out["output_log_probs"] = lps.reshape(1, 1, -1)
-            out["cum_log_probs"] = np.asarray([[cum]], dtype=np.float32)
+            out[OUT.output_log_probs] = lps.reshape(1, 1, -1)
+            out[OUT.cum_log_probs] = np.asarray([[cum]], dtype=np.float32)
         self._outbox.append((sink, out, ev.finished))
 
     def _send_round(self) -> None:
@@ -416,7 +420,7 @@ class LLMService:
 
     def _stop_by_id(self, request_id: str) -> None:
         if not request_id:
-            raise RequestError("stop", "needs the request id of the request to stop")
+            raise RequestError(IN.stop, "needs the request id of the request to stop")
         with self._lock:
             rids = [rid for rid, (_, tid) in self._live.items() if tid == request_id]
             if request_id.startswith(self._key_prefix):  # a request_key: one request, or gone

@@ -28,7 +28,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tritonllm.contract import POSTPROCESSING, PREPROCESSING, unsupported_inputs
+from tritonllm.contract import (
+    POST_CONTEXT_LENGTH,
+    POST_IN,
+    POST_OUT,
+    POSTPROCESSING,
+    PRE_IN,
+    PRE_OUT,
+    PREPROCESSING,
+    client_names,
+    unsupported_inputs,
+)
 from tritonllm.ensembles import wire
 from tritonllm.ensembles.detokenize import decode
 from tritonllm.ensembles.requests import (
@@ -47,19 +57,8 @@ Arrays = Mapping[str, npt.NDArray[Any]]
 #: tritonllm.ensembles.tokenization.max_token_bytes); set max_prompt_bytes to change it.
 FALLBACK_BYTES_PER_TOKEN = 64
 
-# preprocessing tensor → the ensemble input a client sets
-CLIENT_NAMES = {
-    "QUERY": "text_input",
-    "DECODER_QUERY": "decoder_text_input",
-    "REQUEST_OUTPUT_LEN": "max_tokens",
-    "STOP_WORDS_DICT": "stop_words",
-    "BAD_WORDS_DICT": "bad_words",
-    "END_ID": "end_id",
-    "PAD_ID": "pad_id",
-    "EMBEDDING_BIAS_WORDS": "embedding_bias_words",
-    "EMBEDDING_BIAS_WEIGHTS": "embedding_bias_weights",
-    "PROMPT_TABLE_EXTRA_ID": "prompt_table_extra_id",
-}
+# preprocessing tensor → the ensemble input a client sets for it
+CLIENT_NAMES = client_names(PREPROCESSING)
 UNSUPPORTED = unsupported_inputs(PREPROCESSING)
 
 
@@ -117,16 +116,16 @@ class Preprocessor:
             raise _err(e.field, e.message) from None
         ids = list(req.prompt_ids or ())  # encode= was given: always set
         stop = [self.tok.encode_words(req.stop_words)]
-        if "end_id" not in req.sources:
+        if PRE_IN.END_ID not in req.sources.values():
             stop[0] = [*stop[0], *([i] for i in self.limits.extra_end_ids)]
         return {
-            "INPUT_ID": np.asarray([ids], dtype=np.int32),
-            "REQUEST_INPUT_LEN": np.asarray([[len(ids)]], dtype=np.int32),
-            "REQUEST_OUTPUT_LEN": np.asarray([[req.max_tokens]], dtype=np.int32),
-            "STOP_WORDS_IDS": pack_word_list(stop),
-            "BAD_WORDS_IDS": self.tok.word_list_layout([req.bad_words]),
-            "OUT_END_ID": np.asarray([[req.end_id]], np.int32),
-            "OUT_PAD_ID": np.asarray([[req.pad_id]], np.int32),
+            PRE_OUT.INPUT_ID: np.asarray([ids], dtype=np.int32),
+            PRE_OUT.REQUEST_INPUT_LEN: np.asarray([[len(ids)]], dtype=np.int32),
+            PRE_OUT.REQUEST_OUTPUT_LEN: np.asarray([[req.max_tokens]], dtype=np.int32),
+            PRE_OUT.STOP_WORDS_IDS: pack_word_list(stop),
+            PRE_OUT.BAD_WORDS_IDS: self.tok.word_list_layout([req.bad_words]),
+            PRE_OUT.OUT_END_ID: np.asarray([[req.end_id]], np.int32),
+            PRE_OUT.OUT_PAD_ID: np.asarray([[req.pad_id]], np.int32),
         }
 
 
@@ -145,17 +144,17 @@ class Postprocessor:
         return full[len(before):]
 
     def run(self, inputs: Arrays) -> dict[str, npt.NDArray[Any]]:
-        tokens = np.asarray(inputs["TOKENS_BATCH"])
-        lengths = np.asarray(inputs["SEQUENCE_LENGTH"])
+        tokens = np.asarray(inputs[POST_IN.TOKENS_BATCH])
+        lengths = np.asarray(inputs[POST_IN.SEQUENCE_LENGTH])
         if tokens.ndim == 2:  # [beams, n] without the batch dim
             tokens = tokens[None]
         lengths = lengths.reshape(tokens.shape[:2])
         context = None
-        if _present(inputs, "CONTEXT_LENGTH"):
-            context = np.asarray(inputs["CONTEXT_LENGTH"]).reshape(-1)
+        if _present(inputs, POST_CONTEXT_LENGTH):
+            context = np.asarray(inputs[POST_CONTEXT_LENGTH]).reshape(-1)
         out = []
         for beams, beam_lengths in zip(tokens, lengths, strict=True):
             for b, (beam, n) in enumerate(zip(beams, beam_lengths, strict=True)):
                 ctx = int(context[min(b, len(context) - 1)]) if context is not None else 0
                 out.append(self.text([int(t) for t in beam[: int(n)]], ctx))
-        return {"OUTPUT": wire.strings(POSTPROCESSING, "OUTPUT", out)}
+        return {POST_OUT.OUTPUT: wire.strings(POSTPROCESSING, POST_OUT.OUTPUT, out)}

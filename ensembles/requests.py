@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tritonllm.contract import REQUEST_FIELDS, Unsupported
+from tritonllm.contract import LLM_IN, REQUEST_FIELDS, Unsupported
 from tritonllm.ensembles.sampling import SamplingParams
 from tritonllm.ensembles.tokenization import parse_word_list
 from tritonllm.errors import ConfigError, TritonLLMError
@@ -301,7 +301,7 @@ def _ids(name: str, arr: npt.NDArray[Any], vocab_size: int, max_len: int,
         raise RequestError(name, f"id {int(flat[outside.argmax()])} is outside the vocabulary "
                                  f"0..{vocab_size - 1}")
     if length is not None and not 1 <= length <= flat.size:
-        raise RequestError("input_lengths", f"{length} is outside 1..{flat.size}")
+        raise RequestError(LLM_IN.input_lengths, f"{length} is outside 1..{flat.size}")
     return tuple(flat[:used].tolist())
 
 

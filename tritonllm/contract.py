@@ -805,12 +805,33 @@ BLS_FORWARDS: dict[str, tuple[str, str]] = {
 #: BLS inputs the BLS model reads itself (stop strings on text, streaming, the prompt prefix).
 BLS_OWN_INPUTS = frozenset({"stop_words", "stream", "exclude_input_in_output"})
 
+#: The preprocessing outputs our preprocessing model sends (the others it declares, as NVIDIA's
+#: does, for encoder-decoder and embedding-bias requests, which it refuses).
+PREPROCESSING_SENDS: tuple[str, ...] = (
+    "INPUT_ID", "REQUEST_INPUT_LEN", "REQUEST_OUTPUT_LEN", "STOP_WORDS_IDS", "BAD_WORDS_IDS",
+    "OUT_END_ID", "OUT_PAD_ID",
+)
 #: What preprocessing computes each output from (output -> input), for :func:`client_names`.
 PREPROCESSING_DERIVES: dict[str, str] = {
     "INPUT_ID": "QUERY", "REQUEST_OUTPUT_LEN": "REQUEST_OUTPUT_LEN",
     "STOP_WORDS_IDS": "STOP_WORDS_DICT", "BAD_WORDS_IDS": "BAD_WORDS_DICT",
     "OUT_END_ID": "END_ID", "OUT_PAD_ID": "PAD_ID",
 }
+
+
+#: LLM input flag -> the optional LLM outputs a response carries only when it is set.
+OPTIONAL_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "return_num_input_tokens": ("num_input_tokens",),
+    "return_num_output_tokens": ("num_output_tokens",),
+    "return_log_probs": ("output_log_probs", "cum_log_probs"),
+}
+
+
+def step_links(source: str, target: str) -> dict[str, str]:
+    """Output of ``source`` -> the input of ``target`` that the ensemble feeds it to."""
+    steps = {s.model: s for s in ENSEMBLE_STEPS}
+    made = {outer: inner for inner, outer in steps[source].output_map}
+    return {made[outer]: inner for inner, outer in steps[target].input_map if outer in made}
 
 
 def client_names(model: str) -> dict[str, str]:
@@ -1004,6 +1025,7 @@ __all__ = [
     "LOGITS_TENSORS",
     "MODEL_NAMES",
     "OFFICIAL_PYTHON_PARAMETER_KEYS",
+    "OPTIONAL_OUTPUTS",
     "PER_SEQUENCE",
     "POSTPROCESSING",
     "POSTPROCESSING_CONTRACT",
@@ -1013,6 +1035,7 @@ __all__ = [
     "PREPROCESSING",
     "PREPROCESSING_CONTRACT",
     "PREPROCESSING_DERIVES",
+    "PREPROCESSING_SENDS",
     "PRE_IN",
     "PRE_OUT",
     "REQUEST_FIELDS",
@@ -1033,6 +1056,7 @@ __all__ = [
     "get_input",
     "get_output",
     "short_dtype",
+    "step_links",
     "unsupported_inputs",
     "wire_shapes",
     "with_logits_dtype",

@@ -25,7 +25,7 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 from tritonllm.contract import FINISH_REASON
-from tritonllm.ensembles.bls import BLSPipeline
+from tritonllm.ensembles.bls import PRE_TO_LLM, BLSPipeline
 from tritonllm.ensembles.cancellation import CancellationPoller, stop_request_inputs
 from tritonllm.ensembles.requests import RequestError
 from tritonllm.ensembles.senders import GuardedSender
@@ -105,8 +105,7 @@ class TritonPythonModel:
             request = pb_utils.InferenceRequest(
                 model_name=p.preprocessing_model_name, inputs=[
                     pb_utils.Tensor(k, v) for k, v in inputs.items()],
-                requested_output_names=["INPUT_ID", "REQUEST_INPUT_LEN", "REQUEST_OUTPUT_LEN",
-                                        "OUT_END_ID", "OUT_PAD_ID", "BAD_WORDS_IDS"])
+                requested_output_names=list(PRE_TO_LLM))
             return _outputs(request.exec())
 
         def call_llm(inputs: dict[str, Any], outputs: list[str]) -> _LLMStream:
