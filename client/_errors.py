@@ -179,7 +179,7 @@ _TRITON_INVALID = re.compile(
     r"expected number of inputs|missing required input|unexpected inference output|"
     r"input byte size|unexpected total byte size|has no data|"
     r"in ensemble '[^']*', (\w+)", re.I)
-_FIELD_NAMES = frozenset(t.name for c in CONTRACTS.values() for t in c.inputs) | {"stop"}
+_FIELD_NAMES = frozenset(t.name for c in CONTRACTS.values() for t in c.inputs)  # `stop` too
 _FIELD_PREFIX = re.compile(r"^(?:\[request id: [^\]]*\] )?(?:in ensemble '[^']*', )?"
                            r"([A-Za-z_][A-Za-z0-9_]*)(?: \([A-Za-z_]+\))?: ")
 

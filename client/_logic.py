@@ -45,7 +45,17 @@ from tritonllm.client._errors import (
     Unavailable,
 )
 from tritonllm.client._types import Completion, Delta, RetryPolicy, Timings
-from tritonllm.contract import BLS, CONTRACTS, ENSEMBLE, FINISH_REASON, LLM, ModelContract
+from tritonllm.contract import (
+    BLS,
+    CONTRACTS,
+    ENSEMBLE,
+    ENSEMBLE_IN,
+    ENSEMBLE_OUT,
+    FINISH_REASON,
+    LLM,
+    LLM_IN,
+    ModelContract,
+)
 
 __all__ = [
     "COUNT_INPUTS",
@@ -71,29 +81,22 @@ __all__ = [
 
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 
-#: Sampling keyword → the contract input it is sent as.
+#: Sampling keyword → the contract input it is sent as: the input's own name, but ``stop`` for
+#: ``stop_words``.
 SAMPLING_INPUTS: dict[str, str] = {
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "seed": "seed",
-    "stop": "stop_words",
-    "bad_words": "bad_words",
-    "repetition_penalty": "repetition_penalty",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "length_penalty": "length_penalty",
-    "end_id": "end_id",
-    "pad_id": "pad_id",
-    "min_tokens": "min_tokens",
-    "exclude_input_in_output": "exclude_input_in_output",
-    "beam_width": "beam_width",
-    "num_return_sequences": "num_return_sequences",
-    "return_log_probs": "return_log_probs",
+    **{name: name for name in (ENSEMBLE_IN.temperature, ENSEMBLE_IN.top_k, ENSEMBLE_IN.top_p,
+                               ENSEMBLE_IN.seed)},
+    "stop": ENSEMBLE_IN.stop_words,
+    **{name: name for name in (
+        ENSEMBLE_IN.bad_words, ENSEMBLE_IN.repetition_penalty, ENSEMBLE_IN.presence_penalty,
+        ENSEMBLE_IN.frequency_penalty, ENSEMBLE_IN.length_penalty, ENSEMBLE_IN.end_id,
+        ENSEMBLE_IN.pad_id, ENSEMBLE_IN.min_tokens, ENSEMBLE_IN.exclude_input_in_output,
+        ENSEMBLE_IN.beam_width, ENSEMBLE_IN.num_return_sequences, ENSEMBLE_IN.return_log_probs)},
 }
 #: Asked for when the model declares them (metadata), so Completion carries token counts.
-COUNT_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
-TEXT_INPUT, MAX_TOKENS, STREAM, TEXT_OUTPUT = "text_input", "max_tokens", "stream", "text_output"
+COUNT_INPUTS = (ENSEMBLE_IN.return_num_input_tokens, ENSEMBLE_IN.return_num_output_tokens)
+TEXT_INPUT, MAX_TOKENS = ENSEMBLE_IN.text_input, ENSEMBLE_IN.max_tokens
+STREAM, TEXT_OUTPUT = ENSEMBLE_IN.stream, ENSEMBLE_OUT.text_output
 
 _NUMPY = {"BOOL": np.bool_, "INT32": np.int32, "INT64": np.int64, "UINT64": np.uint64,
           "FP32": np.float32, "FP64": np.float64, "STRING": np.object_}
@@ -246,7 +249,7 @@ def build_request(model: str, prompt: str, max_tokens: int, *, stream: bool,
     c = contract_for(model)
     declared = None if model_inputs is None else frozenset(model_inputs)
     if not isinstance(prompt, str):
-        raise InvalidRequest(f"text_input: expected a string prompt, got {type(prompt).__name__}")
+        raise InvalidRequest(f"{TEXT_INPUT}: expected a string prompt, got {type(prompt).__name__}")
     values: list[tuple[str, Any]] = [(TEXT_INPUT, prompt), (MAX_TOKENS, max_tokens),
                                      (STREAM, bool(stream))]
     for key, value in sampling.items():
@@ -265,7 +268,7 @@ def build_request(model: str, prompt: str, max_tokens: int, *, stream: bool,
     return RequestSpec(model, request_id or new_request_id(), stream, tuple(inputs))
 
 
-STOP_INPUT = "stop"
+STOP_INPUT = LLM_IN.stop
 
 
 def model_input_names(metadata: Mapping[str, Any]) -> frozenset[str]:
@@ -297,7 +300,8 @@ def stop_request(model: str, request_id: str) -> RequestSpec:
     only ``stop`` and the request id.
     """
     c = CONTRACTS[LLM]
-    values = {"input_ids": 1, "input_lengths": 1, "request_output_len": 1, STOP_INPUT: True}
+    values = {LLM_IN.input_ids: 1, LLM_IN.input_lengths: 1, LLM_IN.request_output_len: 1,
+              STOP_INPUT: True}
     inputs = []
     for name, value in values.items():
         t = c.input(name)
@@ -386,7 +390,8 @@ def parse_outputs(outputs: Mapping[str, Any]) -> Piece:
     """
     reason = _text(outputs.get(FINISH_REASON)) or None
     return Piece(_text(outputs.get(TEXT_OUTPUT)), reason,
-                 _int(outputs.get("num_input_tokens")), _int(outputs.get("num_output_tokens")))
+                 _int(outputs.get(ENSEMBLE_OUT.num_input_tokens)),
+                 _int(outputs.get(ENSEMBLE_OUT.num_output_tokens)))
 
 
 @dataclass

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tritonllm.contract import ENSEMBLE_IN, ENSEMBLE_OUT
+
 DRIVERS = ("raw", "async", "sync")
 
 
@@ -81,11 +83,13 @@ def run_raw(load: Load) -> RoundResult:
 
     def inputs() -> list[Any]:
         return [
-            tensor("text_input", np.array([[load.prompt.encode()]], dtype=object), "BYTES"),
-            tensor("max_tokens", np.array([[load.max_tokens]], dtype=np.int32), "INT32"),
-            tensor("stream", np.array([[True]]), "BOOL"),
-            tensor("return_num_input_tokens", np.array([[True]]), "BOOL"),
-            tensor("return_num_output_tokens", np.array([[True]]), "BOOL"),
+            tensor(ENSEMBLE_IN.text_input, np.array([[load.prompt.encode()]], dtype=object),
+                   "BYTES"),
+            tensor(ENSEMBLE_IN.max_tokens, np.array([[load.max_tokens]], dtype=np.int32),
+                   "INT32"),
+            tensor(ENSEMBLE_IN.stream, np.array([[True]]), "BOOL"),
+            tensor(ENSEMBLE_IN.return_num_input_tokens, np.array([[True]]), "BOOL"),
+            tensor(ENSEMBLE_IN.return_num_output_tokens, np.array([[True]]), "BOOL"),
         ]
 
     responses: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
@@ -104,12 +108,12 @@ def run_raw(load: Load) -> RoundResult:
             if error is not None:
                 raise RuntimeError(f"raw driver: {error}")
             resp = result.get_response()
-            text = result.as_numpy("text_output")
+            text = result.as_numpy(ENSEMBLE_OUT.text_output)
             if text is not None and text.size and text.reshape(-1)[0]:
                 n_responses += 1
             if resp.parameters["triton_final_response"].bool_param:
                 done += 1
-                count = result.as_numpy("num_output_tokens")
+                count = result.as_numpy(ENSEMBLE_OUT.num_output_tokens)
                 n_tokens += int(count.reshape(-1)[0]) if count is not None else 0
                 if sent < load.requests:
                     client.async_stream_infer(load.model, inputs(), request_id=str(sent),

@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tritonllm.contract import ENSEMBLE_IN, ENSEMBLE_OUT, FINISH_REASON
 from tritonllm.errors import ConfigError, TritonLLMError
 from tritonllm.perf.metrics import RequestRecord, summarize
 from tritonllm.perf.prompts import Tokenizer
@@ -149,11 +150,12 @@ def shape_args(dims: Mapping[str, Sequence[int]], names: Iterable[str],
 def request_inputs(scenario: Scenario, plan: RequestPlan, k: int) -> dict[str, Any]:
     """The request inputs of prompt ``k`` as perf_analyzer's input data (one-element lists)."""
     spec = plan.spec(k)
-    row: dict[str, Any] = {"text_input": [spec.prompt], "max_tokens": [spec.max_tokens]}
+    row: dict[str, Any] = {ENSEMBLE_IN.text_input: [spec.prompt],
+                           ENSEMBLE_IN.max_tokens: [spec.max_tokens]}
     if spec.min_tokens is not None:
-        row["min_tokens"] = [spec.min_tokens]
+        row[ENSEMBLE_IN.min_tokens] = [spec.min_tokens]
     if scenario.streaming:
-        row["stream"] = [True]
+        row[ENSEMBLE_IN.stream] = [True]
     for key, value in {**DEFAULT_SAMPLING, **scenario.sampling}.items():
         row[key] = [value]
     return row
@@ -214,8 +216,9 @@ def genai_perf_command(exe: Path | str, scenario: Scenario, point: LoadPoint,
         cmd.append("--streaming")
     extras: dict[str, Any] = dict(scenario.sampling)
     if out.fixed:  # exact lengths: max_tokens and min_tokens = the mean (see module docstring)
-        extras = {"max_tokens": out.mean, **({"min_tokens": out.mean}
-                                             if scenario.exact_output else {}), **extras}
+        extras = {ENSEMBLE_IN.max_tokens: out.mean,
+                  **({ENSEMBLE_IN.min_tokens: out.mean} if scenario.exact_output else {}),
+                  **extras}
     for k, v in extras.items():
         value = json.dumps(v) if isinstance(v, bool) else v
         cmd += ["--extra-inputs", f"{k}:{value}"]
@@ -255,18 +258,18 @@ def records_from_profile_export(data: Mapping[str, Any],
                                 start=(int(req["timestamp"]) - base) / 1e9)
             times = [(int(t) - base) / 1e9 for t in req.get("response_timestamps", [])]
             outputs = req.get("response_outputs", [])
-            texts = [str(o.get("text_output", "")) for o in outputs]
+            texts = [str(o.get(ENSEMBLE_OUT.text_output, "")) for o in outputs]
             rec.response_times = [t for t, s in zip(times, texts, strict=False) if s]
             rec.first_token = rec.response_times[0] if rec.response_times else None
             rec.output_text = "".join(texts)
-            max_tokens = inputs.get("max_tokens")
+            max_tokens = inputs.get(ENSEMBLE_IN.max_tokens)
             rec.requested_output_tokens = int(max_tokens) if max_tokens is not None else None
-            if outputs and outputs[-1].get("finish_reason"):
-                rec.finish_reason = str(outputs[-1]["finish_reason"])
-            if outputs and inputs.get("return_num_output_tokens"):
+            if outputs and outputs[-1].get(FINISH_REASON):
+                rec.finish_reason = str(outputs[-1][FINISH_REASON])
+            if outputs and inputs.get(ENSEMBLE_IN.return_num_output_tokens):
                 # The server's own count, cumulative per response. Only when asked for: the
                 # tool writes garbage for outputs a response does not carry.
-                rec.server_output_tokens = max(int(o.get("num_output_tokens", 0))
+                rec.server_output_tokens = max(int(o.get(ENSEMBLE_OUT.num_output_tokens, 0))
                                                for o in outputs)
             if times:
                 rec.end = times[-1]
@@ -274,7 +277,7 @@ def records_from_profile_export(data: Mapping[str, Any],
                 rec.error_kind, rec.error = "no_response", "no response recorded"
             records.append(rec)
         if count_many is not None:
-            prompts = [str(r.get("request_inputs", {}).get("text_input", ""))
+            prompts = [str(r.get("request_inputs", {}).get(ENSEMBLE_IN.text_input, ""))
                        for r in exp.get("requests", [])]
             for rec, n in zip(records, count_many(prompts), strict=True):
                 rec.input_tokens = n
@@ -404,7 +407,8 @@ def run_genai_perf(scenario: Scenario, plan: RequestPlan, tokenizer: Tokenizer,
     work.mkdir(parents=True, exist_ok=True)
     dims = model_input_dims(scenario.grpc_address, scenario.model)
     # genai-perf itself adds --shape for text_input and max_tokens
-    shapes = shape_args(dims, _sent_inputs(scenario, plan), skip=("text_input", "max_tokens"))
+    shapes = shape_args(dims, _sent_inputs(scenario, plan),
+                        skip=(ENSEMBLE_IN.text_input, ENSEMBLE_IN.max_tokens))
     prompts_file = work / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps({"text": p.text}) + "\n" for p in plan.prompts),
                             encoding="utf-8")

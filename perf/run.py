@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonllm import __version__
+from tritonllm.contract import ENSEMBLE_IN
 from tritonllm.perf.loadgen import Backend, Progress, RequestSpec, count_output_tokens, run_point
 from tritonllm.perf.metrics import RequestRecord, Summary, summarize
 from tritonllm.perf.prompts import Prompt, Tokenizer, draw_lengths, load_dataset, make_prompts
@@ -113,7 +114,7 @@ def build_requests(scenario: Scenario, tokenizer: Tokenizer) -> RequestPlan:
 
 #: Request inputs our generator sends unless the scenario's ``sampling`` says otherwise
 #: (genai-perf's tensorrtllm converter sends the same).
-DEFAULT_SAMPLING = {"exclude_input_in_output": True}
+DEFAULT_SAMPLING = {ENSEMBLE_IN.exclude_input_in_output: True}
 
 
 async def run_points(backend: Backend, scenario: Scenario, plan: RequestPlan,
