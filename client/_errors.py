@@ -1,7 +1,8 @@
 """The client's exceptions and the mapping from server/transport errors onto them.
 
 Every error the client raises is a :class:`ClientError` (a
-:class:`~tritonllm.errors.TritonLLMError`, so the CLI prints it on one line). The server's own
+:class:`~tritonllm.errors.TritonLLMError`, so the CLI prints it on one line; the rest of the tree
+is drawn in :mod:`tritonllm.errors`). The server's own
 message is kept (it names the bad field); the tritonclient / gRPC / HTTP error it came from is
 chained as ``__cause__``.
 
@@ -128,7 +129,10 @@ class Cancelled(ClientError):
 
 
 class ServerError(ClientError):
-    """The server failed the request (INTERNAL or any other error)."""
+    """The server failed the request (INTERNAL or any other error).
+
+    Not :class:`tritonllm.errors.ServingError`, the launcher's: tritonserver itself failed.
+    """
 
 
 # --- classification ---------------------------------------------------------------------------

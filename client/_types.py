@@ -1,13 +1,16 @@
 """Result and option types of the client: plain dataclasses, no I/O, no tritonclient.
 
 Times are :func:`time.perf_counter` stamps taken when the client received something; the
-derived properties (``ttft``, ``e2e``, ``itl``) are in seconds.
+derived properties (``ttft``, ``e2e``, ``itl``) are in seconds. :class:`ModelStatus` is
+:mod:`tritonllm.triton_state`'s, the type the launcher uses too (stdlib only, no I/O).
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+
+from tritonllm.triton_state import ModelStatus  # shared with the launcher (tritonllm.server)
 
 __all__ = ["Completion", "Delta", "Health", "ModelStatus", "RetryPolicy", "Timings"]
 
@@ -94,16 +97,6 @@ class Health:
 
     live: bool
     ready: bool
-
-
-@dataclass(frozen=True)
-class ModelStatus:
-    """One row of the server's model repository index."""
-
-    name: str
-    version: str | None
-    state: str | None
-    reason: str = ""
 
 
 @dataclass(frozen=True)

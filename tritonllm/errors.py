@@ -1,16 +1,42 @@
 """The exceptions tritonllm raises.
 
 Every error a user can cause is a subclass of :class:`TritonLLMError`; the CLI catches that
-base class, prints its message on one line and exits non-zero. Anything else is a bug.
+base class, prints its message on one line and exits non-zero. Anything else is a bug. The tree
+below lists every exception class tritonllm defines (tests/unit/test_errors_tree.py checks it):
+the classes defined here, then those defined next to the code that raises them (module named).
 
     TritonLLMError
-    ├── ConfigError           bad settings or option combinations (names the option)
-    ├── CheckpointError       missing, corrupt or unsupported checkpoint files
+    ├── ConfigError             bad settings or option combinations (names the option)
+    ├── CheckpointError         missing, corrupt or unsupported checkpoint files
     │   └── UnsupportedArchitecture
-    ├── BuildError            an engine build that was started and failed
-    │   └── EngineUnavailable the engine's toolchain is not installed on this host
-    ├── RepositoryError       rendering or validating a Triton model repository
-    └── ServerError           starting or talking to tritonserver
+    ├── BuildError              an engine build that was started and failed
+    │   └── EngineUnavailable   the engine's toolchain is not installed on this host
+    ├── RepositoryError         rendering or validating a Triton model repository
+    ├── ServingError            tritonserver as tritonllm runs it (tritonllm.server) failed:
+    │                           no binary, a busy port, a model that did not load, not ready in
+    │                           time, died while serving, or did not stop cleanly
+    ├── BrokenInstall           an installed package cannot work here (tritonllm.environment)
+    ├── RequestError            one request to a served model is invalid; names the field
+    │                           (tritonllm.ensembles.requests; also a ValueError)
+    ├── QueueFull               the engine's wait queue is full (tritonllm.ensembles.llm_service)
+    ├── ToolError               perf_analyzer or genai-perf is missing or failed
+    │                           (tritonllm.perf.drivers)
+    ├── LoadError               a benchmark load could not be generated (tritonllm.perf.loadgen)
+    └── ClientError             a request the client could not complete: its own tree, with
+                                InvalidRequest, Unavailable, Timeout, ... and ServerError (the
+                                server failed the request), is drawn in tritonllm.client._errors
+
+``ServingError`` (the launcher's: tritonserver itself failed) and the client's ``ServerError``
+(a running server answered a request with an error) are different failures, caught by different
+callers: ``tritonllm serve`` stops, a client may retry elsewhere.
+
+Internal exceptions, caught in the module that raises them and never seen by a caller:
+``_BadHead``, ``_HeadTooLarge`` and ``_Closed`` (tritonllm.http_guard: a request head it
+refuses, a connection that closed) and ``_Upstream`` (the ``tensorrt_llm_bls`` model: a called
+model's error response, relayed with its code).
+
+Wrong arguments to a library function (a programming error, not a user's) raise Python's own
+``ValueError``, ``TypeError`` or ``KeyError``; a broken internal invariant ``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -44,5 +70,9 @@ class RepositoryError(TritonLLMError):
     """A Triton model repository that cannot be rendered or is invalid."""
 
 
-class ServerError(TritonLLMError):
-    """tritonserver could not be started or did not become ready."""
+class ServingError(TritonLLMError):
+    """tritonserver, as tritonllm launches it, failed: it could not be found or started, did
+    not become ready, died while serving or did not stop cleanly (or was used out of order).
+
+    Not :class:`tritonllm.client.ServerError`, which is a request a running server failed.
+    """

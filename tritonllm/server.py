@@ -2,25 +2,18 @@
 
 Standard library only (no tritonclient): the CLI imports this module for ``tritonllm serve``.
 
-Which binary (:func:`find_tritonserver`): ``$TRITONSERVER``, else ``tritonserver`` on ``PATH``
-(the NGC container), else the Triton 2.51 build inside the ``nvidia-pytriton`` wheel.
+The launcher is four modules; this one is their public face and re-exports the names of the
+others that callers use:
 
-The wheel's build (a "wheel layout": ``bin/tritonserver`` next to ``python_backend_stubs/3.X/``)
-is made runnable here by
-
-- a backend directory whose ``python/`` backend holds the ``triton_python_backend_stub`` built
-  for the running Python (:func:`prepare_backend_dir`: symlinks into the wheel, in the server's
-  temporary work directory);
-- ``LD_LIBRARY_PATH`` starting with the wheel's ``nvidia_pytriton.libs``
-  (:func:`server_environment`).
-
-For every binary the directory of ``sys.executable`` (the venv's ``bin``) comes first on ``PATH``:
-the Python stub finds its interpreter, and so the venv's packages, through ``PATH``.
+    tritonllm.server         TritonServer (start, wait until ready, supervise, stop), StopReport
+    ├── triton_binary        which tritonserver (find_tritonserver), its backends, its environment
+    ├── triton_command       ServerOptions and the tritonserver command line they make
+    └── triton_state         ModelStatus (a repository index row) and reading tritonserver's log
 
 :class:`TritonServer` runs one server in its own process group with stdout and stderr in a log
 file, passes ``--exit-on-error=false`` so a model that fails to load is listed with its error in
 the repository index, and polls ``/v2/health/ready`` and ``POST /v2/repository/index`` until
-every model is READY. Every failure is a :class:`~tritonllm.errors.ServerError` whose first line
+every model is READY. Every failure is a :class:`~tritonllm.errors.ServingError` whose first line
 says what went wrong (the model and its own error, or the busy port) and whose next lines hold
 the tail of the log; the server has been stopped by then.
 
@@ -58,22 +51,37 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 from tritonllm import supervision
-from tritonllm.errors import ConfigError, ServerError
-from tritonllm.http_guard import FORM_BODY_LIMIT, Head, HttpGuard, Refusal
+from tritonllm.errors import ConfigError, ServingError
+from tritonllm.http_guard import Head, HttpGuard, Refusal
+from tritonllm.triton_binary import (
+    TritonInstall,
+    find_tritonserver,
+    is_executable,
+    prepare_backend_dir,
+    server_environment,
+    wheel_tritonserver,
+)
+from tritonllm.triton_command import MODEL_CONTROL_MODES, ServerOptions, tritonserver_command
+from tritonllm.triton_state import (
+    LogFollower,
+    ModelStatus,
+    busy_port_from_log,
+    failure_message,
+    last_error_line,
+    load_failures_from_log,
+    poll_failures_from_log,
+)
 
 __all__ = [
     "MODEL_CONTROL_MODES",
@@ -93,194 +101,18 @@ __all__ = [
     "wheel_tritonserver",
 ]
 
-MODEL_CONTROL_MODES = ("none", "poll", "explicit")
-STUB_NAME = supervision.STUB_NAME
 POLL_INTERVAL_S = 0.1
 KILL_WAIT_S = 5.0
 ORPHAN_WAIT_S = 1.5  # a stub whose tritonserver is gone exits by itself (it checks every 0.3 s)
 GAVE_UP_GRACE_S = 3.0  # after Triton's "Exiting immediately", before it is killed
-MANAGED_EXIT_TIMEOUT_S = 5  # managed: --exit-timeout-secs (the launcher unloads models first)
 LOG_TAIL_LINES = 30
-SHM_PREFIX_FLAG = "shm-region-prefix-name"
 _INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/(infer|generate|generate_stream)$")
 
 log = logging.getLogger(__name__)
 
-# tritonserver flags that ServerOptions sets: passing them in extra_args too is a ConfigError.
-_OWNED = {"repo": "the REPO argument (ServerOptions.repo)"}
-_OWNED.update({f: f"--{f.replace('_', '-')} (ServerOptions.{f})" for f in (
-    "http_port", "grpc_port", "metrics_port", "host", "log_verbose", "model_control_mode",
-    "backend_dir", "log_file")})
-_MANAGED_FLAGS = {
-    "--model-repository": _OWNED["repo"], "--model-store": _OWNED["repo"],
-    "--http-port": _OWNED["http_port"], "--grpc-port": _OWNED["grpc_port"],
-    "--metrics-port": _OWNED["metrics_port"], "--http-address": _OWNED["host"],
-    "--grpc-address": _OWNED["host"], "--metrics-address": _OWNED["host"],
-    "--log-verbose": _OWNED["log_verbose"], "--model-control-mode": _OWNED["model_control_mode"],
-    "--backend-directory": _OWNED["backend_dir"], "--log-file": _OWNED["log_file"],
-}
-
 
 # ---------------------------------------------------------------------------------------------
-# Finding and preparing the binary
-
-
-@dataclass(frozen=True)
-class TritonInstall:
-    """A ``tritonserver`` executable and where it was found ("$TRITONSERVER", "PATH", "wheel")."""
-
-    executable: Path
-    source: str
-
-    @property
-    def root(self) -> Path:
-        """The install's top folder (``bin/..``), following symlinks to the real binary."""
-        return self.executable.resolve().parent.parent
-
-    @property
-    def stubs_dir(self) -> Path | None:
-        """``python_backend_stubs/`` of a wheel layout; None for other installs."""
-        d = self.root / "python_backend_stubs"
-        return d if d.is_dir() else None
-
-    @property
-    def libs_dir(self) -> Path | None:
-        """The wheel's ``nvidia_pytriton.libs`` (next to the ``pytriton`` package), if any."""
-        if self.stubs_dir is None:
-            return None
-        d = self.root.parent.parent / "nvidia_pytriton.libs"
-        return d if d.is_dir() else None
-
-    @property
-    def caches_dir(self) -> Path | None:
-        """The wheel's response-cache implementations (``caches/``), if any."""
-        d = self.root / "caches"
-        return d if self.stubs_dir is not None and d.is_dir() else None
-
-    def stub_versions(self) -> list[str]:
-        """The Python versions ("3.11", ...) the install has a backend stub for."""
-        if self.stubs_dir is None:
-            return []
-        found = [d.name for d in self.stubs_dir.iterdir() if (d / STUB_NAME).is_file()]
-        return sorted(found, key=lambda v: tuple(int(p) for p in v.split(".") if p.isdigit()))
-
-
-def _is_executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
-def wheel_tritonserver() -> Path | None:
-    """The ``tritonserver`` inside the installed ``nvidia-pytriton`` wheel (not imported)."""
-    try:
-        spec = find_spec("pytriton")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        exe = Path(location) / "tritonserver" / "bin" / "tritonserver"
-        if _is_executable(exe):
-            return exe
-    return None
-
-
-def find_tritonserver(environ: Mapping[str, str] | None = None) -> TritonInstall:
-    """``$TRITONSERVER``, else ``tritonserver`` on ``PATH``, else the nvidia-pytriton wheel's."""
-    env = os.environ if environ is None else environ
-    override = env.get("TRITONSERVER")
-    if override:
-        exe = Path(override).expanduser()
-        if not _is_executable(exe):
-            raise ConfigError(f"$TRITONSERVER={override} is not an executable file")
-        return TritonInstall(exe, "$TRITONSERVER")
-    on_path = shutil.which("tritonserver", path=env.get("PATH", os.defpath))
-    if on_path:
-        return TritonInstall(Path(on_path), "PATH")
-    wheel = wheel_tritonserver()
-    if wheel is not None:
-        return TritonInstall(wheel, "wheel")
-    raise ServerError("no tritonserver found: set $TRITONSERVER, put tritonserver on PATH, "
-                      "or pip install 'tritonllm[serve]' (the nvidia-pytriton wheel ships one)")
-
-
-def _link(src: Path, dst: Path) -> None:
-    """Symlink ``dst`` -> ``src`` (replacing ``dst``); copy where symlinks are not allowed."""
-    if dst.is_symlink() or dst.is_file():
-        dst.unlink()
-    elif dst.is_dir():
-        shutil.rmtree(dst)
-    try:
-        dst.symlink_to(src, target_is_directory=src.is_dir())
-    except OSError:
-        if src.is_dir():
-            shutil.copytree(src, dst)
-        else:
-            shutil.copy2(src, dst)
-
-
-def prepare_backend_dir(install: TritonInstall, dest: Path | None = None, *,
-                        python: Sequence[int] | None = None) -> Path:
-    """Make a backend directory for a wheel-layout ``install`` and return it.
-
-    ``dest`` (default: a new temporary folder, the caller removes it) gets one folder per backend
-    in the wheel, its files symlinked (copied where symlinks fail), plus the
-    ``triton_python_backend_stub`` built for ``python`` (default: the running interpreter).
-    Preparing the same ``dest`` again refreshes it.
-    """
-    major, minor = tuple(python if python is not None else sys.version_info[:2])[:2]
-    version = f"{major}.{minor}"
-    if install.stubs_dir is None:
-        raise ServerError(f"{install.executable} has no python_backend_stubs/ next to it; "
-                          "give its backend directory instead (backend_dir)")
-    stub = install.stubs_dir / version / STUB_NAME
-    if not stub.is_file():
-        have = ", ".join(install.stub_versions()) or "none"
-        raise ServerError(f"the tritonserver at {install.executable} has no Python backend stub "
-                          f"for Python {version} (it has: {have}); run tritonllm under one of "
-                          "those Python versions")
-    backends = install.root / "backends"
-    if not (backends / "python").is_dir():
-        raise ServerError(f"{backends}/python is missing: the nvidia-pytriton install is broken")
-    if dest is None:
-        dest = Path(tempfile.mkdtemp(prefix="tritonllm-backends-"))
-    for backend in sorted(p for p in backends.iterdir() if p.is_dir()):
-        target = dest / backend.name
-        target.mkdir(parents=True, exist_ok=True)
-        for item in backend.iterdir():
-            if item.name not in ("__pycache__", STUB_NAME):
-                _link(item, target / item.name)
-    _link(stub, dest / "python" / STUB_NAME)
-    return dest
-
-
-def _prepend_paths(first: str, rest: str | None) -> str:
-    parts = [p for p in (rest or "").split(os.pathsep) if p and p != first]
-    return os.pathsep.join([first, *parts])
-
-
-def server_environment(install: TritonInstall,
-                       environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment ``tritonserver`` runs in: ``environ`` (default ``os.environ``) with
-
-    - ``PATH`` starting with the running interpreter's ``bin`` (how the stub finds the venv), and
-    - ``LD_LIBRARY_PATH`` starting with the running interpreter's own ``libpython`` directory
-      and the wheel's ``nvidia_pytriton.libs`` (wheel layout only). The stub links
-      ``libpython3.X.so.1.0``; without the first entry it may pick the system's copy, whose
-      patch level differs from the interpreter's extension modules (``_ssl`` then fails to
-      import with an undefined symbol).
-    """
-    env = dict(os.environ if environ is None else environ)
-    env["PATH"] = _prepend_paths(str(Path(sys.executable).parent), env.get("PATH", os.defpath))
-    if install.libs_dir is not None:
-        env["LD_LIBRARY_PATH"] = _prepend_paths(str(install.libs_dir), env.get("LD_LIBRARY_PATH"))
-        libdir = sysconfig.get_config_var("LIBDIR")
-        soname = sysconfig.get_config_var("INSTSONAME")
-        if libdir and soname and (Path(libdir) / str(soname)).exists():
-            env["LD_LIBRARY_PATH"] = _prepend_paths(str(libdir), env["LD_LIBRARY_PATH"])
-    return env
-
-
-_POLL_FAILED = re.compile(r"Poll failed for model directory '([^']+)': ([^\"\n]+)")
+# Ports, HTTP, the process group
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -298,163 +130,8 @@ def _check_port_free(host: str, port: int, service: str) -> None:
     try:
         _bound_socket(host, port).close()
     except OSError as e:
-        raise ServerError(f"port {port} ({service}) is already in use on {host}: {e.strerror}"
-                          ) from e
-
-
-# ---------------------------------------------------------------------------------------------
-# Options and the command line
-
-
-def _flag_value(args: Sequence[str], flag: str) -> str | None:
-    """The last value given to ``flag`` (``--f=v`` or ``--f v``) in ``args``."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    """How to run one ``tritonserver``. Ports: 0 picks a free one at start."""
-
-    repo: Path
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    host: str = "0.0.0.0"  # address all three endpoints listen on (tritonserver's default)
-    log_verbose: int = 0
-    model_control_mode: str = "none"
-    extra_args: tuple[str, ...] = ()  # appended to tritonserver's command line
-    startup_timeout: float = 300.0  # seconds until every model must be READY
-    stop_timeout: float = 45.0  # grace after SIGINT before SIGTERM, then SIGKILL
-    backend_dir: Path | None = None  # use as is instead of preparing one
-    log_file: Path | None = None  # default: in the server's temporary folder
-    tritonserver: Path | None = None  # the binary; default: find_tritonserver()
-    managed: bool = False  # guard, stub watch, drain (see the module docstring)
-    drain_timeout: float = 30.0  # managed: seconds a stop waits for requests in flight
-    http_form_limit: int = FORM_BODY_LIMIT  # managed: form-encoded bodies from this size: 413
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "repo", Path(self.repo))
-        object.__setattr__(self, "extra_args", tuple(self.extra_args))
-        for name in ("http_port", "grpc_port", "metrics_port"):
-            port = getattr(self, name)
-            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-                raise ConfigError(f"{name} must be 0 (pick a free port) to 65535, got {port!r}")
-        fixed = [p for p in (self.http_port, self.grpc_port, self.metrics_port) if p]
-        if len(set(fixed)) != len(fixed):
-            raise ConfigError(f"http_port, grpc_port and metrics_port must differ, got {fixed}")
-        if self.log_verbose < 0:
-            raise ConfigError(f"log_verbose must be 0 or more, got {self.log_verbose}")
-        if self.model_control_mode not in MODEL_CONTROL_MODES:
-            raise ConfigError(f"model_control_mode must be one of {', '.join(MODEL_CONTROL_MODES)}"
-                              f", got {self.model_control_mode!r}")
-        for name in ("startup_timeout", "stop_timeout"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not self.drain_timeout >= 0:
-            raise ConfigError(f"drain_timeout must be 0 or more, got {self.drain_timeout!r}")
-        if isinstance(self.http_form_limit, bool) or not self.http_form_limit >= 1:
-            raise ConfigError(f"http_form_limit must be positive, got {self.http_form_limit!r}")
-        if self.managed and self.model_control_mode == "poll":
-            raise ConfigError("managed serving loads and unloads models itself (explicit model "
-                              "control): it cannot run with model_control_mode 'poll'")
-        if self.managed and self.model_control_mode == "none" and any(
-                "model-repository" in (_flag_value(self.extra_args, f) or "")
-                for f in ("--http-restricted-api", "--grpc-restricted-protocol")):
-            raise ConfigError("managed serving restricts the model-repository API to itself; "
-                              "drop that restriction, or pass model_control_mode 'explicit'")
-        for arg in self.extra_args:
-            flag = arg.split("=", 1)[0]
-            if flag in _MANAGED_FLAGS:
-                raise ConfigError(f"tritonserver argument {flag} is managed by tritonllm: use "
-                                  f"{_MANAGED_FLAGS[flag]} instead")
-            if flag == "--allow-http":
-                raise ConfigError("tritonserver argument --allow-http is managed by tritonllm: "
-                                  "it polls readiness over HTTP")
-
-    @property
-    def metrics_enabled(self) -> bool:
-        value = _flag_value(self.extra_args, "--allow-metrics")
-        return value is None or value.lower() not in ("false", "0", "off", "no")
-
-    @property
-    def shm_prefix_given(self) -> bool:
-        """Whether extra_args set the Python backend's shared-memory prefix themselves."""
-        return any(SHM_PREFIX_FLAG in a for a in self.extra_args)
-
-    @property
-    def loads_all_at_start(self) -> bool:
-        """Every model is asked to load at start (mode none, or managed without --load-model)."""
-        return self.model_control_mode == "none" and (
-            not self.managed or _flag_value(self.extra_args, "--load-model") is None)
-
-
-def tritonserver_command(options: ServerOptions, executable: Path, *, ports: Mapping[str, int],
-                         backend_dir: Path | None = None, cache_dir: Path | None = None,
-                         shm_prefix: str | None = None,
-                         admin_key: str | None = None) -> list[str]:
-    """The argv for ``options``; ``ports`` maps "http", "grpc", "metrics" to real ports.
-
-    Managed (``ports`` then also has "triton_http"): tritonserver's HTTP endpoint listens on
-    127.0.0.1 at that port (the guard has "http"), with explicit model control, every model
-    loaded at start, and, given ``admin_key``, the model-repository API restricted to it.
-    """
-    o = options
-    http_host, http_port = o.host, ports["http"]
-    mode = o.model_control_mode
-    if o.managed:
-        http_host, http_port, mode = "127.0.0.1", ports["triton_http"], "explicit"
-    argv = [str(executable), f"--model-repository={o.repo.resolve()}",
-            f"--http-address={http_host}", f"--http-port={http_port}",
-            f"--grpc-address={o.host}", f"--grpc-port={ports['grpc']}",
-            f"--metrics-address={o.host}", f"--metrics-port={ports['metrics']}",
-            f"--model-control-mode={mode}", f"--log-verbose={o.log_verbose}"]
-    if o.managed and _flag_value(o.extra_args, "--load-model") is None:
-        argv.append("--load-model=*")
-    if o.managed and _flag_value(o.extra_args, "--exit-timeout-secs") is None:
-        argv.append(f"--exit-timeout-secs={MANAGED_EXIT_TIMEOUT_S}")
-    if o.managed and admin_key is not None:
-        restriction = f"model-repository:{supervision.ADMIN_HEADER}={admin_key}"
-        argv += [f"--http-restricted-api={restriction}",
-                 f"--grpc-restricted-protocol={restriction}"]
-    if shm_prefix is not None:
-        argv.append(f"--backend-config=python,{SHM_PREFIX_FLAG}={shm_prefix}")
-    if backend_dir is not None:
-        argv.append(f"--backend-directory={backend_dir}")
-    if cache_dir is not None and _flag_value(o.extra_args, "--cache-directory") is None:
-        argv.append(f"--cache-directory={cache_dir}")
-    if _flag_value(o.extra_args, "--exit-on-error") is None:
-        # keep serving with a failed model so the repository index reports its error
-        argv.append("--exit-on-error=false")
-    return [*argv, *o.extra_args]
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading the server's state: HTTP and the log
-
-
-@dataclass(frozen=True)
-class ModelStatus:
-    """One row of the repository index. ``state`` is None for a model never asked to load."""
-
-    name: str
-    version: str | None = None
-    state: str | None = None
-    reason: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return self.state == "UNAVAILABLE" and bool(self.reason) and self.reason != "unloaded"
-
-    @classmethod
-    def from_json(cls, row: Mapping[str, Any]) -> ModelStatus:
-        return cls(name=str(row.get("name", "?")), version=row.get("version"),
-                   state=row.get("state"), reason=str(row.get("reason", "")))
+        raise ServingError(f"port {port} ({service}) is already in use on {host}: {e.strerror}"
+                           ) from e
 
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -473,91 +150,12 @@ def _http(url: str, body: bytes | None = None, timeout: float = 2.0) -> tuple[in
         return None
 
 
-_LOADING_RE = re.compile(r'"loading: (?P<name>[^"]+):(?P<version>\d+)"')
-_LOADED_RE = re.compile(r"successfully loaded '(?P<name>[^']+)'")
-_FAILED_RE = re.compile(r"failed to load '(?P<name>[^']+)' version (?P<version>\d+): "
-                        r'(?P<reason>.*?)"?\s*$')
-_BUSY_RE = re.compile(r"failed to start (?P<service>\w+) service:.*?Socket '(?P<address>[^']*)'"
-                      r" already in use", re.IGNORECASE)
-
-
-def load_failures_from_log(text: str) -> list[ModelStatus]:
-    """Models the log says failed to load, with their errors (the last one per model)."""
-    failures: dict[str, ModelStatus] = {}
-    for line in text.splitlines():
-        m = _FAILED_RE.search(line)
-        if m:
-            failures[m["name"]] = ModelStatus(m["name"], m["version"], "UNAVAILABLE",
-                                              m["reason"].replace("\\n", "\n"))
-    return list(failures.values())
-
-
-def busy_port_from_log(text: str) -> str | None:
-    """A one-line message if the log says an endpoint could not bind its port."""
-    m = _BUSY_RE.search(text)
-    if m is None:
-        return None
-    host, _, port = m["address"].rpartition(":")
-    service = {"http": "HTTP", "grpc": "gRPC"}.get(m["service"].lower(), m["service"])
-    return f"port {port} ({service}) is already in use on {host}"
-
-
-def _failure_message(failed: Sequence[ModelStatus]) -> str:
-    def first(reason: str) -> str:
-        return next((line.strip() for line in reason.splitlines() if line.strip()), "no reason")
-
-    if len(failed) == 1:
-        head = f"model '{failed[0].name}' failed to load: {first(failed[0].reason)}"
-    else:
-        head = f"{len(failed)} models failed to load: " + "; ".join(
-            f"'{m.name}': {first(m.reason)}" for m in failed)
-    details = "\n".join(f"--- {m.name} (version {m.version}) ---\n{m.reason.rstrip()}"
-                        for m in failed)
-    return f"{head}\n{details}"
-
-
 def describe_exit(code: int) -> str:
     """'exited with code 1' / 'was killed by SIGKILL' for a Popen return code."""
     if code < 0:
         with contextlib.suppress(ValueError):
             return f"was killed by {signal.Signals(-code).name}"
     return f"exited with code {code}"
-
-
-def _last_error_line(text: str) -> str | None:
-    """tritonserver's fatal "error: ..." line, else its last E-level log line."""
-    lines = [ln.strip() for ln in reversed(text.splitlines())]
-    fatal = [ln for ln in lines if ln.startswith("error:")]
-    logged = [ln for ln in lines if re.match(r"E\d{4} ", ln)]
-    return next(iter(fatal or logged), None)
-
-
-class _LogFollower:
-    """Reads the log as it grows; turns load lines into progress messages."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.pending: dict[str, None] = {}  # models loading, in order
-
-    def events(self) -> Iterator[str]:
-        try:
-            with self.path.open("rb") as f:
-                f.seek(self.offset)
-                chunk = f.read()
-        except OSError:
-            return
-        end = chunk.rfind(b"\n") + 1
-        self.offset += end
-        for line in chunk[:end].decode("utf-8", "replace").splitlines():
-            if m := _LOADING_RE.search(line):
-                self.pending[m["name"]] = None
-                yield f"loading model '{m['name']}' (version {m['version']})"
-            elif m := _LOADED_RE.search(line):
-                self.pending.pop(m["name"], None)
-                yield f"loaded model '{m['name']}'"
-            elif m := _FAILED_RE.search(line):
-                self.pending.pop(m["name"], None)
 
 
 def _live_group_members(pgid: int) -> list[int]:
@@ -678,7 +276,7 @@ class TritonServer:
     ``start()`` launches it; ``wait_ready()`` blocks until every model is READY; ``stop()``
     (managed: after a drain) sends SIGINT, then SIGTERM after ``stop_timeout`` and SIGKILL to
     the process group, and removes the temporary folder (the log in it is kept after a
-    failure). A ServerError from ``start`` or ``wait_ready`` means the server has been stopped.
+    failure). A ServingError from ``start`` or ``wait_ready`` means the server has been stopped.
     ``say`` gets the launcher's own one-line notices (a dead stub, a reload, a drain); the
     default logs them.
     """
@@ -707,7 +305,7 @@ class TritonServer:
             return run.ports[name]
         port: int = getattr(self.options, f"{name}_port")
         if port == 0:
-            raise ServerError(f"the {name} port is picked at start(); the server is not started")
+            raise ServingError(f"the {name} port is picked at start(); the server is not started")
         return port
 
     def _address(self, name: str) -> str:
@@ -785,12 +383,12 @@ class TritonServer:
     def start(self) -> None:
         """Launch the server (returns at once; see wait_ready)."""
         if self._run is not None:
-            raise ServerError("this TritonServer is already started")
+            raise ServingError("this TritonServer is already started")
         o = self.options
         if not o.repo.is_dir():
             raise ConfigError(f"model repository {o.repo} is not a directory")
         if o.tritonserver is not None:
-            if not _is_executable(Path(o.tritonserver)):
+            if not is_executable(Path(o.tritonserver)):
                 raise ConfigError(f"tritonserver {o.tritonserver} is not an executable file")
             install = TritonInstall(Path(o.tritonserver), "options")
         else:
@@ -817,7 +415,7 @@ class TritonServer:
                                         start_new_session=True)
         except OSError as e:
             shutil.rmtree(work_dir, ignore_errors=True)
-            raise ServerError(f"cannot start {install.executable}: {e}") from e
+            raise ServingError(f"cannot start {install.executable}: {e}") from e
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
             raise
@@ -836,7 +434,7 @@ class TritonServer:
                 run.guard.start()
             except OSError as e:
                 self.stop()
-                raise ServerError(f"port {ports['http']} (HTTP) is already in use on {o.host}: "
+                raise ServingError(f"port {ports['http']} (HTTP) is already in use on {o.host}: "
                                   f"{e.strerror}") from e
 
     def _guard_policy(self, head: Head) -> Refusal | None:
@@ -885,12 +483,12 @@ class TritonServer:
         Polls every 0.1 s and watches the process. ``progress`` gets "loading model 'x'"-style
         lines from the log. On failure (a model's load error, a busy port, the process exiting,
         ``timeout`` seconds passing; default ``startup_timeout``) the server is stopped and a
-        ServerError raised.
+        ServingError raised.
         """
         run = self._require_run()
         timeout = self.options.startup_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        follower = _LogFollower(run.log_path)
+        follower = LogFollower(run.log_path)
         try:
             while True:
                 for message in follower.events():
@@ -906,11 +504,11 @@ class TritonServer:
                     waiting = ", ".join(follower.pending) or ", ".join(
                         m.name for m in self.models if m.state != "READY")
                     still = f" (still loading: {waiting})" if waiting else ""
-                    raise ServerError(f"tritonserver was not ready after {timeout:g}s{still}"
+                    raise ServingError(f"tritonserver was not ready after {timeout:g}s{still}"
                                       + self._tail_note())
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     run.proc.wait(timeout=POLL_INTERVAL_S)
-        except ServerError:
+        except ServingError:
             run.keep_log = True
             self.stop()
             raise
@@ -927,7 +525,7 @@ class TritonServer:
         run.supervisor.start([m.name for m in self.models if m.state == "READY"])
 
     def _ready_now(self) -> bool:
-        """One poll: True when ready; raises ServerError for models that failed to load."""
+        """One poll: True when ready; raises ServingError for models that failed to load."""
         admin = self._require_run().admin
         assert admin is not None
         health = admin.request("/v2/health/ready", timeout=2.0)
@@ -939,17 +537,17 @@ class TritonServer:
         self.models = [ModelStatus.from_json(row) for row in rows]
         failed = [m for m in self.models if m.failed]
         if failed:
-            raise ServerError(_failure_message(failed) + self._tail_note())
+            raise ServingError(failure_message(failed) + self._tail_note())
         if health[0] != 200 or any(m.state not in (None, "READY") for m in self.models):
             return False
         never = [m.name for m in self.models if m.state is None]
         if never and self.options.loads_all_at_start:
             # In mode "none" every model is loaded at start; one that never got a state was
             # refused when its directory was polled (bad config), which the index does not say.
-            reasons = dict(_POLL_FAILED.findall(self._log_text()))
+            reasons = poll_failures_from_log(self._log_text())
             detail = "; ".join(f"'{n}': {reasons.get(n, 'not loaded (see the log)')}"
                                for n in never)
-            raise ServerError(f"{len(never)} model(s) did not load: {detail}" + self._tail_note())
+            raise ServingError(f"{len(never)} model(s) did not load: {detail}" + self._tail_note())
         if self.options.metrics_enabled:
             metrics = _http(self.url_metrics)
             if metrics is None or metrics[0] != 200:
@@ -959,28 +557,28 @@ class TritonServer:
             self.version = json.loads(meta[1]).get("version")
         return True
 
-    def _exit_error(self, code: int) -> ServerError:
+    def _exit_error(self, code: int) -> ServingError:
         text = self._log_text()
         busy = busy_port_from_log(text)
         if busy:
-            return ServerError(busy + self._tail_note())
+            return ServingError(busy + self._tail_note())
         failed = load_failures_from_log(text)
         if failed:
-            return ServerError(_failure_message(failed) + self._tail_note())
-        last = _last_error_line(text)
-        return ServerError(f"tritonserver {describe_exit(code)} before it was ready"
+            return ServingError(failure_message(failed) + self._tail_note())
+        last = last_error_line(text)
+        return ServingError(f"tritonserver {describe_exit(code)} before it was ready"
                            + (f": {last}" if last else "") + self._tail_note())
 
     def wait(self, timeout: float | None = None) -> int:
-        """Block until the process exits (or ``timeout``: ServerError); its exit code.
+        """Block until the process exits (or ``timeout``: ServingError); its exit code.
 
-        Managed: a ServerError also when the supervisor gave up on a model (``fatal``).
+        Managed: a ServingError also when the supervisor gave up on a model (``fatal``).
         """
         run = self._require_run()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if run.supervisor is not None and run.supervisor.fatal:
-                raise ServerError(run.supervisor.fatal)
+                raise ServingError(run.supervisor.fatal)
             step = POLL_INTERVAL_S * 5
             if deadline is not None:
                 step = min(step, max(0.0, deadline - time.monotonic()))
@@ -988,7 +586,7 @@ class TritonServer:
                 return run.proc.wait(timeout=step)
             except subprocess.TimeoutExpired as e:
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise ServerError(f"tritonserver still running after {timeout:g}s") from e
+                    raise ServingError(f"tritonserver still running after {timeout:g}s") from e
 
     def hurry(self) -> None:
         """Cut a drain in progress short (a second signal to ``tritonllm serve``)."""
@@ -1074,7 +672,7 @@ class TritonServer:
     # -- logs ------------------------------------------------------------------------------
     def _require_run(self) -> _Run:
         if self._run is None:
-            raise ServerError("tritonserver is not started")
+            raise ServingError("tritonserver is not started")
         return self._run
 
     def _log_text(self) -> str:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from tritonllm.contract import TARGETS
 from tritonllm.errors import ConfigError
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
@@ -38,7 +39,6 @@ FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 #: Keys that Triton or its Python backend reserve; accepted and ignored by every model.
 RESERVED_KEYS = frozenset({"EXECUTION_ENV_PATH", "FORCE_CPU_ONLY_INPUT_TENSORS"})
 
-TARGETS = ("gpu", "cpu")
 ENGINE_TARGETS = {"trtllm": "gpu", "cpu": "cpu"}  # manifest.engine → target
 BATCHING_STRATEGIES = ("inflight_fused_batching", "inflight_batching")
 BATCH_SCHEDULER_POLICIES = ("guaranteed_no_evict", "max_utilization")
@@ -447,12 +447,17 @@ class CpuLLMParams(TritonParams):
     max_input_len / max_seq_len: requests beyond them are refused.
     kv_cache_precision: f32 (exact), f16, bf16 or u8 (OpenVINO's CPU default).
     cache_size_gb: KV cache size. enable_prefix_caching: reuse KV blocks of shared prefixes.
-    dynamic_split_fuse: chunk long prompts into steps shared with running decodes.
+    dynamic_split_fuse: chunk long prompts into steps shared with running decodes (at most
+    max_num_batched_tokens a step); off, each prompt is scheduled whole, in prompt-only steps.
+    The repository's ``enable_chunked_context`` (``--enable/--disable-chunked-context``; unset:
+    on) writes it. Off needs max_input_len (or max_seq_len) and max_num_seqs at most
+    max_num_batched_tokens (a longer prompt would fail the whole engine step).
     end_id / pad_id: used when a request sends none (None: the engine's generation config).
     streaming: the model is decoupled (must match model_transaction_policy).
     exclude_input_in_output: default when a request does not say.
     cancellation_check_period_ms: how often running requests are checked for cancellation.
-    num_threads: OpenVINO inference threads (None: all cores). device: OpenVINO device.
+    num_threads: OpenVINO inference threads (None: all cores). device: the OpenVINO device the
+    pipeline runs on (no CLI option writes it; only ``CPU`` is tested).
     max_stream_interval_ms: the longest a streamed token may be held so that several go out
     in one response when many streams share the engine (0: every token as it is made; see
     tritonllm.ensembles.llm_service).
@@ -492,6 +497,23 @@ class CpuLLMParams(TritonParams):
         if self.cache_size_gb <= 0:
             raise ConfigError(f"{self.MODEL}: parameter 'cache_size_gb' must be positive, "
                               f"got {self.cache_size_gb}")
+        if not self.dynamic_split_fuse:
+            self._check_whole_prompts()
+
+    def _check_whole_prompts(self) -> None:
+        """Without split-fuse OpenVINO GenAI schedules a prompt whole or fails the step (every
+        request in it), and needs max_num_seqs <= max_num_batched_tokens at every step."""
+        budget = self.max_num_batched_tokens
+        longest = self.max_input_len or self.max_seq_len  # RequestLimits.for_engine's bound
+        if longest is None or longest > budget:
+            raise ConfigError(
+                f"{self.MODEL}: parameter 'dynamic_split_fuse' false schedules each prompt whole, "
+                f"so 'max_input_len' ({longest if longest is not None else 'unset'}) must be set "
+                f"and at most 'max_num_batched_tokens' ({budget})")
+        if self.max_num_seqs > budget:
+            raise ConfigError(
+                f"{self.MODEL}: parameter 'dynamic_split_fuse' false needs 'max_num_seqs' "
+                f"({self.max_num_seqs}) at most 'max_num_batched_tokens' ({budget})")
 
 
 @dataclass(frozen=True)

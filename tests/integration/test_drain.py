@@ -319,7 +319,7 @@ def drain(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             threads.append(r)
             r.start()
 
-        with contextlib.suppress(Exception):  # ServerError: still running (checked by a test)
+        with contextlib.suppress(Exception):  # ServingError: still running (checked by a test)
             a.wait(timeout=BOUND_S)
             d.a_exit_s = time.monotonic() - signalled
         exited.set()

@@ -149,7 +149,7 @@ def _break_with_unused_input(repo: Path) -> None:
 ], ids=["instance-group", "unused-input"])
 def test_triton_agrees_with_the_validator(breaker: object, field: str, cpu_engine_dir: Path,
                                           tmp_path: Path) -> None:
-    from tritonllm.errors import ServerError
+    from tritonllm.errors import ServingError
     from tritonllm.server import ServerOptions, TritonServer
 
     repo = stubbed(render_repository(cpu_engine_dir, tmp_path / "repo",
@@ -165,7 +165,7 @@ def test_triton_agrees_with_the_validator(breaker: object, field: str, cpu_engin
     try:
         with TritonServer(options) as server:
             ready = model_ready(server.url_http, C.ENSEMBLE)
-    except ServerError as e:
+    except ServingError as e:
         assert "ensemble" in str(e)
         ready = False
     assert not ready

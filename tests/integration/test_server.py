@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from tritonllm.errors import ServerError
+from tritonllm.errors import ServingError
 from tritonllm.server import ServerOptions, TritonServer, find_tritonserver
 
 pytestmark = pytest.mark.integration
 
 try:
     INSTALL = find_tritonserver()
-except ServerError as e:  # pragma: no cover - the serve extra is not installed
+except ServingError as e:  # pragma: no cover - the serve extra is not installed
     pytest.skip(f"no tritonserver: {e}", allow_module_level=True)
 
 CONFIG = """\
@@ -168,7 +168,7 @@ def test_serves_and_stops_cleanly(good_repo: Path, tmp_path: Path) -> None:
 def test_model_that_fails_to_load_is_named_with_its_error(broken_repo: Path,
                                                            tmp_path: Path) -> None:
     server = TritonServer(_options(broken_repo, log_file=tmp_path / "server.log"))
-    with pytest.raises(ServerError) as e:
+    with pytest.raises(ServingError) as e:
         server.__enter__()
     first = str(e.value).splitlines()[0]
     assert first.startswith("model 'broken' failed to load:")
@@ -185,7 +185,7 @@ def test_busy_port_is_one_line_naming_it(good_repo: Path, busy: str) -> None:
         ports = {name: port if name == f"{busy}_port" else 0
                  for name in ("http_port", "grpc_port", "metrics_port")}
         server = TritonServer(ServerOptions(good_repo, host="127.0.0.1", **ports))
-        with pytest.raises(ServerError) as e:
+        with pytest.raises(ServingError) as e:
             server.start()
     message = str(e.value)
     assert len(message.splitlines()) == 1
@@ -198,7 +198,7 @@ def test_startup_timeout_names_the_loading_model(tmp_path: Path) -> None:
     _add_model(repo, "slow", SLOW)
     server = TritonServer(_options(repo, startup_timeout=1.5, stop_timeout=5))
     server.start()
-    with pytest.raises(ServerError, match=r"not ready after 1.5s \(still loading: slow\)"):
+    with pytest.raises(ServingError, match=r"not ready after 1.5s \(still loading: slow\)"):
         server.wait_ready()
     assert server.pid is not None and _live_group(server.pid) == []
     log = server.log_path

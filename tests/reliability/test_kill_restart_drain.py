@@ -10,7 +10,7 @@ on fixed ports so that clients made before the kill reach the server after it:
    client (tritonllm.client) without retries. Then SIGKILL to tritonserver. Every tracked
    request, and every new one while the server is down, must end with Unavailable (typed, soon:
    not a hang until the deadline, not ServerError). The launcher must tell the truth (not
-   running; ``wait()``/``stop()`` give -SIGKILL or ``wait()`` raises ServerError saying so; the
+   running; ``wait()``/``stop()`` give -SIGKILL or ``wait()`` raises ServingError saying so; the
    stop report reads "killed by SIGKILL" and is not clean) and stopping it must leave no process
    of its group and none of its stubs' /dev/shm regions.
 2. **Restart.** ``python -m tritonllm serve REPO --drain-timeout DRAIN_S`` on the same ports:
@@ -164,7 +164,7 @@ class Story:
     down: list[Outcome] = field(default_factory=list)  # sent while the server was down
     hung: list[str] = field(default_factory=list)
     running_after: bool | None = None
-    wait_result: int | str | None = None  # wait()'s code, or its ServerError's message
+    wait_result: int | str | None = None  # wait()'s code, or its ServingError's message
     stop_code: int | None = None
     stop_report: str = ""
     stop_clean: bool | None = None
@@ -199,7 +199,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float) -> str:
 
 @pytest.fixture(scope="module")
 def story(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
-    from tritonllm.errors import ServerError
+    from tritonllm.errors import ServingError
     from tritonllm.server import TritonServer, free_port
 
     base = tmp_path_factory.mktemp("kill")
@@ -274,7 +274,7 @@ def story(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         s.running_after = server.is_running()
         try:
             s.wait_result = server.wait(timeout=10)
-        except ServerError as e:
+        except ServingError as e:
             s.wait_result = str(e)
         s.stop_code = server.stop()
         if server.stop_report is not None:

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tritonllm import server
+from tritonllm import triton_binary
 from tritonllm.cli import main
-from tritonllm.errors import ConfigError, ServerError
+from tritonllm.errors import ConfigError, ServingError
 from tritonllm.server import (
-    STUB_NAME,
     ServerOptions,
     StopReport,
     TritonInstall,
@@ -30,6 +29,7 @@ from tritonllm.server import (
     server_environment,
     tritonserver_command,
 )
+from tritonllm.supervision import STUB_NAME
 
 
 def _executable(path: Path, text: str = "#!/bin/sh\nexit 0\n") -> Path:
@@ -57,7 +57,7 @@ def _fake_wheel(root: Path, versions: tuple[str, ...] = ("3.10", "3.11", "3.12")
 
 @pytest.fixture
 def no_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server, "wheel_tritonserver", lambda: None)
+    monkeypatch.setattr(triton_binary, "wheel_tritonserver", lambda: None)
 
 
 # -- find_tritonserver ---------------------------------------------------------------------
@@ -65,7 +65,7 @@ def no_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_env_var_wins_over_path_and_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wheel = _fake_wheel(tmp_path / "site")
-    monkeypatch.setattr(server, "wheel_tritonserver", lambda: wheel)
+    monkeypatch.setattr(triton_binary, "wheel_tritonserver", lambda: wheel)
     on_path = _executable(tmp_path / "bin" / "tritonserver")
     chosen = _executable(tmp_path / "custom" / "my-tritonserver")
     found = find_tritonserver({"TRITONSERVER": str(chosen), "PATH": str(on_path.parent)})
@@ -74,7 +74,7 @@ def test_env_var_wins_over_path_and_wheel(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_path_wins_over_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wheel = _fake_wheel(tmp_path / "site")
-    monkeypatch.setattr(server, "wheel_tritonserver", lambda: wheel)
+    monkeypatch.setattr(triton_binary, "wheel_tritonserver", lambda: wheel)
     on_path = _executable(tmp_path / "bin" / "tritonserver")
     found = find_tritonserver({"PATH": f"{tmp_path / 'empty'}{os.pathsep}{on_path.parent}"})
     assert found == TritonInstall(on_path, "PATH")
@@ -82,12 +82,12 @@ def test_path_wins_over_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 def test_wheel_is_the_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wheel = _fake_wheel(tmp_path / "site")
-    monkeypatch.setattr(server, "wheel_tritonserver", lambda: wheel)
+    monkeypatch.setattr(triton_binary, "wheel_tritonserver", lambda: wheel)
     assert find_tritonserver({"PATH": str(tmp_path)}) == TritonInstall(wheel, "wheel")
 
 
 def test_nothing_found_says_how_to_get_one(tmp_path: Path, no_wheel: None) -> None:
-    with pytest.raises(ServerError, match=r"TRITONSERVER.*PATH.*nvidia-pytriton"):
+    with pytest.raises(ServingError, match=r"TRITONSERVER.*PATH.*nvidia-pytriton"):
         find_tritonserver({"PATH": str(tmp_path)})
 
 
@@ -99,7 +99,7 @@ def test_bad_env_var_is_a_config_error(tmp_path: Path, no_wheel: None) -> None:
 
 
 def test_finds_the_installed_wheel() -> None:
-    exe = server.wheel_tritonserver()
+    exe = triton_binary.wheel_tritonserver()
     if exe is None:
         pytest.skip("nvidia-pytriton is not installed")
     install = TritonInstall(exe, "wheel")
@@ -121,7 +121,7 @@ def test_wheel_layout_properties(tmp_path: Path) -> None:
 def test_other_installs_have_no_wheel_parts(tmp_path: Path) -> None:
     install = TritonInstall(_executable(tmp_path / "opt" / "bin" / "tritonserver"), "PATH")
     assert install.stubs_dir is None and install.libs_dir is None and install.caches_dir is None
-    with pytest.raises(ServerError, match="python_backend_stubs"):
+    with pytest.raises(ServingError, match="python_backend_stubs"):
         prepare_backend_dir(install, tmp_path / "backends")
 
 
@@ -161,7 +161,7 @@ def test_backend_dir_defaults_to_a_new_temporary_folder(tmp_path: Path) -> None:
 
 def test_missing_stub_names_the_python_and_what_exists(tmp_path: Path) -> None:
     install = TritonInstall(_fake_wheel(tmp_path, ("3.10", "3.11")), "wheel")
-    with pytest.raises(ServerError, match=r"Python 3\.14 \(it has: 3\.10, 3\.11\)"):
+    with pytest.raises(ServingError, match=r"Python 3\.14 \(it has: 3\.10, 3\.11\)"):
         prepare_backend_dir(install, tmp_path / "backends", python=(3, 14))
 
 
@@ -342,7 +342,7 @@ def test_busy_port_is_reported_before_starting(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         srv = TritonServer(ServerOptions(tmp_path, host="127.0.0.1", http_port=0, grpc_port=port,
                                          metrics_port=0), TritonInstall(exe, "PATH"))
-        with pytest.raises(ServerError) as e:
+        with pytest.raises(ServingError) as e:
             srv.start()
     assert str(e.value).splitlines() == [str(e.value)]
     assert f"port {port} (gRPC) is already in use" in str(e.value)
@@ -360,7 +360,7 @@ def test_ports_of_an_unstarted_server(tmp_path: Path) -> None:
     srv = TritonServer(ServerOptions(tmp_path, http_port=0, host="0.0.0.0"))
     assert srv.url_grpc == "grpc://127.0.0.1:8001"
     assert srv.url_metrics == "http://127.0.0.1:8002/metrics"
-    with pytest.raises(ServerError, match="picked at start"):
+    with pytest.raises(ServingError, match="picked at start"):
         _ = srv.url_http
     assert srv.stop() is None
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import click
 
 from tritonllm.cli._console import progress_line
-from tritonllm.errors import ServerError
+from tritonllm.errors import RepositoryError, ServingError
 
 if TYPE_CHECKING:
     from tritonllm.client import LLMClient
@@ -28,13 +28,13 @@ TIMEOUT = 120.0
 
 @contextmanager
 def _errors_naming(model: str) -> Iterator[None]:
-    """A client error inside becomes a ServerError naming the model called."""
+    """A client error inside becomes a ServingError naming the model called."""
     from tritonllm.client import ClientError
 
     try:
         yield
     except ClientError as e:
-        raise ServerError(f"{model}: {e}") from e
+        raise ServingError(f"{model}: {e}") from e
 
 
 def _stream(client: LLMClient, prompt: str, max_tokens: int
@@ -47,7 +47,7 @@ def _stream(client: LLMClient, prompt: str, max_tokens: int
             click.echo(delta.text, nl=False)
     completion = s.completion
     if completion is None:  # pragma: no cover - a stream that ran out always has its result
-        raise ServerError(f"{client.model}: the stream ended without a result")
+        raise ServingError(f"{client.model}: the stream ended without a result")
     return pieces, completion.timings.ttft, completion.timings.e2e
 
 
@@ -81,7 +81,7 @@ def demo_cmd(workdir: Path, prompt: str, max_tokens: int, model: str) -> None:
             bls_instance_count=1), progress=say)
         problems = validate_repository(repo)
         if problems:
-            raise ServerError(f"{repo}: {len(problems)} problem(s), first: {problems[0]}")
+            raise RepositoryError(f"{repo}: {len(problems)} problem(s), first: {problems[0]}")
         say("starting tritonserver")
         server = TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0,
                                             metrics_port=0, startup_timeout=300))
@@ -106,7 +106,7 @@ def demo_cmd(workdir: Path, prompt: str, max_tokens: int, model: str) -> None:
                    f"{(ttft or 0) * 1000:.0f} ms, done in {total * 1000:.0f} ms; "
                    f"streamed text {'==' if same else '!='} non-streamed text")
         if not same:
-            raise ServerError("streamed text differs from the non-streamed text")
+            raise ServingError("streamed text differs from the non-streamed text")
     finally:
         server.stop()
         click.echo("server stopped", err=True)

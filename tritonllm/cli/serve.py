@@ -30,7 +30,7 @@ from typing import Any
 import click
 
 from tritonllm.cli._console import progress_line
-from tritonllm.errors import ServerError
+from tritonllm.errors import ServingError
 from tritonllm.server import (
     MODEL_CONTROL_MODES,
     ServerOptions,
@@ -125,7 +125,7 @@ def serve_cmd(repo: Path, tritonserver_args: tuple[str, ...], **options: Any) ->
             ready = True
             _print_endpoints(server, time.perf_counter() - t0)
             code = server.wait()
-            raise ServerError(f"tritonserver {describe_exit(code)} while serving; "
+            raise ServingError(f"tritonserver {describe_exit(code)} while serving; "
                               f"log: {server.log_path}")
         except KeyboardInterrupt:
             click.echo("stopping tritonserver", err=True)
@@ -145,7 +145,7 @@ def _report_stop(report: StopReport | None) -> None:
         click.echo("tritonserver stopped" + (f": {report.describe()}" if report else ""),
                    err=True)
         return
-    raise ServerError(f"tritonserver stopped uncleanly: {report.describe()}")
+    raise ServingError(f"tritonserver stopped uncleanly: {report.describe()}")
 
 
 def _print_endpoints(server: TritonServer, seconds: float) -> None:
