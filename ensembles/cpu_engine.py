@@ -49,8 +49,9 @@ class EngineConfig:
     """How the pipeline is created. Defaults favour exactness (f32 KV cache) over memory.
 
     ``dynamic_split_fuse``: a long prompt is split over steps that it shares with running
-    decodes (at most ``max_num_batched_tokens`` a step); off, a prompt is scheduled whole, in a
-    step of its own (vLLM's policy). ``device``: the OpenVINO device the pipeline runs on.
+    decodes (at most ``max_num_batched_tokens`` a step); off, a prompt is scheduled whole, in
+    prompt-only steps (vLLM's policy; a prompt longer than ``max_num_batched_tokens`` then fails
+    the step, see tritonllm.settings.CpuLLMParams). ``device``: the OpenVINO device.
     """
 
     engine_dir: Path
