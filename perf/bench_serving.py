@@ -249,7 +249,9 @@ async def ttfts(address: str, model: str, prompt: str, load: int, probes: int,
 class StallSampler:
     """Polls the served model's per-period worst step/send/execute() gauges; keeps the max."""
 
-    GAUGES = ("tritonllm_step_max_ms", "tritonllm_send_max_ms", "tritonllm_execute_max_ms")
+    from tritonllm.ensembles.llm_metrics import EXECUTE_MAX_MS, SEND_MAX_MS, STEP_MAX_MS
+
+    GAUGES = (STEP_MAX_MS, SEND_MAX_MS, EXECUTE_MAX_MS)
 
     def __init__(self, metrics_url: str, period: float = 0.2) -> None:
         import threading

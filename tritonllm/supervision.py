@@ -66,6 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tritonllm.ensembles.llm_metrics import ACTIVE_REQUESTS, WAITING_REQUESTS
+
 __all__ = [
     "ADMIN_HEADER",
     "BUSY_GAUGES",
@@ -98,8 +100,7 @@ DRAIN_POLL_S = 0.25
 QUIET_S = 1.0  # nothing moved this long: nothing is in flight (the CPU LLM's gauges: 0.25 s)
 HELD_AFTER_S = 10.0  # an unloading Python model none of whose stubs went: held (see unload_all)
 STUBLESS_HELD_AFTER_S = 1.0  # the same for a model without stubs (an ensemble)
-BUSY_GAUGES = ("nv_inference_pending_request_count", "tritonllm_active_requests",
-               "tritonllm_waiting_requests")
+BUSY_GAUGES = ("nv_inference_pending_request_count", ACTIVE_REQUESTS, WAITING_REQUESTS)
 # The GPU target's tensorrtllm backend: requests it holds (its "max" sample is a capacity).
 TRTLLM_BUSY = re.compile(r'^nv_trt_llm_request_metrics\{.*request_type="(active|scheduled|'
                          r'context|waiting)"')
