@@ -61,6 +61,7 @@ from tritonllm.ensembles.requests import (
     read_words,
     refuse_unsupported,
 )
+from tritonllm.ensembles.senders import ResponseSink
 from tritonllm.ensembles.stops import StopStrings
 from tritonllm.settings import RepoSettings
 
@@ -92,12 +93,6 @@ class LLMStream(Protocol):
     def __iter__(self) -> Iterator[dict[str, npt.NDArray[Any]]]: ...
 
     def cancel(self) -> None: ...
-
-
-class Sink(Protocol):
-    def send(self, outputs: dict[str, npt.NDArray[Any]], final: bool) -> None: ...
-
-    def is_cancelled(self) -> bool: ...
 
 
 def _flag(inputs: Arrays, name: str, default: bool) -> bool:
@@ -178,7 +173,7 @@ class BLSPipeline:
                 names.extend(wanted)
         return names
 
-    def run(self, inputs: Arrays, sink: Sink, request_id: str = "") -> None:
+    def run(self, inputs: Arrays, sink: ResponseSink, request_id: str = "") -> None:
         """Serve one request; RequestError before anything was sent means a bad request."""
         check_request_id(request_id)
         llm_in, stops, stream, prefix = self.prepare(inputs)
@@ -193,7 +188,7 @@ class BLSPipeline:
                 self.cancellations.unwatch(key)
 
     def _relay(self, llm: LLMStream, stops: list[str], stream: bool, prefix: str,
-               sink: Sink) -> None:
+               sink: ResponseSink) -> None:
         detok = IncrementalDetokenizer(self.tokenizer, skip_special_tokens=self.skip)
         matcher = StopStrings(stops)
         reason = ""
@@ -248,8 +243,8 @@ class BLSPipeline:
             extras[OUT.cum_log_probs] = np.asarray([[lps.sum()]], np.float32)
         self._send(sink, text, reason or FINISH_STOP, extras, final=True, detok=detok)
 
-    def _send(self, sink: Sink, text: str, reason: str, extras: dict[str, Any], final: bool,
-              detok: IncrementalDetokenizer) -> None:
+    def _send(self, sink: ResponseSink, text: str, reason: str, extras: dict[str, Any],
+              final: bool, detok: IncrementalDetokenizer) -> None:
         if self.accumulate:
             text = detok.text
         out = {OUT.text_output: _text_tensor(OUT.text_output, text),

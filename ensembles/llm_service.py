@@ -93,6 +93,7 @@ from tritonllm.ensembles.requests import (
     refuse_unsupported,
 )
 from tritonllm.ensembles.sampling import SamplingParams
+from tritonllm.ensembles.senders import ResponseSink
 from tritonllm.errors import TritonLLMError
 
 log = logging.getLogger(__name__)
@@ -141,16 +142,6 @@ class Engine(Protocol):
     def stats(self) -> EngineStats: ...
 
     def close(self, timeout: float = 10.0) -> None: ...
-
-
-class ResponseSink(Protocol):
-    """Where one request's responses go (a Triton response sender in production)."""
-
-    def send(self, outputs: dict[str, npt.NDArray[Any]], final: bool) -> None: ...
-
-    def error(self, message: str, final: bool = True) -> None: ...
-
-    def is_cancelled(self) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,42 @@ def test_a_polling_thread_never_touches_a_finished_sender() -> None:
             g.send(i, final=i == 4)
         t.join()
         assert raw.late_calls == 0
+
+
+class FakePbUtils:
+    """The parts of triton_python_backend_utils that TritonSink uses (it exists only in a stub)."""
+
+    TRITONSERVER_RESPONSE_COMPLETE_FINAL = FINAL
+
+    class TritonError:
+        INTERNAL, INVALID_ARG = 13, 3
+
+        def __init__(self, message: str, code: int) -> None:
+            self.message, self.code = message, code
+
+    @staticmethod
+    def Tensor(name: str, value: Any) -> tuple[str, Any]:
+        return name, value
+
+    class InferenceResponse:
+        def __init__(self, output_tensors: Any = None, error: Any = None) -> None:
+            self.output_tensors, self.error = output_tensors, error
+
+
+def test_the_triton_sink_sends_tensors_then_one_final_error_at_most() -> None:
+    from tritonllm.ensembles.senders import TritonSink
+
+    raw = FreedAfterFinal()
+    sink = TritonSink(raw, FakePbUtils)
+    sink.send({"x": 1}, final=False)
+    sink.fail("bad", FakePbUtils.TritonError.INVALID_ARG)
+    sink.fail("again", FakePbUtils.TritonError.INTERNAL)  # the final response went out: no-op
+    assert raw.late_calls == 0 and len(raw.sent) == 2
+    (first, flags0), (last, flags1) = raw.sent
+    assert first.output_tensors == [("x", 1)] and flags0 == 0
+    assert (last.error.message, last.error.code, flags1) == ("bad", 3, FINAL)
+    assert not sink.is_cancelled()
+    other = TritonSink(FreedAfterFinal(), FakePbUtils)
+    other.error("engine failed")
+    with pytest.raises(RuntimeError):
+        other.send({}, final=True)

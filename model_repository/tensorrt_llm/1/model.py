@@ -22,31 +22,12 @@ from tritonllm.ensembles.llm_metrics import LLMMetrics, Metric, MetricKind
 from tritonllm.ensembles.llm_model import build_service
 from tritonllm.ensembles.llm_service import QueueFull
 from tritonllm.ensembles.requests import RequestError
-from tritonllm.ensembles.senders import GuardedSender
+from tritonllm.ensembles.senders import TritonSink
 from tritonllm.ensembles.tokenization import load_tokenizer, read_special_ids
 from tritonllm.settings import CpuLLMParams
 
-FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 METRICS_PERIOD_S = 0.25
 METRICS_JOIN_S = 5.0  # finalize waits this long for the metrics thread
-
-
-class _Sink:
-    """Adapts a Triton response sender to tritonllm.ensembles.llm_service.ResponseSink."""
-
-    def __init__(self, sender: Any) -> None:
-        self._sender = GuardedSender(sender, FINAL)
-
-    def send(self, outputs: dict[str, Any], final: bool) -> None:
-        tensors = [pb_utils.Tensor(name, value) for name, value in outputs.items()]
-        self._sender.send(pb_utils.InferenceResponse(output_tensors=tensors), final)
-
-    def error(self, message: str, final: bool = True) -> None:
-        err = pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL)
-        self._sender.send(pb_utils.InferenceResponse(error=err), final)
-
-    def is_cancelled(self) -> bool:
-        return self._sender.is_cancelled()
 
 
 class _MetricFactory:
@@ -79,16 +60,14 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> None:
         t0 = time.perf_counter()
         for request in requests:
-            sender = request.get_response_sender()
+            sink = TritonSink(request.get_response_sender(), pb_utils)
             inputs = {t.name(): t.as_numpy() for t in request.inputs()}
             try:
-                self.service.submit(inputs, _Sink(sender), request.request_id())
+                self.service.submit(inputs, sink, request.request_id())
             except RequestError as e:
-                err = pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)
-                sender.send(pb_utils.InferenceResponse(error=err), flags=FINAL)
+                sink.fail(str(e), pb_utils.TritonError.INVALID_ARG)
             except QueueFull as e:
-                err = pb_utils.TritonError(str(e), pb_utils.TritonError.UNAVAILABLE)
-                sender.send(pb_utils.InferenceResponse(error=err), flags=FINAL)
+                sink.fail(str(e), pb_utils.TritonError.UNAVAILABLE)
         self.metrics.executed((time.perf_counter() - t0) * 1000)
         return None
 

@@ -28,11 +28,9 @@ from tritonllm.contract import FINISH_REASON
 from tritonllm.ensembles.bls import PRE_TO_LLM, BLSPipeline
 from tritonllm.ensembles.cancellation import CancellationPoller, stop_request_inputs
 from tritonllm.ensembles.requests import RequestError
-from tritonllm.ensembles.senders import GuardedSender
+from tritonllm.ensembles.senders import TritonSink
 from tritonllm.ensembles.tokenization import load_tokenizer
 from tritonllm.settings import BLSParams
-
-FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
 class _Upstream(Exception):
@@ -76,24 +74,6 @@ class _LLMStream:
                 raise _Upstream(response.error())
 
 
-class _Sink:
-    def __init__(self, sender: Any) -> None:
-        self._sender = GuardedSender(sender, FINAL)
-
-    def send(self, outputs: dict[str, Any], final: bool) -> None:
-        tensors = [pb_utils.Tensor(k, v) for k, v in outputs.items()]
-        self._sender.send(pb_utils.InferenceResponse(output_tensors=tensors), final)
-
-    def is_cancelled(self) -> bool:
-        return self._sender.is_cancelled()
-
-    def fail(self, message: str, code: int) -> None:
-        """The final error response, unless the final response already went out."""
-        if not self._sender.done:
-            err = pb_utils.TritonError(message, code)
-            self._sender.send(pb_utils.InferenceResponse(error=err), True)
-
-
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
@@ -125,7 +105,7 @@ class TritonPythonModel:
                                     max_word_bytes=p.max_word_bytes)
 
     def _serve(self, request: Any) -> None:
-        sink = _Sink(request.get_response_sender())
+        sink = TritonSink(request.get_response_sender(), pb_utils)
         try:
             inputs = {t.name(): t.as_numpy() for t in request.inputs()}
             self.pipeline.run(inputs, sink, request.request_id())
