@@ -51,6 +51,7 @@ from tritonllm.settings import (
     ENGINE_TARGETS,
     BLSParams,
     CpuLLMParams,
+    LLMAPIParams,
     PostprocessingParams,
     PreprocessingParams,
     RepoSettings,
@@ -61,7 +62,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "model_repository"
 MARKER = ".tritonllm-repo.json"
 ENGINE_SUBDIR = "tensorrt_llm/1/engine"
 TOKENIZER_SUBDIR = "tensorrt_llm/1/tokenizer"
-PYTHON_MODELS = (C.PREPROCESSING, C.POSTPROCESSING, C.BLS)
+PYTHON_MODELS = (C.PREPROCESSING, C.POSTPROCESSING, C.BLS, C.LLMAPI)
 
 Progress = Callable[[str], None]
 
@@ -263,6 +264,10 @@ def model_parameters(
             skip_special_tokens=s.skip_special_tokens, streaming=s.streaming,
             max_words=s.max_words, max_word_bytes=s.max_word_bytes,
         ).to_triton_parameters(),
+        C.LLMAPI: LLMAPIParams(
+            tokenizer_dir=tok, skip_special_tokens=s.skip_special_tokens, streaming=s.streaming,
+            max_words=s.max_words, max_word_bytes=s.max_word_bytes,
+        ).to_triton_parameters(),
     }
     if plan.target == "gpu":
         params[C.LLM] = trtllm_parameters(s, plan.engine_ref)
@@ -337,6 +342,8 @@ def render_configs(
             "batching": _batching(s, s.max_queue_delay_microseconds, queue_bound=engine_bound),
             "instance_count": s.bls_instance_count,
         },
+        # NVIDIA's llmapi model runs unbatched (max_batch_size 0, no dynamic batching).
+        C.LLMAPI: {"instance_count": s.bls_instance_count},
     }
     rendered = []
     for name in C.MODEL_NAMES:

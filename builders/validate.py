@@ -155,14 +155,20 @@ class _Validator:
 
     def check_models(self) -> None:
         for m in self.models.values():
-            if m.config.max_batch_size < 1:
+            if m.name in C.UNBATCHED_MODELS:
+                if m.config.max_batch_size != 0:
+                    self.add(m.name, CONFIG, "max_batch_size",
+                             f"{m.config.max_batch_size}: must be 0 (unbatched, as NVIDIA's "
+                             "model: its clients send whole shapes)")
+            elif m.config.max_batch_size < 1:
                 self.add(m.name, CONFIG, "max_batch_size",
                          f"{m.config.max_batch_size}: must be > 0 (requests are shaped [1, ...])")
             if m.name == C.ENSEMBLE:
                 self.check_ensemble_model(m)
             elif m.name == C.LLM:
                 self.check_llm_model(m)
-            elif m.name in (C.PREPROCESSING, C.POSTPROCESSING, C.BLS) and not m.is_python:
+            elif m.name in (C.PREPROCESSING, C.POSTPROCESSING, C.BLS, C.LLMAPI) \
+                    and not m.is_python:
                 self.add(m.name, CONFIG, "backend", f"{m.config.backend!r}: expected \"python\"")
             if m.is_python:
                 if not (m.path / MODEL_PY).is_file():

@@ -173,8 +173,10 @@ class BLSPipeline:
                 names.extend(wanted)
         return names
 
-    def run(self, inputs: Arrays, sink: ResponseSink, request_id: str = "") -> None:
-        """Serve one request; RequestError before anything was sent means a bad request."""
+    def run(self, inputs: Arrays, sink: ResponseSink, request_id: str = "") -> str | None:
+        """Serve one request; RequestError before anything was sent means a bad request.
+
+        Returns the stop string that ended the request (None: it ended otherwise)."""
         check_request_id(request_id)
         llm_in, stops, stream, prefix = self.prepare(inputs)
         llm = self.call_llm(llm_in, self.llm_outputs(llm_in))
@@ -182,13 +184,13 @@ class BLSPipeline:
         if self.cancellations is not None:  # a client cancel ends the LLM request too
             self.cancellations.watch(key, sink.is_cancelled, llm.cancel)
         try:
-            self._relay(llm, stops, stream, prefix, sink)
+            return self._relay(llm, stops, stream, prefix, sink)
         finally:
             if self.cancellations is not None:
                 self.cancellations.unwatch(key)
 
     def _relay(self, llm: LLMStream, stops: list[str], stream: bool, prefix: str,
-               sink: ResponseSink) -> None:
+               sink: ResponseSink) -> str | None:
         detok = IncrementalDetokenizer(self.tokenizer, skip_special_tokens=self.skip)
         matcher = StopStrings(stops)
         reason = ""
@@ -205,7 +207,7 @@ class BLSPipeline:
                     for _ in llm:  # up to the LLM's final response (finish_reason cancelled)
                         pass
                     self._send(sink, "", FINISH_CANCELLED, {}, final=True, detok=detok)
-                    return
+                    return None
             ids = np.asarray(out[LLM_OUT.output_ids]).reshape(-1)
             ctx = int(np.asarray(out[CONTEXT_LENGTH]).reshape(-1)[0]) if CONTEXT_LENGTH in out \
                 else 0
@@ -242,6 +244,7 @@ class BLSPipeline:
             extras[OUT.output_log_probs] = lps.reshape(1, 1, -1)
             extras[OUT.cum_log_probs] = np.asarray([[lps.sum()]], np.float32)
         self._send(sink, text, reason or FINISH_STOP, extras, final=True, detok=detok)
+        return matcher.stop_string
 
     def _send(self, sink: ResponseSink, text: str, reason: str, extras: dict[str, Any],
               final: bool, detok: IncrementalDetokenizer) -> None:

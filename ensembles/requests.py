@@ -111,6 +111,8 @@ class RequestLimits:
     max_word_bytes: int = RepoSettings.max_word_bytes
     max_word_ids: int = MAX_WORD_LIST_IDS
     extra_end_ids: tuple[int, ...] = ()
+    #: ``max_tokens`` of a request that sends none (None: it is required).
+    default_max_tokens: int | None = None
 
     @classmethod
     def for_engine(cls, max_input_len: int | None, max_seq_len: int | None, vocab_size: int,
@@ -378,7 +380,7 @@ def parse_request(
         attr: (name, np.asarray(tensors[name])) for attr, name in table.items()
         if tensors.get(name) is not None}
     for attr in _REQUIRED:
-        if attr in table and attr not in raw:
+        if attr in table and attr not in raw and attr != "max_tokens":
             raise RequestError(table[attr], "is required")
     sources = {attr: name for attr, (name, _) in raw.items()}
 
@@ -386,9 +388,14 @@ def parse_request(
         return read(*raw[attr]) if attr in raw else None
 
     v = limits.vocab_size
-    max_tokens = _int(*raw["max_tokens"])
+    if "max_tokens" in raw:
+        max_tokens = _int(*raw["max_tokens"])
+    elif limits.default_max_tokens is not None:
+        max_tokens = limits.default_max_tokens
+    else:
+        raise RequestError(table["max_tokens"], "is required")
     if not 1 <= max_tokens <= limits.output_cap:
-        raise RequestError(raw["max_tokens"][0],
+        raise RequestError(table["max_tokens"],
                            f"must be in 1..{limits.output_cap}, got {max_tokens}")
     end_id = get("end_id", lambda n, a: _int(n, a, 0, v - 1))
     pad_id = get("pad_id", lambda n, a: _int(n, a, 0, v - 1))

@@ -134,6 +134,11 @@ class StopStrings:
         self._stop: str | None = None
 
     @property
+    def stop_string(self) -> str | None:
+        """The stop string that was found (None: none yet)."""
+        return self._stop
+
+    @property
     def stopped(self) -> bool:
         """Whether a stop string was found."""
         return self._stop is not None

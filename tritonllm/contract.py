@@ -80,7 +80,9 @@ PREPROCESSING = "preprocessing"
 LLM = "tensorrt_llm"
 POSTPROCESSING = "postprocessing"
 BLS = "tensorrt_llm_bls"
-MODEL_NAMES = (ENSEMBLE, PREPROCESSING, LLM, POSTPROCESSING, BLS)
+#: NVIDIA's ``llmapi`` ``tensorrt_llm`` contract, served beside the classic models.
+LLMAPI = "llmapi"
+MODEL_NAMES = (ENSEMBLE, PREPROCESSING, LLM, POSTPROCESSING, BLS, LLMAPI)
 
 
 def short_dtype(dtype: str) -> str:
@@ -476,10 +478,80 @@ BLS_CONTRACT = ModelContract(
     ),
 )
 
+# --- llmapi (Python): NVIDIA's current Triton contract, in front of our pipeline ----------------
+#
+# NVIDIA/TensorRT-LLM triton_backend/all_models/llmapi/tensorrt_llm/
+#     config.pbtxt   @ c8c6df08bd0ead54cd47f7973e1e425c28a174cd
+#     1/model.py     @ b35ac1b64368513d215c57d2ed01d62d910df8da (what goes on the wire)
+#     1/helpers.py   @ fab2f90bc62bcf0ca72d7dffbf31c3ddee6f948e (defaults of the inputs)
+# NVIDIA's model runs with max_batch_size 0 (model.yaml's triton_config), so dims are whole
+# shapes: ``text_input`` is sent as ``[1]``, a scalar as ``[1]``. Every output is one element per
+# sequence (``text_output`` ``[1]``, read as ``[0]``); ``finish_reason``, ``stop_reason`` and
+# ``cumulative_logprob`` only when the request's ``return_*`` flag is set; while a stream runs
+# its ``text_output`` is the whole text so far and its ``finish_reason`` the string "None" (the
+# LLM API's CompletionOutput.text, str(None)). Perf-metric outputs are declared, not sent
+# (``sampling_param_return_perf_metrics`` is refused). Newer NVIDIA releases add LoRA and
+# ``image_url`` inputs; they are not declared here (not read at a pinned commit).
+
+#: The LLM API's ``SamplingParams.max_tokens`` default: a request without
+#: ``sampling_param_max_tokens`` generates this many tokens at most.
+LLMAPI_DEFAULT_MAX_TOKENS = 32
+#: What NVIDIA's model sends as ``finish_reason`` / ``stop_reason`` while a stream runs.
+LLMAPI_NONE = "None"
+_ONE: tuple[int, ...] = (1,)
+
+LLMAPI_CONTRACT = ModelContract(
+    LLMAPI,
+    inputs=(
+        _t("text_input", "STRING", -1),
+        _opt("streaming", "BOOL", 1),
+        _opt("sampling_param_best_of", "INT32", 1),
+        _opt("sampling_param_temperature", "FP32", 1),
+        _opt("sampling_param_top_k", "INT32", 1),
+        _opt("sampling_param_top_p", "FP32", 1),
+        _opt("sampling_param_frequency_penalty", "FP32", 1),
+        _opt("sampling_param_presence_penalty", "FP32", 1),
+        _opt("sampling_param_max_tokens", "INT32", 1),
+        _opt("sampling_param_stop", "STRING", -1),
+        _opt("sampling_param_seed", "UINT64", 1),
+        _opt("sampling_param_exclude_input_from_output", "BOOL", 1),
+        _opt("sampling_param_return_perf_metrics", "BOOL", 1),
+        _opt("return_finish_reason", "BOOL", 1),
+        _opt("return_stop_reason", "BOOL", 1),
+        _opt("return_cumulative_logprob", "BOOL", 1),
+        _opt("stop", "BOOL", 1),
+    ),
+    outputs=(
+        _t("text_output", "STRING", -1, wire=PER_SEQUENCE),
+        _t("finish_reason", "STRING", -1, wire=PER_SEQUENCE),
+        _t("stop_reason", "STRING", -1, wire=PER_SEQUENCE),
+        _t("cumulative_logprob", "FP32", -1, wire=PER_SEQUENCE),
+        *(_t(name, "INT32", -1, wire=PER_SEQUENCE) for name in (
+            "kv_cache_reused_block", "kv_cache_missed_block", "kv_cache_alloc_new_blocks",
+            "kv_cache_alloc_total_blocks")),
+        _t("kv_cache_hit_rate", "FP32", -1, wire=PER_SEQUENCE),
+        *(_t(name, "INT64", 1, wire=_ONE) for name in (
+            "arrival_time_ns", "first_scheduled_time_ns", "first_token_time_ns",
+            "last_token_time_ns")),
+        _t("acceptance_rate", "FP32", 1, wire=_ONE),
+        _t("total_accepted_draft_tokens", "INT32", 1, wire=_ONE),
+        _t("total_draft_tokens", "INT32", 1, wire=_ONE),
+    ),
+)
+#: Models served with max_batch_size 0 (their dims are whole shapes).
+UNBATCHED_MODELS = frozenset({LLMAPI})
+#: llmapi output -> the flag that asks for it (the others are sent always or never).
+LLMAPI_FLAGGED_OUTPUTS: dict[str, str] = {
+    "finish_reason": "return_finish_reason",
+    "stop_reason": "return_stop_reason",
+    "cumulative_logprob": "return_cumulative_logprob",
+}
+
+
 CONTRACTS: dict[str, ModelContract] = {
     c.name: c
     for c in (ENSEMBLE_CONTRACT, PREPROCESSING_CONTRACT, LLM_CONTRACT, POSTPROCESSING_CONTRACT,
-              BLS_CONTRACT)
+              BLS_CONTRACT, LLMAPI_CONTRACT)
 }
 
 
@@ -518,6 +590,8 @@ POST_IN = TensorNames(POSTPROCESSING, POSTPROCESSING_CONTRACT.inputs)
 POST_OUT = TensorNames(POSTPROCESSING, POSTPROCESSING_CONTRACT.outputs)
 BLS_IN = TensorNames(BLS, BLS_CONTRACT.inputs)
 BLS_OUT = TensorNames(BLS, BLS_CONTRACT.outputs)
+LLMAPI_IN = TensorNames(LLMAPI, LLMAPI_CONTRACT.inputs)
+LLMAPI_OUT = TensorNames(LLMAPI, LLMAPI_CONTRACT.outputs)
 
 
 # --- request fields: what tritonllm.ensembles.requests.parse_request reads, per model ---------
@@ -551,6 +625,13 @@ REQUEST_FIELDS[LLM] = {
     "return_log_probs": "return_log_probs",
     "sampling.top_k": "runtime_top_k", "sampling.top_p": "runtime_top_p",
     "sampling.length_penalty": "len_penalty", **_SAMPLING_SAME,
+}
+REQUEST_FIELDS[LLMAPI] = {
+    "prompt": "text_input", "streaming": "streaming", "max_tokens": "sampling_param_max_tokens",
+    "stop_words": "sampling_param_stop",
+    "exclude_input_in_output": "sampling_param_exclude_input_from_output",
+    **{f"sampling.{n}": f"sampling_param_{n}" for n in (
+        "temperature", "top_k", "top_p", "frequency_penalty", "presence_penalty", "seed")},
 }
 for _model, _fields in REQUEST_FIELDS.items():
     for _name in _fields.values():
@@ -772,6 +853,10 @@ UNSUPPORTED_INPUTS: tuple[Unsupported, ...] = (
                 why="the BLS model (no speculative decoding)"),
     *(Unsupported(BLS, name, False, why="the BLS model (it does not return these outputs)")
       for name in ("return_context_logits", "return_generation_logits", "return_perf_metrics")),
+    Unsupported(LLMAPI, "sampling_param_best_of", 1,
+                why="the llmapi model (one sequence per request)"),
+    Unsupported(LLMAPI, "sampling_param_return_perf_metrics", False,
+                why="the llmapi model (it does not return perf metrics)"),
 )
 
 #: How the BLS model passes its inputs on: its input -> (model called, that model's input).
@@ -1018,6 +1103,13 @@ __all__ = [
     "FINISH_REASONS",
     "FINISH_STOP",
     "LLM",
+    "LLMAPI",
+    "LLMAPI_CONTRACT",
+    "LLMAPI_DEFAULT_MAX_TOKENS",
+    "LLMAPI_FLAGGED_OUTPUTS",
+    "LLMAPI_IN",
+    "LLMAPI_NONE",
+    "LLMAPI_OUT",
     "LLM_CONTRACT",
     "LLM_IN",
     "LLM_OUT",
@@ -1042,6 +1134,7 @@ __all__ = [
     "REQUEST_KEY",
     "TARGETS",
     "TRTLLM_PARAMETER_KEYS",
+    "UNBATCHED_MODELS",
     "UNSUPPORTED_INPUTS",
     "ModelContract",
     "Step",

@@ -19,6 +19,8 @@ the classes defined here, then those defined next to the code that raises them (
     ├── RequestError            one request to a served model is invalid; names the field
     │                           (tritonllm.ensembles.requests; also a ValueError)
     ├── QueueFull               the engine's wait queue is full (tritonllm.ensembles.llm_service)
+    ├── UpstreamError           a model called over BLS refused a request, with its code
+    │                           (tritonllm.ensembles.bls_calls)
     ├── ToolError               perf_analyzer or genai-perf is missing or failed
     │                           (tritonllm.perf.drivers)
     ├── LoadError               a benchmark load could not be generated (tritonllm.perf.loadgen)
@@ -32,8 +34,7 @@ callers: ``tritonllm serve`` stops, a client may retry elsewhere.
 
 Internal exceptions, caught in the module that raises them and never seen by a caller:
 ``_BadHead``, ``_HeadTooLarge`` and ``_Closed`` (tritonllm.http_guard: a request head it
-refuses, a connection that closed) and ``_Upstream`` (the ``tensorrt_llm_bls`` model: a called
-model's error response, relayed with its code).
+refuses, a connection that closed).
 
 Wrong arguments to a library function (a programming error, not a user's) raise Python's own
 ``ValueError``, ``TypeError`` or ``KeyError``; a broken internal invariant ``RuntimeError``.

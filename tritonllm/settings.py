@@ -547,11 +547,39 @@ class BLSParams(TritonParams):
             self._check_min(key, 1)
 
 
+@dataclass(frozen=True)
+class LLMAPIParams(TritonParams):
+    """``llmapi``: NVIDIA's LLM API request contract (``text_input``, ``sampling_param_*``,
+    ``return_*``, ``stop``) in one Python model that drives the same preprocessing and
+    ``tensorrt_llm`` models as the BLS model (see tritonllm.ensembles.llmapi).
+
+    *_model_name: the models it calls. tokenizer_dir / skip_special_tokens: for stop strings and
+    detokenizing. streaming: the model is decoupled (``streaming`` requests need it).
+    max_words / max_word_bytes: bounds of ``sampling_param_stop``, see RepoSettings.
+    """
+
+    MODEL: ClassVar[str] = "llmapi"
+    PATH_FIELDS: ClassVar[frozenset[str]] = frozenset({"tokenizer_dir"})
+
+    tokenizer_dir: Path
+    preprocessing_model_name: str = "preprocessing"
+    tensorrt_llm_model_name: str = "tensorrt_llm"
+    skip_special_tokens: bool = RepoSettings.skip_special_tokens
+    streaming: bool = RepoSettings.streaming
+    max_words: int = RepoSettings.max_words
+    max_word_bytes: int = RepoSettings.max_word_bytes
+
+    def __post_init__(self) -> None:
+        for key in ("max_words", "max_word_bytes"):
+            self._check_min(key, 1)
+
+
 PARAMS_BY_MODEL: dict[str, type[TritonParams]] = {
     "preprocessing": PreprocessingParams,
     "postprocessing": PostprocessingParams,
     "tensorrt_llm": CpuLLMParams,  # CPU target only; the GPU model is the tensorrtllm backend
     "tensorrt_llm_bls": BLSParams,
+    "llmapi": LLMAPIParams,
 }
 
 __all__ = [
@@ -560,6 +588,7 @@ __all__ = [
     "PARAMS_BY_MODEL",
     "BLSParams",
     "CpuLLMParams",
+    "LLMAPIParams",
     "PostprocessingParams",
     "PreprocessingParams",
     "RepoSettings",

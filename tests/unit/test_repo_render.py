@@ -175,7 +175,7 @@ def test_limits_and_ids_come_from_the_manifest(fake_cpu_engine: Path, tmp_path: 
     out = render_repository(fake_cpu_engine, tmp_path / "repo")
     for model in C.MODEL_NAMES:
         cfg = parse_config((out / model / "config.pbtxt").read_text(), model)
-        assert cfg.max_batch_size == 8
+        assert cfg.max_batch_size == (0 if model == C.LLMAPI else 8)  # llmapi: as NVIDIA's
     pre = parse_config((out / "preprocessing" / "config.pbtxt").read_text(), "p").parameters
     llm = parse_config((out / "tensorrt_llm" / "config.pbtxt").read_text(), "l").parameters
     assert pre["end_id"].string_value == llm["end_id"].string_value == "2"

@@ -9,69 +9,25 @@ the size bounds, get an INVALID_ARG error naming the input before any model is c
 only some targets honour go on to ``tensorrt_llm``, whose refusal (naming the input) is relayed
 with its code. Logic: tritonllm.ensembles.bls.
 
-Cancelling the LLM request: Triton 2.51's BLS response iterator has no ``cancel()``, so the
-model sends the LLM the contract's ``stop`` request with the LLM request's id (what
-tensorrtllm_backend documents for stopping a request); where the iterator can cancel, it does.
+The calls and their cancel: tritonllm.ensembles.bls_calls.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from tritonllm.contract import FINISH_REASON
-from tritonllm.ensembles.bls import PRE_TO_LLM, BLSPipeline
-from tritonllm.ensembles.cancellation import CancellationPoller, stop_request_inputs
+from tritonllm.ensembles.bls import BLSPipeline
+from tritonllm.ensembles.bls_calls import UpstreamError, bls_callers
+from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.requests import RequestError
 from tritonllm.ensembles.senders import TritonSink
 from tritonllm.ensembles.tokenization import load_tokenizer
 from tritonllm.settings import BLSParams
-
-
-class _Upstream(Exception):
-    """A called model refused the request; its message already names the field."""
-
-    def __init__(self, error: Any) -> None:
-        super().__init__(error.message())
-        code = error.code() if hasattr(error, "code") else None
-        self.code = pb_utils.TritonError.INVALID_ARG if code is None else code
-
-
-def _outputs(response: Any) -> dict[str, Any]:
-    if response.has_error():
-        raise _Upstream(response.error())
-    return {t.name(): t.as_numpy() for t in response.output_tensors()}
-
-
-class _LLMStream:
-    def __init__(self, responses: Any, model: str, request_id: str) -> None:
-        self._responses = responses
-        self._model = model
-        self._request_id = request_id
-
-    def __iter__(self) -> Any:
-        for response in self._responses:
-            if response.has_error():
-                raise _Upstream(response.error())
-            if response.output_tensors():
-                yield _outputs(response)
-
-    def cancel(self) -> None:
-        if hasattr(self._responses, "cancel"):
-            self._responses.cancel()
-            return
-        stop = pb_utils.InferenceRequest(
-            model_name=self._model, request_id=self._request_id,
-            inputs=[pb_utils.Tensor(k, v) for k, v in stop_request_inputs().items()],
-            requested_output_names=[FINISH_REASON])
-        for response in stop.exec(decoupled=True):
-            if response.has_error():
-                raise _Upstream(response.error())
 
 
 class TritonPythonModel:
@@ -81,22 +37,8 @@ class TritonPythonModel:
             config.get("parameters"), model_dir=Path(args["model_repository"]))
         self.p = p
 
-        def call_pre(inputs: dict[str, Any]) -> dict[str, Any]:
-            request = pb_utils.InferenceRequest(
-                model_name=p.preprocessing_model_name, inputs=[
-                    pb_utils.Tensor(k, v) for k, v in inputs.items()],
-                requested_output_names=list(PRE_TO_LLM))
-            return _outputs(request.exec())
-
-        def call_llm(inputs: dict[str, Any], outputs: list[str]) -> _LLMStream:
-            request_id = f"bls-{uuid.uuid4().hex}"  # unique: a stop must hit this one only
-            request = pb_utils.InferenceRequest(
-                model_name=p.tensorrt_llm_model_name, request_id=request_id,
-                inputs=[pb_utils.Tensor(k, v) for k, v in inputs.items()],
-                requested_output_names=outputs)
-            return _LLMStream(request.exec(decoupled=True), p.tensorrt_llm_model_name,
-                              request_id)
-
+        call_pre, call_llm = bls_callers(pb_utils, p.preprocessing_model_name,
+                                         p.tensorrt_llm_model_name)
         self.cancellations = CancellationPoller(name="tritonllm-bls-cancel-poller")
         self.pipeline = BLSPipeline(load_tokenizer(p.tokenizer_dir), call_pre, call_llm,
                                     skip_special_tokens=p.skip_special_tokens,
@@ -111,7 +53,7 @@ class TritonPythonModel:
             self.pipeline.run(inputs, sink, request.request_id())
         except RequestError as e:
             sink.fail(str(e), pb_utils.TritonError.INVALID_ARG)
-        except _Upstream as e:  # keeps the called model's code (e.g. UNAVAILABLE: queue full)
+        except UpstreamError as e:  # keeps the called model's code (e.g. UNAVAILABLE: queue full)
             sink.fail(str(e), e.code)
         except Exception as e:  # report, never leave a request without its final response
             sink.fail(f"tensorrt_llm_bls: {e}", pb_utils.TritonError.INTERNAL)

@@ -1,0 +1,247 @@
+"""The ``llmapi`` model: NVIDIA's LLM API request contract in front of our pipeline.
+
+NVIDIA's current Triton model for TensorRT-LLM (``triton_backend/all_models/llmapi``) speaks
+its own contract (:data:`tritonllm.contract.LLMAPI_CONTRACT`): ``text_input``, ``streaming``,
+``sampling_param_*``, ``return_*`` flags and ``stop``, unbatched. :class:`LLMAPIFront` serves
+it over a :class:`~tritonllm.ensembles.bls.BLSPipeline` (preprocessing → ``tensorrt_llm`` →
+stop strings and detokenizing), so the same engine answers both contracts.
+
+What goes on the wire is what NVIDIA's model sends (read at the commits named in the
+contract), since its clients index responses that way:
+
+* ``text_output`` ``[1]``: the whole text so far, in every streamed response too (the LLM API's
+  ``CompletionOutput.text``); the prompt first unless ``sampling_param_exclude_input_from_output``
+  is true (NVIDIA's default is false).
+* ``finish_reason`` / ``stop_reason`` ``[1]`` only when ``return_finish_reason`` /
+  ``return_stop_reason`` is set: ``"None"`` while a stream runs, then ``"stop"``, ``"length"`` or
+  ``"cancelled"``; the stop reason is the stop string that matched, else ``"None"``.
+  ``cumulative_logprob`` ``[1]`` (FP32) on the final response with ``return_cumulative_logprob``.
+* ``sampling_param_max_tokens`` defaults to the LLM API's 32.
+* A client cancel ends the request with a CANCELLED error ("Request cancelled by client"), as
+  NVIDIA's model does. ``stop`` with a request id ends the live requests of that id (each gets
+  its final response, finish reason ``cancelled``) and is itself answered with that CANCELLED
+  error, as NVIDIA's ``handle_stop_request`` answers.
+
+Bad inputs are refused before any model is called, naming the llmapi input (the one parser,
+:func:`tritonllm.ensembles.requests.parse_request`); what the models behind refuse is renamed
+to the llmapi input it came from (:meth:`LLMAPIFront.client_message`).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tritonllm.contract import BLS_IN as CLASSIC
+from tritonllm.contract import BLS_OUT as CLASSIC_OUT
+from tritonllm.contract import (
+    ENSEMBLE,
+    FINISH_CANCELLED,
+    FINISH_REASON,
+    LLMAPI,
+    LLMAPI_DEFAULT_MAX_TOKENS,
+    LLMAPI_FLAGGED_OUTPUTS,
+    LLMAPI_NONE,
+    REQUEST_FIELDS,
+    unsupported_inputs,
+)
+from tritonllm.contract import LLMAPI_IN as IN
+from tritonllm.contract import LLMAPI_OUT as OUT
+from tritonllm.ensembles import wire
+from tritonllm.ensembles.bls import BLSPipeline
+from tritonllm.ensembles.requests import (
+    GenerationRequest,
+    RequestError,
+    RequestLimits,
+    check_request_id,
+    parse_request,
+    refuse_unsupported,
+)
+from tritonllm.ensembles.senders import ResponseSink
+
+Arrays = Mapping[str, npt.NDArray[Any]]
+UNSUPPORTED = unsupported_inputs(LLMAPI)
+#: The classic (ensemble / BLS) input each llmapi input is passed on as.
+TO_CLASSIC: dict[str, str] = {
+    name: REQUEST_FIELDS[ENSEMBLE][field] for field, name in REQUEST_FIELDS[LLMAPI].items()}
+_FROM_CLASSIC = {classic: name for name, classic in TO_CLASSIC.items()}
+CANCELLED_MESSAGE = "Request cancelled by client"  # NVIDIA's text, clients may match it
+
+
+class Outcome(enum.Enum):
+    """How :meth:`LLMAPIFront.run` ended: the final response went out, or the request must
+    be answered with a CANCELLED error (a client cancel, or a ``stop`` request)."""
+
+    SENT = "sent"
+    CANCELLED = "cancelled"
+
+
+def _flag(inputs: Arrays, name: str) -> bool:
+    value = inputs.get(name)
+    if value is None or np.asarray(value).size == 0:
+        return False
+    arr = np.asarray(value)
+    if arr.dtype.kind != "b" or arr.size != 1:
+        raise RequestError(name, f"expected one BOOL value, got {arr.dtype} "
+                                 f"shape {list(arr.shape)}")
+    return bool(arr.reshape(-1)[0])
+
+
+class _Relay:
+    """The sink the BLS pipeline writes to: deltas in, NVIDIA's llmapi responses out."""
+
+    def __init__(self, sink: ResponseSink, prefix: str, flags: frozenset[str],
+                 stopped: threading.Event) -> None:
+        self.sink = sink
+        self.text = prefix
+        self.flags = flags
+        self.stopped = stopped
+        self.final: tuple[str, dict[str, npt.NDArray[Any]]] | None = None
+
+    def is_cancelled(self) -> bool:
+        return self.stopped.is_set() or self.sink.is_cancelled()
+
+    def error(self, message: str, final: bool = True) -> None:
+        self.sink.error(message, final)
+
+    def send(self, outputs: dict[str, npt.NDArray[Any]], final: bool) -> None:
+        self.text += wire.first_string(outputs[CLASSIC_OUT.text_output])
+        if not final:
+            self.sink.send(self._outputs(LLMAPI_NONE, LLMAPI_NONE), final=False)
+            return
+        reason = wire.first_string(outputs[FINISH_REASON]) if FINISH_REASON in outputs else ""
+        self.final = (reason, outputs)
+
+    def _outputs(self, finish: str, stop: str,
+                 cum_log_prob: float | None = None) -> dict[str, npt.NDArray[Any]]:
+        out = {OUT.text_output: wire.strings(LLMAPI, OUT.text_output, [self.text])}
+        if LLMAPI_FLAGGED_OUTPUTS[OUT.finish_reason] in self.flags:
+            out[OUT.finish_reason] = wire.strings(LLMAPI, OUT.finish_reason, [finish])
+        if LLMAPI_FLAGGED_OUTPUTS[OUT.stop_reason] in self.flags:
+            out[OUT.stop_reason] = wire.strings(LLMAPI, OUT.stop_reason, [stop])
+        if cum_log_prob is not None:
+            out[OUT.cumulative_logprob] = np.asarray([cum_log_prob], np.float32)
+        return out
+
+    def finish(self, stop_string: str | None) -> Outcome:
+        """Send the final response held back by :meth:`send` (or say the request was
+        cancelled by its client)."""
+        if self.final is None:  # the pipeline ended without one: nothing more to say
+            return Outcome.SENT
+        reason, outputs = self.final
+        if reason == FINISH_CANCELLED and self.sink.is_cancelled():
+            return Outcome.CANCELLED
+        cum = None
+        if (LLMAPI_FLAGGED_OUTPUTS[OUT.cumulative_logprob] in self.flags
+                and CLASSIC_OUT.cum_log_probs in outputs):
+            cum = float(np.asarray(outputs[CLASSIC_OUT.cum_log_probs]).reshape(-1)[0])
+        stop = stop_string if stop_string is not None else LLMAPI_NONE
+        self.sink.send(self._outputs(reason or LLMAPI_NONE, stop, cum), final=True)
+        return Outcome.SENT
+
+
+class LLMAPIFront:
+    """Serves the llmapi contract over ``pipeline``; ``run`` from one worker thread per
+    request (as the BLS model does). ``limits`` bound what is parsed here (the prompt and
+    lengths are checked again, exactly, by preprocessing); ``decoupled`` is the model's
+    transaction policy (``streaming`` needs it)."""
+
+    def __init__(self, pipeline: BLSPipeline, limits: RequestLimits, *, decoupled: bool) -> None:
+        self.pipeline = pipeline
+        self.limits = limits
+        self.decoupled = decoupled
+        self._lock = threading.Lock()
+        self._live: dict[str, list[threading.Event]] = {}
+
+    @staticmethod
+    def limits_for(vocab_size: int, end_id: int, pad_id: int, **bounds: Any) -> RequestLimits:
+        """The front's limits: lengths unbounded here (preprocessing knows them), the LLM
+        API's default ``max_tokens``."""
+        return RequestLimits.for_engine(None, None, vocab_size, end_id, pad_id,
+                                        default_max_tokens=LLMAPI_DEFAULT_MAX_TOKENS, **bounds)
+
+    @staticmethod
+    def client_message(message: str) -> str:
+        """A called model's error message with the classic input it names renamed to the
+        llmapi input the client sent (``max_tokens: …`` → ``sampling_param_max_tokens: …``)."""
+        head, sep, rest = message.partition(":")
+        name = head.strip()
+        return f"{_FROM_CLASSIC[name]}{sep}{rest}" if sep and name in _FROM_CLASSIC else message
+
+    def run(self, inputs: Arrays, sink: ResponseSink, request_id: str = "") -> Outcome:
+        """Serve one request. Raises RequestError (naming the llmapi input) before anything
+        was sent for a bad request; returns :attr:`Outcome.CANCELLED` when the adapter must
+        answer with NVIDIA's CANCELLED error."""
+        check_request_id(request_id)
+        if _flag(inputs, IN.stop):
+            if not request_id:
+                raise RequestError(IN.stop, "needs the request id of the request to stop")
+            self.stop(request_id)
+            return Outcome.CANCELLED
+        refuse_unsupported(inputs, UNSUPPORTED)
+        req = parse_request(inputs, self.limits, model=LLMAPI)
+        if req.streaming and not self.decoupled:
+            raise RequestError(IN.streaming, "needs a decoupled model; this repository was "
+                                             "rendered without streaming")
+        flags = frozenset(f for f in LLMAPI_FLAGGED_OUTPUTS.values() if _flag(inputs, f))
+        # NVIDIA's default (no sampling_param_exclude_input_from_output): the prompt is included.
+        prefix = (req.prompt or "") if req.exclude_input_in_output is not True else ""
+        stopped = threading.Event()
+        relay = _Relay(sink, prefix, flags, stopped)
+        self._register(request_id, stopped)
+        try:
+            stop_string = self.pipeline.run(self._classic_inputs(inputs, req, flags), relay,
+                                            request_id)
+        except RequestError as e:
+            raise RequestError(_FROM_CLASSIC.get(e.field, e.field), e.message) from None
+        finally:
+            self._unregister(request_id, stopped)
+        return relay.finish(stop_string)
+
+    def _classic_inputs(self, inputs: Arrays, req: GenerationRequest,
+                        flags: frozenset[str]) -> dict[str, npt.NDArray[Any]]:
+        """The request as the BLS pipeline takes it (classic names, shaped ``[1, ...]``)."""
+        out: dict[str, npt.NDArray[Any]] = {}
+        for name, classic in TO_CLASSIC.items():
+            value = inputs.get(name)
+            if value is not None and np.asarray(value).size:
+                arr = np.asarray(value)
+                out[classic] = arr.reshape(1, -1)
+        if CLASSIC.max_tokens not in out:
+            out[CLASSIC.max_tokens] = np.array([[req.max_tokens]], np.int32)
+        # The relay accumulates the text and adds the prompt itself.
+        out[CLASSIC.stream] = np.array([[req.streaming]])
+        out[CLASSIC.exclude_input_in_output] = np.array([[True]])
+        if LLMAPI_FLAGGED_OUTPUTS[OUT.cumulative_logprob] in flags:
+            out[CLASSIC.return_log_probs] = np.array([[True]])
+        return out
+
+    def stop(self, request_id: str) -> int:
+        """End every live request with this id; returns how many there were."""
+        with self._lock:
+            events = list(self._live.get(request_id, ()))
+        for event in events:
+            event.set()
+        return len(events)
+
+    def _register(self, request_id: str, stopped: threading.Event) -> None:
+        if request_id:
+            with self._lock:
+                self._live.setdefault(request_id, []).append(stopped)
+
+    def _unregister(self, request_id: str, stopped: threading.Event) -> None:
+        if request_id:
+            with self._lock:
+                live = self._live.get(request_id, [])
+                if stopped in live:
+                    live.remove(stopped)
+                if not live:
+                    self._live.pop(request_id, None)
+
+
+__all__ = ["CANCELLED_MESSAGE", "TO_CLASSIC", "LLMAPIFront", "Outcome"]
