@@ -9,6 +9,10 @@ added since (``return_num_input_tokens``, ``return_num_output_tokens``, ``num_in
 ``num_output_tokens``), with ``${logits_datatype}`` as FP32 and
 ``${prompt_embedding_table_data_type}`` / ``${encoder_input_features_data_type}`` as FP16.
 Flags: ``opt`` optional, ``scalar`` reshape to [], ``ragged`` allow_ragged_batch.
+
+``llmapi`` is NVIDIA's ``triton_backend/all_models/llmapi/tensorrt_llm/config.pbtxt`` @
+c8c6df08bd0ead54cd47f7973e1e425c28a174cd (TensorRT-LLM), whose model runs with
+max_batch_size 0.
 """
 
 from __future__ import annotations
@@ -244,6 +248,40 @@ tensorrt_llm:
     out total_draft_tokens                   INT32   [1]
     out num_input_tokens                     INT32   [1]
     out num_output_tokens                    INT32   [1]
+llmapi:
+    in  text_input                           STRING  [-1]
+    in  streaming                            BOOL    [1] opt
+    in  sampling_param_best_of               INT32   [1] opt
+    in  sampling_param_temperature           FP32    [1] opt
+    in  sampling_param_top_k                 INT32   [1] opt
+    in  sampling_param_top_p                 FP32    [1] opt
+    in  sampling_param_frequency_penalty     FP32    [1] opt
+    in  sampling_param_presence_penalty      FP32    [1] opt
+    in  sampling_param_max_tokens            INT32   [1] opt
+    in  sampling_param_stop                  STRING  [-1] opt
+    in  sampling_param_seed                  UINT64  [1] opt
+    in  sampling_param_exclude_input_from_output BOOL [1] opt
+    in  sampling_param_return_perf_metrics   BOOL    [1] opt
+    in  return_finish_reason                 BOOL    [1] opt
+    in  return_stop_reason                   BOOL    [1] opt
+    in  return_cumulative_logprob            BOOL    [1] opt
+    in  stop                                 BOOL    [1] opt
+    out text_output                          STRING  [-1]
+    out finish_reason                        STRING  [-1]
+    out stop_reason                          STRING  [-1]
+    out cumulative_logprob                   FP32    [-1]
+    out kv_cache_reused_block                INT32   [-1]
+    out kv_cache_missed_block                INT32   [-1]
+    out kv_cache_alloc_new_blocks            INT32   [-1]
+    out kv_cache_alloc_total_blocks          INT32   [-1]
+    out kv_cache_hit_rate                    FP32    [-1]
+    out arrival_time_ns                      INT64   [1]
+    out first_scheduled_time_ns              INT64   [1]
+    out first_token_time_ns                  INT64   [1]
+    out last_token_time_ns                   INT64   [1]
+    out acceptance_rate                      FP32    [1]
+    out total_accepted_draft_tokens          INT32   [1]
+    out total_draft_tokens                   INT32   [1]
 """
 
 
@@ -272,7 +310,7 @@ def row(t: C.Tensor, kind: str) -> tuple[str, ...]:
     return (t.name, t.dtype, f"[{','.join(map(str, t.dims))}]", *flags)
 
 
-@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm"])
+@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm", "llmapi"])
 def test_contract_matches_nvidia(model: str) -> None:
     off = official()[model]
     ours = C.contract(model)
@@ -457,7 +495,7 @@ def config_rows(cfg: object, kind: str) -> list[tuple[str, ...]]:
     return rows
 
 
-@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm"])
+@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm", "llmapi"])
 def test_rendered_gpu_configs_carry_the_official_tensors(model: str, gpu_repo: Path) -> None:
     cfg = parse_config((gpu_repo / model / "config.pbtxt").read_text(), model)
     off = official()[model]
