@@ -266,7 +266,7 @@ def model_parameters(
         ).to_triton_parameters(),
         C.LLMAPI: LLMAPIParams(
             tokenizer_dir=tok, skip_special_tokens=s.skip_special_tokens, streaming=s.streaming,
-            max_words=s.max_words, max_word_bytes=s.max_word_bytes,
+            max_seq_len=lim.max_seq_len, max_words=s.max_words, max_word_bytes=s.max_word_bytes,
         ).to_triton_parameters(),
     }
     if plan.target == "gpu":

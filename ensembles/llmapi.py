@@ -159,10 +159,12 @@ class LLMAPIFront:
         self._live: dict[str, list[threading.Event]] = {}
 
     @staticmethod
-    def limits_for(vocab_size: int, end_id: int, pad_id: int, **bounds: Any) -> RequestLimits:
-        """The front's limits: lengths unbounded here (preprocessing knows them), the LLM
+    def limits_for(vocab_size: int, end_id: int, pad_id: int, max_seq_len: int | None = None,
+                   **bounds: Any) -> RequestLimits:
+        """The front's limits: ``max_tokens`` at most ``max_seq_len`` (the prompt is not
+        tokenized here: preprocessing checks it, and prompt + max_tokens, exactly), the LLM
         API's default ``max_tokens``."""
-        return RequestLimits.for_engine(None, None, vocab_size, end_id, pad_id,
+        return RequestLimits.for_engine(max_seq_len, max_seq_len, vocab_size, end_id, pad_id,
                                         default_max_tokens=LLMAPI_DEFAULT_MAX_TOKENS, **bounds)
 
     @staticmethod

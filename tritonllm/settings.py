@@ -555,7 +555,9 @@ class LLMAPIParams(TritonParams):
 
     *_model_name: the models it calls. tokenizer_dir / skip_special_tokens: for stop strings and
     detokenizing. streaming: the model is decoupled (``streaming`` requests need it).
-    max_words / max_word_bytes: bounds of ``sampling_param_stop``, see RepoSettings.
+    max_seq_len: the engine's, bounding ``sampling_param_max_tokens`` before any model is called
+    (None: preprocessing alone checks it). max_words / max_word_bytes: bounds of
+    ``sampling_param_stop``, see RepoSettings.
     """
 
     MODEL: ClassVar[str] = "llmapi"
@@ -566,11 +568,12 @@ class LLMAPIParams(TritonParams):
     tensorrt_llm_model_name: str = "tensorrt_llm"
     skip_special_tokens: bool = RepoSettings.skip_special_tokens
     streaming: bool = RepoSettings.streaming
+    max_seq_len: int | None = None
     max_words: int = RepoSettings.max_words
     max_word_bytes: int = RepoSettings.max_word_bytes
 
     def __post_init__(self) -> None:
-        for key in ("max_words", "max_word_bytes"):
+        for key in ("max_seq_len", "max_words", "max_word_bytes"):
             self._check_min(key, 1)
 
 

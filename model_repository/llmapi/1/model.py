@@ -44,7 +44,8 @@ class TritonPythonModel:
                                cancellations=self.cancellations, max_words=p.max_words,
                                max_word_bytes=p.max_word_bytes)
         limits = LLMAPIFront.limits_for(len(tokenizer), special.end_id, special.pad_id,
-                                        max_words=p.max_words, max_word_bytes=p.max_word_bytes)
+                                        p.max_seq_len, max_words=p.max_words,
+                                        max_word_bytes=p.max_word_bytes)
         self.front = LLMAPIFront(pipeline, limits, decoupled=p.streaming)
 
     def _serve(self, request: Any) -> None:
