@@ -404,26 +404,31 @@ class _Validator:
                          "(Triton would make the ensemble decoupled anyway)")
 
     def check_bls(self) -> None:
-        bls, llm = self.models.get(C.BLS), self.models.get(C.LLM)
-        if bls is None:
-            return
-        params = bls.params
-        for key, default in (("preprocessing_model_name", C.PREPROCESSING),
-                             ("tensorrt_llm_model_name", C.LLM),
-                             ("postprocessing_model_name", C.POSTPROCESSING),
-                             ("tensorrt_llm_draft_model_name", "")):
-            name = params.get(key, default)
-            if name and name not in self.models and name not in self.unparsable \
-                    and "${" not in name:
-                self.add(C.BLS, CONFIG, f"parameters.{key}",
-                         f"model {name!r} is not in the repository")
-        if llm is not None:
-            if bls.decoupled and not llm.decoupled:
-                self.add(C.BLS, CONFIG, "model_transaction_policy.decoupled",
-                         f"{C.BLS} streams but {C.LLM} is not decoupled")
-            elif llm.decoupled and not bls.decoupled:
-                self.add(C.BLS, CONFIG, "model_transaction_policy.decoupled",
-                         f"{C.BLS} does not stream but {C.LLM} is decoupled")
+        """The BLS and llmapi models: the models they call exist, and stream as they do."""
+        calls = {C.BLS: (("preprocessing_model_name", C.PREPROCESSING),
+                         ("tensorrt_llm_model_name", C.LLM),
+                         ("postprocessing_model_name", C.POSTPROCESSING),
+                         ("tensorrt_llm_draft_model_name", "")),
+                 C.LLMAPI: (("preprocessing_model_name", C.PREPROCESSING),
+                            ("tensorrt_llm_model_name", C.LLM))}
+        llm = self.models.get(C.LLM)
+        for caller, keys in calls.items():
+            model = self.models.get(caller)
+            if model is None:
+                continue
+            for key, default in keys:
+                name = model.params.get(key, default)
+                if name and name not in self.models and name not in self.unparsable \
+                        and "${" not in name:
+                    self.add(caller, CONFIG, f"parameters.{key}",
+                             f"model {name!r} is not in the repository")
+            if llm is not None:
+                if model.decoupled and not llm.decoupled:
+                    self.add(caller, CONFIG, "model_transaction_policy.decoupled",
+                             f"{caller} streams but {C.LLM} is not decoupled")
+                elif llm.decoupled and not model.decoupled:
+                    self.add(caller, CONFIG, "model_transaction_policy.decoupled",
+                             f"{caller} does not stream but {C.LLM} is decoupled")
 
     # --- engine, limits, tokenizer -----------------------------------------------------------
 
