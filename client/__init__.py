@@ -7,6 +7,9 @@
         for delta in c.stream("Once upon a time", max_tokens=64):
             print(delta.text, end="", flush=True)
 
+The client speaks both request contracts of a repository: the classic ``ensemble`` /
+``tensorrt_llm_bls`` one and NVIDIA's ``llmapi`` one, picked per model from its metadata
+(``contract="auto"``, the default) or forced (``"classic"``, ``"llmapi"``).
 :class:`AsyncLLMClient` is the asyncio twin. Errors form one tree under :class:`ClientError`
 (see :mod:`tritonllm.client._errors`). Layers: ``_types`` (results), ``_errors``, ``_logic``
 (sans-IO requests, responses, retries), ``_transport`` (tritonclient gRPC / gRPC aio / HTTP),
@@ -26,11 +29,13 @@ from tritonllm.client._errors import (
     Unauthorized,
     Unavailable,
 )
-from tritonllm.client._logic import SAMPLING_INPUTS
+from tritonllm.client._logic import CONTRACT_CHOICES, LLMAPI_SAMPLING_INPUTS, SAMPLING_INPUTS
 from tritonllm.client._sync import LLMClient, Stream
 from tritonllm.client._types import Completion, Delta, Health, ModelStatus, RetryPolicy, Timings
 
 __all__ = [
+    "CONTRACT_CHOICES",
+    "LLMAPI_SAMPLING_INPUTS",
     "SAMPLING_INPUTS",
     "AsyncLLMClient",
     "AsyncStream",

@@ -15,12 +15,16 @@ from typing import Any
 
 from tritonllm.client._errors import Cancelled, ClientError, Timeout, Unauthorized
 from tritonllm.client._logic import (
+    AUTO,
+    CLASSIC,
     Exchange,
     RequestSpec,
+    check_contract,
     model_input_names,
     parse_outputs,
     parse_url,
     plan_request,
+    resolve_contract,
     resolve_timeout,
 )
 from tritonllm.client._stop import Stopper
@@ -101,7 +105,7 @@ class AsyncStream(AsyncIterator[Delta]):
                 if call is not None:
                     call.cancel()
                     if isinstance(e, Timeout):  # the server would run on to the end
-                        self._client._stopper.stop(self._model, self.request_id)
+                        self._stop_on_server()
                 await asyncio.sleep(ex.on_error(e, time.perf_counter()))  # backoff
                 continue
             except BaseException:  # the task was cancelled (or worse): cancel on the server
@@ -117,7 +121,7 @@ class AsyncStream(AsyncIterator[Delta]):
                 ex.finish(now)
                 break
             outputs, final = response
-            delta = ex.on_response(parse_outputs(outputs), final, now)
+            delta = ex.on_response(parse_outputs(outputs, self._contract), final, now)
             if final:
                 self._call = None
                 call.release()
@@ -131,13 +135,22 @@ class AsyncStream(AsyncIterator[Delta]):
                          request_id=self.request_id, attempts=ex.attempts if ex else 1,
                          status="CANCELLED")
 
+    @property
+    def _contract(self) -> str:
+        """The contract the request went out in (classic until it is built)."""
+        return self._spec.contract if self._spec is not None else CLASSIC
+
+    def _stop_on_server(self) -> None:
+        """Have the Stopper end the request on the server (see tritonllm.client._stop)."""
+        self._client._stopper.stop(self._model, self.request_id, self._contract)
+
     def cancel(self) -> None:
         """Cancel the request on the server; no more deltas follow."""
         self._closed = True
         call, self._call = self._call, None
         if call is not None:
             call.cancel()
-            self._client._stopper.stop(self._model, self.request_id)
+            self._stop_on_server()
         if self._exchange is not None:
             self._exchange.cancel(time.perf_counter())
 
@@ -163,9 +176,11 @@ class AsyncLLMClient:
     def __init__(self, url: str = "localhost:8001", model: str = "ensemble", *,
                  protocol: str | None = None, headers: Mapping[str, str] | None = None,
                  ssl: bool = False, root_certificates: str | None = None,
-                 timeout: float | None = 60.0, retry: RetryPolicy | None = None) -> None:
+                 timeout: float | None = 60.0, retry: RetryPolicy | None = None,
+                 contract: str = AUTO) -> None:
         self.endpoint = parse_url(url, protocol, ssl)
         self.model = model
+        self.contract = check_contract(contract)
         self.timeout = timeout
         self.retry = retry if retry is not None else RetryPolicy()
         self._transport: AsyncTransport = make_async_transport(self.endpoint, headers,
@@ -203,9 +218,16 @@ class AsyncLLMClient:
                 sampling: dict[str, Any], where: str) -> AsyncStream:
         r = plan_request(self.model, self.timeout, prompt, max_tokens, request_id=request_id,
                          timeout=timeout, model=model, stream=stream, sampling=sampling,
-                         where=where)
+                         where=where, contract=self.contract)
         return AsyncStream(self, r.model, r.build, r.request_id,  # type: ignore[arg-type,unused-ignore]
                      r.timeout)
+
+    async def model_contract(self, model: str | None = None,
+                             timeout: float | EllipsisType | None = DEFAULT) -> str:
+        """The contract requests to ``model`` go out in (see LLMClient.model_contract)."""
+        name = model or self.model
+        return resolve_contract(self.contract, name,
+                                await self._model_inputs(name, self._deadline(timeout)))
 
     async def _model_inputs(self, model: str, timeout: float | None) -> frozenset[str] | None:
         if model not in self._inputs:

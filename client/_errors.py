@@ -18,7 +18,8 @@ chained as ``__cause__``.
     │   └── Overloaded     its queue is full (a ``max_queue_size`` bound) — retried on request
     ├── Timeout            the call's deadline passed (DEADLINE_EXCEEDED) or the server's
     │                      queue timeout dropped it
-    ├── Cancelled          the request was cancelled (CANCELLED)
+    ├── Cancelled          the request was cancelled (CANCELLED; over HTTP, a 400 whose
+    │                      message says cancelled: Triton's HTTP code for CANCELLED)
     └── ServerError        anything else the server reported (INTERNAL, a failed generation)
 
 Over a gRPC stream an error *response* carries only a message: no status code and no request
@@ -229,6 +230,9 @@ def classify(info: ErrorInfo) -> type[ClientError]:
     if info.http_status is not None:
         if info.http_status == 400 and _UNKNOWN_MODEL.search(msg):
             return ModelNotFound
+        if (info.http_status == 400 and _CANCELLED.search(msg)  # Triton's code for CANCELLED
+                and not (_names_a_field(msg) or _TRITON_INVALID.search(msg))):
+            return Cancelled
         if info.http_status in _HTTP:
             return _HTTP[info.http_status]
         if 400 <= info.http_status < 500:

@@ -4,10 +4,25 @@ Both clients (:mod:`._sync`, :mod:`._async`) and every transport use this module
 touches a socket or imports tritonclient, so it is unit-tested without a server.
 
 Requests. A generation request is a :class:`RequestSpec`: the model, the request id, whether
-to stream, and one :class:`TensorValue` per input. Names and dtypes come from
-:mod:`tritonllm.contract` (the ``tensorrt_llm_bls`` contract for that model, the ensemble's
-for any other name, which is NVIDIA's ensemble contract too). Every request is shaped
-``[1, *dims]`` because every model of the contract batches.
+to stream, the contract it speaks and one :class:`TensorValue` per input. Names and dtypes
+come from :mod:`tritonllm.contract`.
+
+Contracts. A model speaks one of two request contracts:
+
+* ``"classic"``: NVIDIA's ``ensemble`` / ``tensorrt_llm_bls`` contract (``text_input``,
+  ``max_tokens``, ``stream``, the sampling inputs under their own names; the BLS contract for
+  ``tensorrt_llm_bls``, the ensemble's for any other name). Those models batch, so every input
+  is shaped ``[1, *dims]``; streamed ``text_output`` s are deltas.
+* ``"llmapi"``: NVIDIA's llmapi model (:data:`tritonllm.contract.LLMAPI_CONTRACT`:
+  ``sampling_param_*``, ``streaming``, ``return_*`` flags, ``stop``). Unbatched, so every input
+  is shaped ``[*dims]`` (``text_input`` ``[1]``, the stop strings ``[n]``); the client sends
+  ``sampling_param_exclude_input_from_output`` (the text is the generation only, as from the
+  classic models) and ``return_finish_reason``; a streamed ``text_output`` is the whole text
+  so far, which :class:`Assembly` turns into deltas. No token counts.
+
+:func:`resolve_contract` picks it: ``"auto"`` reads the model's declared inputs (its metadata:
+:data:`LLMAPI_MARK` declared → llmapi, else classic; by name where no metadata is readable);
+a forced contract the metadata contradicts is refused with InvalidRequest.
 
 Responses. :func:`parse_outputs` reads one response's outputs (numpy arrays from gRPC or JSON
 values from HTTP) into a :class:`Piece`; :class:`Assembly` turns the pieces of one request
@@ -21,7 +36,9 @@ Stopping. Triton (2.51 and later) passes a cancelled ensemble request's cancella
 steps not yet started, never into the running LLM step; the contract's way to end that request
 is a ``stop`` request with the same request id to the LLM model (tensorrtllm_backend documents
 it; the ensemble gives its steps its own request id). :func:`stop_target` finds that model
-from the ensemble's config and its steps' metadata; :func:`stop_request` is the request.
+from the ensemble's config and its steps' metadata; :func:`stop_request` is the request. An
+llmapi model sees the cancel itself; it is also sent the llmapi ``stop`` (same request id, to
+the model itself), which it answers with a CANCELLED error.
 """
 
 from __future__ import annotations
@@ -54,12 +71,24 @@ from tritonllm.contract import (
     FINISH_REASON,
     LLM,
     LLM_IN,
+    LLMAPI,
+    LLMAPI_FLAGGED_OUTPUTS,
+    LLMAPI_IN,
+    LLMAPI_NONE,
+    LLMAPI_OUT,
+    REQUEST_FIELDS,
+    UNBATCHED_MODELS,
     ModelContract,
 )
 
 __all__ = [
+    "AUTO",
+    "CLASSIC",
+    "CONTRACT_CHOICES",
     "COUNT_INPUTS",
     "DEFAULT_PORTS",
+    "LLMAPI_MARK",
+    "LLMAPI_SAMPLING_INPUTS",
     "SAMPLING_INPUTS",
     "Assembly",
     "Endpoint",
@@ -68,11 +97,14 @@ __all__ = [
     "RequestSpec",
     "TensorValue",
     "build_request",
+    "check_contract",
     "check_sampling",
     "contract_for",
+    "detect_contract",
     "new_request_id",
     "parse_outputs",
     "parse_url",
+    "resolve_contract",
     "retry_delay",
     "stop_request",
     "stop_target",
@@ -98,6 +130,23 @@ COUNT_INPUTS = (ENSEMBLE_IN.return_num_input_tokens, ENSEMBLE_IN.return_num_outp
 TEXT_INPUT, MAX_TOKENS = ENSEMBLE_IN.text_input, ENSEMBLE_IN.max_tokens
 STREAM, TEXT_OUTPUT = ENSEMBLE_IN.stream, ENSEMBLE_OUT.text_output
 
+#: The contracts a client speaks (see "Contracts" above); ``AUTO`` picks one per model.
+AUTO, CLASSIC = "auto", "classic"
+CONTRACT_CHOICES = (AUTO, CLASSIC, LLMAPI)
+#: The input whose declaration marks a model as speaking the llmapi contract.
+LLMAPI_MARK = LLMAPI_IN.sampling_param_max_tokens
+_FIELD_OF_CLASSIC = {name: f for f, name in REQUEST_FIELDS[ENSEMBLE].items()}
+#: Sampling keyword → the llmapi input it is sent as (the one carrying the same request field,
+#: :data:`tritonllm.contract.REQUEST_FIELDS`); the other keywords have no llmapi input and are
+#: refused for an llmapi model.
+LLMAPI_SAMPLING_INPUTS: dict[str, str] = {
+    key: REQUEST_FIELDS[LLMAPI][_FIELD_OF_CLASSIC[name]]
+    for key, name in SAMPLING_INPUTS.items()
+    if _FIELD_OF_CLASSIC.get(name) in REQUEST_FIELDS[LLMAPI]}
+LLMAPI_EXCLUDE = LLMAPI_IN.sampling_param_exclude_input_from_output
+#: The llmapi flag asking for ``finish_reason``.
+LLMAPI_FINISH_FLAG = LLMAPI_FLAGGED_OUTPUTS[LLMAPI_OUT.finish_reason]
+
 _NUMPY = {"BOOL": np.bool_, "INT32": np.int32, "INT64": np.int64, "UINT64": np.uint64,
           "FP32": np.float32, "FP64": np.float64, "STRING": np.object_}
 
@@ -114,6 +163,41 @@ def contract_for(model: str) -> ModelContract:
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+def check_contract(choice: str) -> str:
+    """``choice`` if it is one of :data:`CONTRACT_CHOICES`; ValueError otherwise."""
+    if choice not in CONTRACT_CHOICES:
+        raise ValueError(f"contract must be one of {', '.join(map(repr, CONTRACT_CHOICES))}, "
+                         f"got {choice!r}")
+    return choice
+
+
+def detect_contract(model: str, inputs: Iterable[str] | None) -> str:
+    """The contract ``model`` speaks: llmapi where its declared ``inputs`` hold
+    :data:`LLMAPI_MARK`, classic otherwise; without metadata (None), llmapi only for the model
+    named ``llmapi``."""
+    if inputs is None:
+        return LLMAPI if model == LLMAPI else CLASSIC
+    return LLMAPI if LLMAPI_MARK in frozenset(inputs) else CLASSIC
+
+
+def resolve_contract(choice: str, model: str, inputs: Iterable[str] | None) -> str:
+    """The contract to speak to ``model``: ``choice``, or the detected one for ``"auto"``.
+
+    A forced contract that the model's declared ``inputs`` contradict is refused with
+    InvalidRequest saying which contract the model speaks (without metadata it is trusted).
+    """
+    check_contract(choice)
+    found = detect_contract(model, inputs)
+    if choice == AUTO or inputs is None or found == choice:
+        return found if choice == AUTO else choice
+    if found == LLMAPI:
+        raise InvalidRequest(f"model {model!r} speaks the llmapi contract (its metadata "
+                             f"declares {LLMAPI_MARK}), not the classic one: use "
+                             f"contract={LLMAPI!r} or {AUTO!r}")
+    raise InvalidRequest(f"model {model!r} does not speak the llmapi contract (its metadata "
+                         f"declares no {LLMAPI_MARK}): use contract={CLASSIC!r} or {AUTO!r}")
 
 
 # --- endpoints --------------------------------------------------------------------------------
@@ -169,7 +253,8 @@ def parse_url(url: str, protocol: str | None = None, ssl: bool = False) -> Endpo
 
 @dataclass(frozen=True)
 class TensorValue:
-    """One input: its contract name and dtype and the value shaped ``[1, ...]``."""
+    """One input: its contract name, dtype and dims, and the value: shaped ``[1, *dims]`` for a
+    batching model, ``[*dims]`` for an unbatched one (-1: the number of values)."""
 
     name: str
     dtype: str
@@ -195,6 +280,7 @@ class RequestSpec:
     request_id: str
     stream: bool
     inputs: tuple[TensorValue, ...]
+    contract: str = CLASSIC  # CLASSIC or LLMAPI: how the responses read (parse_outputs)
 
     def json_body(self) -> dict[str, Any]:
         """The body of Triton's ``/v2/models/{model}/generate[_stream]`` endpoints."""
@@ -236,36 +322,75 @@ def _array(name: str, dtype: str, dims: tuple[int, ...], value: Any) -> npt.NDAr
     return np.array([[value]], dtype=_NUMPY[dtype])
 
 
-def build_request(model: str, prompt: str, max_tokens: int, *, stream: bool,
-                  sampling: Mapping[str, Any], request_id: str | None = None,
-                  model_inputs: Iterable[str] | None = None) -> RequestSpec:
-    """The request for ``prompt``; ``sampling`` holds the keyword options (None values skipped).
+def _tensor(c: ModelContract, name: str, value: Any) -> TensorValue:
+    """``value`` as ``c``'s input ``name``, shaped for that model (batching or not)."""
+    t = c.input(name)
+    arr = _array(name, t.dtype, t.dims, value)
+    return TensorValue(name, t.dtype, t.dims, arr[0] if c.name in UNBATCHED_MODELS else arr)
 
-    ``model_inputs`` is the model's declared input names (from its metadata), if known: the
-    token-count flags are sent only when declared, and an option the model does not declare is
-    refused here with InvalidRequest rather than by the server.
-    """
-    check_sampling(sampling)
-    c = contract_for(model)
-    declared = None if model_inputs is None else frozenset(model_inputs)
-    if not isinstance(prompt, str):
-        raise InvalidRequest(f"{TEXT_INPUT}: expected a string prompt, got {type(prompt).__name__}")
+
+def _classic_values(prompt: str, max_tokens: int, stream: bool, sampling: Mapping[str, Any],
+                    declared: frozenset[str] | None) -> list[tuple[str, Any]]:
     values: list[tuple[str, Any]] = [(TEXT_INPUT, prompt), (MAX_TOKENS, max_tokens),
                                      (STREAM, bool(stream))]
-    for key, value in sampling.items():
-        if value is not None:
-            values.append((SAMPLING_INPUTS[key], value))
+    values += [(SAMPLING_INPUTS[k], v) for k, v in sampling.items() if v is not None]
     if declared is not None:
         values += [(name, True) for name in COUNT_INPUTS if name in declared]
+    return values
+
+
+def _llmapi_values(model: str, prompt: str, max_tokens: int, stream: bool,
+                   sampling: Mapping[str, Any],
+                   declared: frozenset[str] | None) -> list[tuple[str, Any]]:
+    refused = sorted(k for k, v in sampling.items()
+                     if v is not None and k not in LLMAPI_SAMPLING_INPUTS)
+    if refused:
+        raise InvalidRequest(f"{', '.join(refused)}: model {model!r} speaks the llmapi "
+                             "contract, which has no input for "
+                             f"{'this option' if len(refused) == 1 else 'these options'} (it "
+                             f"takes {', '.join(sorted(LLMAPI_SAMPLING_INPUTS))})")
+    options = {LLMAPI_SAMPLING_INPUTS[k]: v for k, v in sampling.items() if v is not None}
+    # The generation only, as from the classic models, and its finish reason: asked for
+    # where the model declares them (or its metadata is unknown).
+    defaults = {LLMAPI_EXCLUDE: True, LLMAPI_FINISH_FLAG: True}
+    for name, value in defaults.items():
+        if declared is None or name in declared:
+            options.setdefault(name, value)
+    return [(LLMAPI_IN.text_input, prompt), (LLMAPI_MARK, max_tokens),
+            (LLMAPI_IN.streaming, bool(stream)), *options.items()]
+
+
+def build_request(model: str, prompt: str, max_tokens: int, *, stream: bool,
+                  sampling: Mapping[str, Any], request_id: str | None = None,
+                  model_inputs: Iterable[str] | None = None,
+                  contract: str = AUTO) -> RequestSpec:
+    """The request for ``prompt``; ``sampling`` holds the keyword options (None values skipped).
+
+    ``model_inputs`` is the model's declared input names (from its metadata), if known: it
+    decides the contract for ``contract="auto"`` (:func:`resolve_contract`), the token-count
+    flags are sent only when declared, and an option the model does not declare is refused
+    here with InvalidRequest rather than by the server. For an llmapi model, a keyword with no
+    llmapi input (``bad_words``, ``min_tokens``, ...) is refused with InvalidRequest naming it.
+    """
+    check_sampling(sampling)
+    declared = None if model_inputs is None else frozenset(model_inputs)
+    speaks = resolve_contract(contract, model, declared)
+    if not isinstance(prompt, str):
+        raise InvalidRequest(f"{TEXT_INPUT}: expected a string prompt, got {type(prompt).__name__}")
+    if speaks == LLMAPI:
+        c, stream_input = CONTRACTS[LLMAPI], LLMAPI_IN.streaming
+        values = _llmapi_values(model, prompt, max_tokens, stream, sampling, declared)
+    else:
+        c, stream_input = contract_for(model), STREAM
+        values = _classic_values(prompt, max_tokens, stream, sampling, declared)
     inputs = []
     for name, value in values:
         if declared is not None and name not in declared:
-            if name == STREAM and not stream:
+            if name == stream_input and not stream:
                 continue  # a non-decoupled model without `stream`: not streaming is its default
             raise InvalidRequest(f"{name}: model {model!r} has no such input")
-        t = c.input(name)
-        inputs.append(TensorValue(name, t.dtype, t.dims, _array(name, t.dtype, t.dims, value)))
-    return RequestSpec(model, request_id or new_request_id(), stream, tuple(inputs))
+        inputs.append(_tensor(c, name, value))
+    return RequestSpec(model, request_id or new_request_id(), stream, tuple(inputs), speaks)
 
 
 STOP_INPUT = LLM_IN.stop
@@ -293,12 +418,18 @@ def stop_target(steps: Iterable[tuple[str, Iterable[str] | None]]) -> str | None
     return None
 
 
-def stop_request(model: str, request_id: str) -> RequestSpec:
-    """``stop`` for the LLM request ``request_id`` of ``model`` (the tensorrt_llm contract).
+def stop_request(model: str, request_id: str, contract: str = CLASSIC) -> RequestSpec:
+    """``stop`` for the request ``request_id`` of ``model``: an LLM model of the tensorrt_llm
+    contract (classic: an ensemble's LLM step), or the llmapi model itself (``LLMAPI``).
 
-    The inputs the LLM model requires come along with placeholder values; the model reads
-    only ``stop`` and the request id.
+    The inputs the model requires come along with placeholder values; the model reads only
+    ``stop`` and the request id. (The llmapi model answers a stop with a CANCELLED error.)
     """
+    if contract == LLMAPI:
+        llmapi = CONTRACTS[LLMAPI]
+        return RequestSpec(model, request_id, False, (
+            _tensor(llmapi, LLMAPI_IN.text_input, ""), _tensor(llmapi, LLMAPI_IN.stop, True)),
+            LLMAPI)
     c = CONTRACTS[LLM]
     values = {LLM_IN.input_ids: 1, LLM_IN.input_lengths: 1, LLM_IN.request_output_len: 1,
               STOP_INPUT: True}
@@ -328,7 +459,8 @@ class PlannedRequest:
 def plan_request(default_model: str, default_timeout: float | None, prompt: str,
                  max_tokens: int, *, request_id: str | None,
                  timeout: float | EllipsisType | None, model: str | None, stream: bool,
-                 sampling: Mapping[str, Any], where: str) -> PlannedRequest:
+                 sampling: Mapping[str, Any], where: str,
+                 contract: str = AUTO) -> PlannedRequest:
     """The one place both clients turn a ``generate``/``stream`` call into a request."""
     check_sampling(sampling, where)
     name = model or default_model
@@ -336,7 +468,7 @@ def plan_request(default_model: str, default_timeout: float | None, prompt: str,
 
     def build(inputs: frozenset[str] | None) -> RequestSpec:
         return build_request(name, prompt, max_tokens, stream=stream, sampling=sampling,
-                             request_id=rid, model_inputs=inputs)
+                             request_id=rid, model_inputs=inputs, contract=contract)
 
     return PlannedRequest(name, rid, resolve_timeout(timeout, default_timeout), build)
 
@@ -345,12 +477,16 @@ def plan_request(default_model: str, default_timeout: float | None, prompt: str,
 
 @dataclass(frozen=True)
 class Piece:
-    """What one response says: its text and, where reported, finish reason and counts."""
+    """What one response says: its text and, where reported, finish reason and counts.
+
+    ``cumulative``: ``text`` is the whole text so far (llmapi), not the new text.
+    """
 
     text: str
     finish_reason: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cumulative: bool = False
 
 
 def _first(value: Any) -> Any:
@@ -382,12 +518,18 @@ def _int(value: Any) -> int | None:
     return None if v is None else int(v)
 
 
-def parse_outputs(outputs: Mapping[str, Any]) -> Piece:
+def parse_outputs(outputs: Mapping[str, Any], contract: str = CLASSIC) -> Piece:
     """One response's outputs (name → numpy array or JSON value) → :class:`Piece`.
 
     Outputs a model does not send are None; an empty ``finish_reason`` (a running stream) is
-    None. With several sequences (beams) only the first is read.
+    None, and so is llmapi's ``"None"``. With several sequences (beams) only the first is
+    read. An llmapi response's text is cumulative (where it carries ``text_output`` at all).
     """
+    if contract == LLMAPI:
+        whole = outputs.get(LLMAPI_OUT.text_output)
+        said = _text(outputs.get(LLMAPI_OUT.finish_reason))
+        return Piece(_text(whole), None if said in ("", LLMAPI_NONE) else said,
+                     cumulative=whole is not None)
     reason = _text(outputs.get(FINISH_REASON)) or None
     return Piece(_text(outputs.get(TEXT_OUTPUT)), reason,
                  _int(outputs.get(ENSEMBLE_OUT.num_input_tokens)),
@@ -396,7 +538,12 @@ def parse_outputs(outputs: Mapping[str, Any]) -> Piece:
 
 @dataclass
 class Assembly:
-    """Collects one request's pieces: deltas while it streams, the Completion at its end."""
+    """Collects one request's pieces: deltas while it streams, the Completion at its end.
+
+    A cumulative piece (the whole text so far) hands out what it adds to the previous one. The
+    text only grows on our servers; should a server rewrite earlier text, the delta is what
+    follows the common prefix and the Completion's text is the last whole text.
+    """
 
     request_id: str
     start: float
@@ -406,6 +553,17 @@ class Assembly:
     input_tokens: int | None = None
     output_tokens: int | None = None
     deltas: int = 0
+    whole: str | None = None  # the last cumulative text (None: no cumulative piece yet)
+
+    def _new_text(self, piece: Piece) -> str:
+        if not piece.cumulative:
+            return piece.text
+        before, self.whole = self.whole or "", piece.text
+        if piece.text.startswith(before):
+            return piece.text[len(before):]
+        same = next((i for i, (a, b) in enumerate(zip(before, piece.text, strict=False))
+                     if a != b), min(len(before), len(piece.text)))
+        return piece.text[same:]
 
     def feed(self, piece: Piece, now: float) -> Delta | None:
         """Record ``piece`` received at ``now``; the Delta to hand out, or None (nothing new)."""
@@ -415,12 +573,13 @@ class Assembly:
             self.input_tokens = piece.input_tokens
         if piece.output_tokens is not None:
             self.output_tokens = piece.output_tokens
-        if not piece.text and piece.finish_reason is None:
+        text = self._new_text(piece)
+        if not text and piece.finish_reason is None:
             return None
-        if piece.text:
-            self.parts.append(piece.text)
+        if text:
+            self.parts.append(text)
             self.token_times.append(now)
-        d = Delta(piece.text, now, self.deltas, piece.finish_reason, piece.output_tokens)
+        d = Delta(text, now, self.deltas, piece.finish_reason, piece.output_tokens)
         self.deltas += 1
         return d
 
@@ -432,7 +591,8 @@ class Assembly:
     def completion(self, end: float, attempts: int = 1) -> Completion:
         timings = Timings(self.start, self.token_times[0] if self.token_times else None, end,
                           list(self.token_times))
-        return Completion("".join(self.parts), self.finish_reason, self.input_tokens,
+        text = self.whole if self.whole is not None else "".join(self.parts)
+        return Completion(text, self.finish_reason, self.input_tokens,
                           self.output_tokens, self.request_id, timings, attempts)
 
 

@@ -15,12 +15,16 @@ from typing import Any
 
 from tritonllm.client._errors import Cancelled, ClientError, Timeout, Unauthorized
 from tritonllm.client._logic import (
+    AUTO,
+    CLASSIC,
     Exchange,
     RequestSpec,
+    check_contract,
     model_input_names,
     parse_outputs,
     parse_url,
     plan_request,
+    resolve_contract,
     resolve_timeout,
 )
 from tritonllm.client._stop import Stopper
@@ -37,8 +41,8 @@ class Stream(Iterator[Delta]):
     """The deltas of one request, as they arrive. Sends the request on the first ``next()``.
 
     Leaving early — ``break`` (the stream is then garbage), :meth:`close`, or leaving its
-    ``with`` block — cancels the request on the server (for an ensemble, also by the
-    contract's ``stop``: see tritonllm.client._stop), as does a missed deadline.
+    ``with`` block — cancels the request on the server (for an ensemble or an llmapi model,
+    also by the contract's ``stop``: see tritonllm.client._stop), as does a missed deadline.
     :meth:`cancel` may be called from
     another thread; a thread blocked in ``next()`` then gets Cancelled. After the last delta,
     :attr:`completion` holds the whole result.
@@ -99,7 +103,7 @@ class Stream(Iterator[Delta]):
                 if call is not None:
                     call.cancel()
                     if isinstance(e, Timeout):  # the server would run on to the end
-                        self._client._stopper.stop(self._model, self.request_id)
+                        self._stop_on_server()
                 time.sleep(ex.on_error(e, time.perf_counter()))  # backoff before a retry
                 continue
             now = time.perf_counter()
@@ -111,13 +115,22 @@ class Stream(Iterator[Delta]):
                 ex.finish(now)
                 break
             outputs, final = response
-            delta = ex.on_response(parse_outputs(outputs), final, now)
+            delta = ex.on_response(parse_outputs(outputs, self._contract), final, now)
             if final:
                 self._call = None
                 call.release()
             if delta is not None:
                 return delta
         raise StopIteration
+
+    @property
+    def _contract(self) -> str:
+        """The contract the request went out in (classic until it is built)."""
+        return self._spec.contract if self._spec is not None else CLASSIC
+
+    def _stop_on_server(self) -> None:
+        """Have the Stopper end the request on the server (see tritonllm.client._stop)."""
+        self._client._stopper.stop(self._model, self.request_id, self._contract)
 
     def cancel(self) -> None:
         """Cancel the request on the server (thread-safe); no more deltas follow."""
@@ -126,7 +139,7 @@ class Stream(Iterator[Delta]):
             call, self._call = self._call, None
         if call is not None:
             call.cancel()
-            self._client._stopper.stop(self._model, self.request_id)
+            self._stop_on_server()
         if self._exchange is not None:
             self._exchange.cancel(time.perf_counter())
 
@@ -147,18 +160,22 @@ class LLMClient:
     """Blocking client for a tritonllm or tensorrtllm_backend model repository.
 
     ``url``: ``host:port`` or ``grpc://host:port`` (gRPC), ``http(s)://host:port`` (HTTP);
-    ``protocol`` overrides the scheme. ``model``: ``ensemble``, ``tensorrt_llm_bls`` or any
-    model with their contract. ``headers`` go with every call (auth for restricted endpoints).
-    ``timeout``: the default deadline of every call, seconds (None: none). ``retry``: see
-    :class:`RetryPolicy`.
+    ``protocol`` overrides the scheme. ``model``: ``ensemble``, ``tensorrt_llm_bls``,
+    ``llmapi`` or any model with one of their contracts. ``headers`` go with every call (auth
+    for restricted endpoints). ``timeout``: the default deadline of every call, seconds (None:
+    none). ``retry``: see :class:`RetryPolicy`. ``contract``: ``"auto"`` (each model's from its
+    metadata), ``"classic"`` (ensemble / BLS) or ``"llmapi"`` (NVIDIA's llmapi model); see
+    "Contracts" in :mod:`tritonllm.client._logic`.
     """
 
     def __init__(self, url: str = "localhost:8001", model: str = "ensemble", *,
                  protocol: str | None = None, headers: Mapping[str, str] | None = None,
                  ssl: bool = False, root_certificates: str | None = None,
-                 timeout: float | None = 60.0, retry: RetryPolicy | None = None) -> None:
+                 timeout: float | None = 60.0, retry: RetryPolicy | None = None,
+                 contract: str = AUTO) -> None:
         self.endpoint = parse_url(url, protocol, ssl)
         self.model = model
+        self.contract = check_contract(contract)
         self.timeout = timeout
         self.retry = retry if retry is not None else RetryPolicy()
         self._transport: SyncTransport = make_sync_transport(self.endpoint, headers,
@@ -197,9 +214,18 @@ class LLMClient:
                 sampling: dict[str, Any], where: str) -> Stream:
         r = plan_request(self.model, self.timeout, prompt, max_tokens, request_id=request_id,
                          timeout=timeout, model=model, stream=stream, sampling=sampling,
-                         where=where)
+                         where=where, contract=self.contract)
         return Stream(self, r.model, r.build, r.request_id,  # type: ignore[arg-type,unused-ignore]
                      r.timeout)
+
+    def model_contract(self, model: str | None = None,
+                       timeout: float | EllipsisType | None = DEFAULT) -> str:
+        """The contract requests to ``model`` go out in: ``"classic"`` or ``"llmapi"`` (from
+        the client's ``contract`` and the model's metadata, read once); InvalidRequest where a
+        forced contract contradicts the metadata."""
+        name = model or self.model
+        return resolve_contract(self.contract, name,
+                                self._model_inputs(name, self._deadline(timeout)))
 
     def _model_inputs(self, model: str, timeout: float | None) -> frozenset[str] | None:
         """The model's input names from its metadata (cached); None where metadata is refused."""

@@ -76,7 +76,8 @@ class Completion:
         text: the generated text (the prompt only if ``exclude_input_in_output=False``).
         finish_reason: ``"stop"``, ``"length"``, ... or None when the model does not say.
         input_tokens / output_tokens: token counts when the model reports them (our ensemble
-            and BLS when asked; see ``return_num_*_tokens``), else None.
+            and BLS when asked; see ``return_num_*_tokens``), else None (always for an llmapi
+            model: its contract has none).
         request_id: the id the request was sent with.
         timings: see :class:`Timings`.
         attempts: how many times the request was sent (retries + 1).

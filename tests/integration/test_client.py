@@ -189,7 +189,7 @@ def test_health_models_metadata(client: LLMClient) -> None:
     assert h.live and h.ready
     states = {m.name: m.state for m in client.models()}
     assert states == {m: "READY" for m in
-                      ["ensemble", "postprocessing", "preprocessing", "tensorrt_llm",
+                      ["ensemble", "llmapi", "postprocessing", "preprocessing", "tensorrt_llm",
                        "tensorrt_llm_bls"]}
     meta = client.metadata()
     assert meta["name"] == "ensemble"

@@ -191,6 +191,9 @@ def test_timings_without_text() -> None:
     (ErrorInfo("This API is restricted, expecting header 'apikey'", http_status=403),
      Unauthorized),
     (ErrorInfo("Exceeds maximum queue size", http_status=503), Overloaded),
+    # Triton's HTTP code for a CANCELLED error is 400 (the llmapi model's answer to `stop`)
+    (ErrorInfo("Request cancelled by client", http_status=400), Cancelled),
+    (ErrorInfo("top_p: cancelled is not a number", http_status=400), InvalidRequest),
     (ErrorInfo("down", http_status=503), Unavailable),
     (ErrorInfo("boom", http_status=500), ServerError),
 ])
