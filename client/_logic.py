@@ -64,6 +64,9 @@ from tritonllm.client._errors import (
 from tritonllm.client._types import Completion, Delta, RetryPolicy, Timings
 from tritonllm.contract import (
     BLS,
+    CONTRACT_AUTO,
+    CONTRACT_CHOICES,
+    CONTRACT_CLASSIC,
     CONTRACTS,
     ENSEMBLE,
     ENSEMBLE_IN,
@@ -131,8 +134,7 @@ TEXT_INPUT, MAX_TOKENS = ENSEMBLE_IN.text_input, ENSEMBLE_IN.max_tokens
 STREAM, TEXT_OUTPUT = ENSEMBLE_IN.stream, ENSEMBLE_OUT.text_output
 
 #: The contracts a client speaks (see "Contracts" above); ``AUTO`` picks one per model.
-AUTO, CLASSIC = "auto", "classic"
-CONTRACT_CHOICES = (AUTO, CLASSIC, LLMAPI)
+AUTO, CLASSIC = CONTRACT_AUTO, CONTRACT_CLASSIC
 #: The input whose declaration marks a model as speaking the llmapi contract.
 LLMAPI_MARK = LLMAPI_IN.sampling_param_max_tokens
 _FIELD_OF_CLASSIC = {name: f for f, name in REQUEST_FIELDS[ENSEMBLE].items()}

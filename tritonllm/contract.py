@@ -538,6 +538,11 @@ LLMAPI_CONTRACT = ModelContract(
         _t("total_draft_tokens", "INT32", 1, wire=_ONE),
     ),
 )
+#: The request contracts a client can speak: NVIDIA's classic tensorrtllm_backend one (the
+#: ensemble, the BLS model) and the llmapi one; "auto" picks one per model from its metadata.
+CONTRACT_CLASSIC = "classic"
+CONTRACT_AUTO = "auto"
+CONTRACT_CHOICES = (CONTRACT_AUTO, CONTRACT_CLASSIC, LLMAPI)
 #: Models served with max_batch_size 0 (their dims are whole shapes).
 UNBATCHED_MODELS = frozenset({LLMAPI})
 #: llmapi output -> the flag that asks for it (the others are sent always or never).
@@ -1091,6 +1096,9 @@ __all__ = [
     "BLS_OWN_INPUTS",
     "BLS_UNSUPPORTED_INPUTS",
     "CONTRACTS",
+    "CONTRACT_AUTO",
+    "CONTRACT_CHOICES",
+    "CONTRACT_CLASSIC",
     "CPU_UNSUPPORTED_INPUTS",
     "ENSEMBLE",
     "ENSEMBLE_CONTRACT",

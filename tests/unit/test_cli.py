@@ -49,3 +49,12 @@ def test_bad_option_value_names_the_option(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["build", str(tmp_path), "--engine", "cpu", "--out",
                                   str(tmp_path / "e"), "--max-batch-size", "0"])
     assert r.exit_code == 2 and "--max-batch-size" in r.output and "at least 1" in r.output
+
+
+def test_generate_takes_the_contract_choices_of_the_contract_module() -> None:
+    from tritonllm.contract import CONTRACT_CHOICES
+
+    help_text = CliRunner().invoke(main, ["generate", "--help"]).output
+    assert all(choice in help_text for choice in CONTRACT_CHOICES)
+    r = CliRunner().invoke(main, ["generate", "hi", "--contract", "nope"])
+    assert r.exit_code == 2 and "--contract" in r.output

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from tritonllm.cli._console import positive
+from tritonllm.contract import CONTRACT_AUTO, CONTRACT_CHOICES
 
 DEFAULT_URL = "localhost:8001"
 
@@ -54,11 +55,12 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _client(url: str, model: str, protocol: str | None, headers: dict[str, str], ssl: bool,
-            root_certificates: str | None, timeout: float) -> Any:
+            root_certificates: str | None, timeout: float,
+            contract: str = CONTRACT_AUTO) -> Any:
     from tritonllm.client import LLMClient
 
     return LLMClient(url, model, protocol=protocol, headers=headers or None, ssl=ssl,
-                     root_certificates=root_certificates, timeout=timeout)
+                     root_certificates=root_certificates, timeout=timeout, contract=contract)
 
 
 def _echo_json(obj: Any) -> None:
@@ -84,7 +86,11 @@ def completion_json(c: Any) -> dict[str, Any]:
 @click.argument("prompt")
 @connection_options
 @click.option("-m", "--model", default="ensemble", show_default=True,
-              help="ensemble, tensorrt_llm_bls, or any model with their contract.")
+              help="ensemble, tensorrt_llm_bls, llmapi, or any model with their contract.")
+@click.option("--contract", type=click.Choice(CONTRACT_CHOICES), default=CONTRACT_AUTO,
+              show_default=True,
+              help="The model's request contract: classic (tensorrtllm_backend's ensemble) "
+                   "or llmapi; auto reads it from the model's metadata.")
 @click.option("--stream/--no-stream", default=False, show_default=True,
               help="Print the text as it arrives.")
 @click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=64, show_default=True)
@@ -106,7 +112,8 @@ def completion_json(c: Any) -> dict[str, Any]:
               help="Print one JSON object: text, finish reason, token counts, timings.")
 def generate_cmd(prompt: str, url: str, protocol: str | None, headers: dict[str, str],
                  ssl: bool, root_certificates: str | None, timeout: float, model: str,
-                 stream: bool, max_tokens: int, as_json: bool, request_id: str | None,
+                 contract: str, stream: bool, max_tokens: int, as_json: bool,
+                 request_id: str | None,
                  stop: tuple[str, ...], bad_words: tuple[str, ...], include_input: bool,
                  **sampling: Any) -> None:
     """Generate text for PROMPT on a running server."""
@@ -117,7 +124,8 @@ def generate_cmd(prompt: str, url: str, protocol: str | None, headers: dict[str,
         options["bad_words"] = list(bad_words)
     if include_input:
         options["exclude_input_in_output"] = False
-    with _client(url, model, protocol, headers, ssl, root_certificates, timeout) as client:
+    with _client(url, model, protocol, headers, ssl, root_certificates, timeout,
+                 contract) as client:
         if not stream or as_json:
             completion = client.generate(prompt, max_tokens, request_id=request_id,
                                          stream=stream, **options)
