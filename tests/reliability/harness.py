@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy.typing as npt
 
+from tritonllm import contract as C
+
 STUB = "triton_python_backend_stub"
 SHM_DIR = Path("/dev/shm")
 #: Each stub's address space is capped at this (see :func:`cap_address_space`).
@@ -323,7 +325,8 @@ def signal_name(code: int | None) -> str:
 SLOTS, QUEUE = 4, 8  # engine slots (max_batch_size) and max_queue_size of the bounded server
 MODELS = ("ensemble", "tensorrt_llm_bls")
 ALL_MODELS = ("ensemble", "preprocessing", "tensorrt_llm", "postprocessing", "tensorrt_llm_bls")
-STUBS = 4  # one instance each of preprocessing, tensorrt_llm, postprocessing, tensorrt_llm_bls
+#: One stub per Python model (every model but the ensemble), one instance each (see render).
+STUBS = len(C.MODEL_NAMES) - 1
 
 
 @dataclass
