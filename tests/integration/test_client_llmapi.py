@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,23 +23,6 @@ pytestmark = pytest.mark.integration
 PROMPTS = ["The quick brown fox", "café 日本語 🙂 token stream"]
 N = 24
 DEADLINE = 60.0
-
-
-@pytest.fixture(scope="module")
-def server(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tritonllm.builders.repository import render_repository
-    from tritonllm.builders.validate import validate_repository
-    from tritonllm.server import ServerOptions, TritonServer
-    from tritonllm.settings import RepoSettings
-
-    repo = tmp_path_factory.mktemp("client_llmapi") / "repo"
-    render_repository(cpu_engine, repo, RepoSettings(
-        preprocessing_instance_count=1, bls_instance_count=1))
-    assert validate_repository(repo) == []
-    with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
-                                    startup_timeout=300,
-                                    log_file=repo.parent / "tritonserver.log")) as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import queue
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,23 +23,6 @@ from tritonllm.contract import LLMAPI, LLMAPI_DEFAULT_MAX_TOKENS, LLMAPI_NONE
 
 pytestmark = pytest.mark.integration
 PROMPT = "The quick brown fox"
-
-
-@pytest.fixture(scope="module")
-def server(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tritonllm.builders.repository import render_repository
-    from tritonllm.builders.validate import validate_repository
-    from tritonllm.server import ServerOptions, TritonServer
-    from tritonllm.settings import RepoSettings
-
-    repo = tmp_path_factory.mktemp("llmapi") / "repo"
-    render_repository(cpu_engine, repo, RepoSettings(
-        preprocessing_instance_count=1, bls_instance_count=1))
-    assert validate_repository(repo) == []
-    with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
-                                    startup_timeout=300,
-                                    log_file=repo.parent / "tritonserver.log")) as srv:
-        yield srv
 
 
 def llmapi_inputs(prompt: str = PROMPT, **params: Any) -> list[Any]:

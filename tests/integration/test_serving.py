@@ -24,23 +24,6 @@ from served import wait_engine_idle as _wait_engine_idle
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def server(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tritonllm.builders.repository import render_repository
-    from tritonllm.builders.validate import validate_repository
-    from tritonllm.server import ServerOptions, TritonServer
-    from tritonllm.settings import RepoSettings
-
-    repo = tmp_path_factory.mktemp("served") / "repo"
-    render_repository(cpu_engine, repo, RepoSettings(
-        preprocessing_instance_count=1, bls_instance_count=1))
-    assert validate_repository(repo) == []
-    log = repo.parent / "tritonserver.log"  # kept for post-mortems of a failed run
-    with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
-                                    startup_timeout=300, log_file=log)) as srv:
-        yield srv
-
-
 @pytest.fixture
 def stream(server: Any) -> Iterator[Stream]:
     s = Stream(server)
