@@ -50,6 +50,7 @@ from tritonllm.errors import ConfigError, RepositoryError
 from tritonllm.settings import (
     ENGINE_TARGETS,
     BLSParams,
+    CpuLLMAPIParams,
     CpuLLMParams,
     LLMAPIParams,
     PostprocessingParams,
@@ -62,7 +63,13 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "model_repository"
 MARKER = ".tritonllm-repo.json"
 ENGINE_SUBDIR = "tensorrt_llm/1/engine"
 TOKENIZER_SUBDIR = "tensorrt_llm/1/tokenizer"
-PYTHON_MODELS = (C.PREPROCESSING, C.POSTPROCESSING, C.BLS, C.LLMAPI)
+#: Per layout: served model -> the template folder in model_repository/ it is rendered from.
+LAYOUT_TEMPLATES: dict[str, dict[str, str]] = {
+    C.LAYOUT_CLASSIC: {name: name for name in C.LAYOUT_MODELS[C.LAYOUT_CLASSIC]},
+    C.LAYOUT_LLMAPI: {C.ENSEMBLE: C.BLS, C.LLM: "tensorrt_llm_llmapi", C.BLS: C.BLS},
+}
+#: Template folders whose model is not a Python model on the GPU target.
+_NOT_PYTHON_ON_GPU = frozenset({C.LLM, C.ENSEMBLE})
 
 Progress = Callable[[str], None]
 
@@ -95,10 +102,15 @@ def _environment() -> Any:
     return env
 
 
-def template_name(model: str, target: str) -> str:
-    """``<model>/config.<target>.pbtxt.j2`` if it exists, else ``<model>/config.pbtxt.j2``."""
-    specific = f"{model}/config.{target}.pbtxt.j2"
-    return specific if (TEMPLATES / specific).is_file() else f"{model}/config.pbtxt.j2"
+def template_name(folder: str, target: str) -> str:
+    """``<folder>/config.<target>.pbtxt.j2`` if it exists, else ``<folder>/config.pbtxt.j2``."""
+    specific = f"{folder}/config.{target}.pbtxt.j2"
+    return specific if (TEMPLATES / specific).is_file() else f"{folder}/config.pbtxt.j2"
+
+
+def resolve_layout(manifest: Manifest, settings: RepoSettings) -> str:
+    """The layout to render: the settings', else the classic one (see tritonllm.contract)."""
+    return settings.layout or C.LAYOUT_CLASSIC
 
 
 def parse_config(text: str, where: str) -> Any:
@@ -188,6 +200,7 @@ class RenderPlan:
     """Everything decided before any file is written."""
 
     target: str
+    layout: str
     max_batch_size: int
     end_id: int | None
     pad_id: int | None
@@ -216,7 +229,8 @@ def plan_render(manifest: Manifest, out: Path, settings: RepoSettings) -> Render
         engine_ref = f"{root.rstrip('/')}/{ENGINE_SUBDIR}"
     else:
         engine_ref = ENGINE_SUBDIR
-    return RenderPlan(target, mbs, end_id, pad_id, engine_ref, copy_engine)
+    return RenderPlan(target, resolve_layout(manifest, settings), mbs, end_id, pad_id,
+                      engine_ref, copy_engine)
 
 
 def _batching(settings: RepoSettings, delay: int, preserve_ordering: bool = False,
@@ -269,12 +283,29 @@ def model_parameters(
             max_seq_len=lim.max_seq_len, max_words=s.max_words, max_word_bytes=s.max_word_bytes,
         ).to_triton_parameters(),
     }
+    if plan.layout == C.LAYOUT_LLMAPI:
+        front = BLSParams(
+            tokenizer_dir=tok, accumulate_tokens=s.accumulate_tokens,
+            skip_special_tokens=s.skip_special_tokens, streaming=s.streaming,
+            max_words=s.max_words, max_word_bytes=s.max_word_bytes,
+            llm_contract=C.LAYOUT_LLMAPI, max_seq_len=lim.max_seq_len,
+        ).to_triton_parameters()
+        for name in ("preprocessing_model_name", "postprocessing_model_name"):
+            del front[name]  # not in this layout
+        params = {C.ENSEMBLE: front, C.BLS: front}
     if plan.target == "gpu":
         params[C.LLM] = trtllm_parameters(s, plan.engine_ref)
     elif s.extra_llm_parameters:
         raise ConfigError("extra_llm_parameters: only the gpu target (TensorRT-LLM) takes them")
     else:
-        params[C.LLM] = CpuLLMParams(
+        cpu_llm = CpuLLMAPIParams if plan.layout == C.LAYOUT_LLMAPI else CpuLLMParams
+        extra: dict[str, Any] = {} if plan.layout != C.LAYOUT_LLMAPI else {
+            "add_special_tokens": s.add_special_tokens,
+            "skip_special_tokens": s.skip_special_tokens,
+            "max_prompt_bytes": s.max_prompt_bytes, "max_words": s.max_words,
+            "max_word_bytes": s.max_word_bytes}
+        params[C.LLM] = cpu_llm(
+            **extra,
             engine_dir=Path(plan.engine_ref),
             max_num_seqs=plan.max_batch_size,
             max_num_batched_tokens=lim.max_num_tokens,
@@ -304,7 +335,7 @@ def render_configs(
     import jinja2
 
     env = _environment()
-    models = C.TargetModels(plan.target, settings.logits_datatype)
+    models = C.TargetModels(plan.target, settings.logits_datatype, plan.layout)
     params = model_parameters(manifest, plan, settings)
     s = settings
     # On CPU the decoupled Python models return from execute() at once, so Triton's queue in
@@ -345,12 +376,18 @@ def render_configs(
         # NVIDIA's llmapi model runs unbatched (max_batch_size 0, no dynamic batching).
         C.LLMAPI: {"instance_count": s.bls_instance_count},
     }
+    if plan.layout == C.LAYOUT_LLMAPI:
+        # The classic fronts are BLS models; the llmapi LLM runs unbatched, one instance (it
+        # holds the engine), as NVIDIA's.
+        per_model[C.ENSEMBLE] = per_model[C.BLS]
+        per_model[C.LLM] = {"instance_count": s.llm_instance_count}
     rendered = []
-    for name in C.MODEL_NAMES:
-        tname = template_name(name, plan.target)
+    for name in models.names:
+        folder = LAYOUT_TEMPLATES[plan.layout][name]
+        tname = template_name(folder, plan.target)
         try:
             text = env.get_template(tname).render(
-                template=tname, model=models[name], params=params[name],
+                template=tname, name=name, model=models[name], params=params[name],
                 **common, **per_model[name],
             )
         except jinja2.TemplateError as e:
@@ -362,9 +399,9 @@ def render_configs(
     return rendered
 
 
-def _copy_model_code(model: str, dest: Path) -> list[str]:
-    """Copy ``model_repository/<model>/1/**/*.py`` into ``dest/<model>/1/``."""
-    src = TEMPLATES / model / "1"
+def _copy_model_code(folder: str, model: str, dest: Path) -> list[str]:
+    """Copy ``model_repository/<folder>/1/**/*.py`` into ``dest/<model>/1/``."""
+    src = TEMPLATES / folder / "1"
     copied = []
     if src.is_dir():
         for f in sorted(src.rglob("*.py")):
@@ -431,8 +468,9 @@ def render_repository(
         for r in rendered:
             (work / r.name / "1").mkdir(parents=True, exist_ok=True)
             (work / r.name / "config.pbtxt").write_text(r.text, encoding="utf-8")
-            if r.name in PYTHON_MODELS or (r.name == C.LLM and plan.target == "cpu"):
-                code += _copy_model_code(r.name, work)
+            folder = LAYOUT_TEMPLATES[plan.layout][r.name]
+            if plan.target == "cpu" or folder not in _NOT_PYTHON_ON_GPU:
+                code += _copy_model_code(folder, r.name, work)
         say("copying tokenizer")
         _copy_tokenizer(engine_dir, manifest, work / TOKENIZER_SUBDIR)
         if plan.copy_engine:
@@ -440,6 +478,7 @@ def render_repository(
             _copy_engine(engine_dir, manifest, work / ENGINE_SUBDIR)
         marker = {
             "target": plan.target,
+            "layout": plan.layout,
             "engine": manifest.engine,
             "engine_cache_key": manifest.cache_key,
             "engine_ref": plan.engine_ref,

@@ -37,6 +37,7 @@ from tritonllm.errors import ConfigError, RepositoryError
 from tritonllm.settings import (
     BATCHING_STRATEGIES,
     LOGITS_DATATYPES,
+    LLMAPI_LAYOUT_PARAMS,
     PARAMS_BY_MODEL,
     flatten_parameters,
     parse_bool,
@@ -140,22 +141,36 @@ class _Validator:
                 self.add(d.name, CONFIG, "name",
                          f"{config.name!r} does not match its folder {d.name!r}")
             self.models[d.name] = _Model(d.name, d, config)
-        for name in (C.ENSEMBLE, C.PREPROCESSING, C.LLM, C.POSTPROCESSING):
+        needed = ((C.ENSEMBLE, C.LLM) if self.layout == C.LAYOUT_LLMAPI
+                  else (C.ENSEMBLE, C.PREPROCESSING, C.LLM, C.POSTPROCESSING))
+        for name in needed:
             if name not in self.models and not (self.repo / name).is_dir():
                 self.add(name, CONFIG, "file", "missing: the ensemble needs this model")
+
+    @property
+    def layout(self) -> str:
+        """The llmapi layout when ``tensorrt_llm`` takes text (the llmapi contract)."""
+        llm = self.models.get(C.LLM)
+        if llm is not None and any(t.name == C.LLMAPI_IN.text_input for t in llm.config.input):
+            return C.LAYOUT_LLMAPI
+        return C.LAYOUT_CLASSIC
 
     @property
     def target(self) -> str | None:
         llm = self.models.get(C.LLM)
         if llm is None:
             return None
+        if self.layout == C.LAYOUT_LLMAPI and str(llm.config.backend) == "python":
+            # NVIDIA's llmapi model on a GPU is configured by its model.yaml
+            return "gpu" if (llm.path / "1" / C.LLMAPI_MODEL_YAML).is_file() else "cpu"
         return {"tensorrtllm": "gpu", "python": "cpu"}.get(str(llm.config.backend))
 
     # --- per model ---------------------------------------------------------------------------
 
     def check_models(self) -> None:
+        llmapi_layout = self.layout == C.LAYOUT_LLMAPI
         for m in self.models.values():
-            if m.name in C.UNBATCHED_MODELS:
+            if m.name in C.UNBATCHED_MODELS or (llmapi_layout and m.name == C.LLM):
                 if m.config.max_batch_size != 0:
                     self.add(m.name, CONFIG, "max_batch_size",
                              f"{m.config.max_batch_size}: must be 0 (unbatched, as NVIDIA's "
@@ -163,12 +178,12 @@ class _Validator:
             elif m.config.max_batch_size < 1:
                 self.add(m.name, CONFIG, "max_batch_size",
                          f"{m.config.max_batch_size}: must be > 0 (requests are shaped [1, ...])")
-            if m.name == C.ENSEMBLE:
+            if m.name == C.ENSEMBLE and not llmapi_layout:
                 self.check_ensemble_model(m)
-            elif m.name == C.LLM:
+            elif m.name == C.LLM and not llmapi_layout:
                 self.check_llm_model(m)
-            elif m.name in (C.PREPROCESSING, C.POSTPROCESSING, C.BLS, C.LLMAPI) \
-                    and not m.is_python:
+            elif (m.name in (C.PREPROCESSING, C.POSTPROCESSING, C.BLS, C.LLMAPI)
+                  or llmapi_layout) and not m.is_python:
                 self.add(m.name, CONFIG, "backend", f"{m.config.backend!r}: expected \"python\"")
             if m.is_python:
                 if not (m.path / MODEL_PY).is_file():
@@ -214,7 +229,10 @@ class _Validator:
                     self.add(m.name, CONFIG, f"parameters.{key}", str(e).split(": ", 1)[-1])
 
     def check_python_params(self, m: _Model) -> None:
-        cls = PARAMS_BY_MODEL.get(m.name)
+        table = LLMAPI_LAYOUT_PARAMS if self.layout == C.LAYOUT_LLMAPI else PARAMS_BY_MODEL
+        cls = table.get(m.name)
+        if self.layout == C.LAYOUT_LLMAPI and m.name == C.LLM and self.target == "gpu":
+            cls = None  # NVIDIA's llmapi model reads model.yaml, not parameters
         if cls is None:
             return
         raw = flatten_parameters({k: {"string_value": v} for k, v in m.params.items()})
@@ -239,7 +257,11 @@ class _Validator:
 
     def check_contract(self, m: _Model) -> None:
         assert self.target is not None
-        want = C.TargetModels(self.target)[m.name]
+        models = C.TargetModels(self.target, layout=self.layout)
+        if m.name not in models.names:
+            self.add(m.name, CONFIG, "name", f"not a model of the {self.layout} layout")
+            return
+        want = models[m.name]
         for kind, declared, expected in (("input", m.config.input, want.inputs),
                                          ("output", m.config.output, want.outputs)):
             have = {t.name: t for t in declared}
@@ -411,6 +433,8 @@ class _Validator:
                          ("tensorrt_llm_draft_model_name", "")),
                  C.LLMAPI: (("preprocessing_model_name", C.PREPROCESSING),
                             ("tensorrt_llm_model_name", C.LLM))}
+        if self.layout == C.LAYOUT_LLMAPI:
+            calls = {front: (("tensorrt_llm_model_name", C.LLM),) for front in C.LLMAPI_FRONTS}
         llm = self.models.get(C.LLM)
         for caller, keys in calls.items():
             model = self.models.get(caller)

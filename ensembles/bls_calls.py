@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
-from tritonllm.contract import FINISH_REASON
+from tritonllm.contract import FINISH_REASON, LLMAPI_IN
 from tritonllm.ensembles.bls import PRE_TO_LLM
 from tritonllm.ensembles.cancellation import stop_request_inputs
 from tritonllm.errors import TritonLLMError
@@ -49,11 +50,13 @@ def _outputs(pb_utils: Any, response: Any) -> Outputs:
 class LLMStream:
     """The LLM model's responses to one BLS request, as output dicts; ``cancel()`` ends it."""
 
-    def __init__(self, pb_utils: Any, responses: Any, model: str, request_id: str) -> None:
+    def __init__(self, pb_utils: Any, responses: Any, model: str, request_id: str,
+                 stop_inputs: Callable[[], Outputs] = stop_request_inputs) -> None:
         self._pb = pb_utils
         self._responses = responses
         self._model = model
         self._request_id = request_id
+        self._stop_inputs = stop_inputs
 
     def __iter__(self) -> Iterator[Outputs]:
         for response in self._responses:
@@ -68,10 +71,11 @@ class LLMStream:
             return
         stop = self._pb.InferenceRequest(
             model_name=self._model, request_id=self._request_id,
-            inputs=[self._pb.Tensor(k, v) for k, v in stop_request_inputs().items()],
-            requested_output_names=[FINISH_REASON])
+            inputs=[self._pb.Tensor(k, v) for k, v in self._stop_inputs().items()],
+            requested_output_names=[FINISH_REASON])  # both LLM contracts declare it
         for response in stop.exec(decoupled=True):
-            if response.has_error():
+            # An llmapi model answers a stop with CANCELLED, as NVIDIA's does: it worked.
+            if response.has_error() and response.error().code() != self._pb.TritonError.CANCELLED:
                 _raise(self._pb, response.error())
 
 
@@ -97,4 +101,26 @@ def bls_callers(pb_utils: Any, preprocessing: str, llm: str
     return call_pre, call_llm
 
 
-__all__ = ["LLMStream", "UpstreamError", "bls_callers"]
+def llmapi_stop_inputs() -> Outputs:
+    """A llmapi ``stop`` request: ``stop`` true (``text_input`` is required, so an empty one)."""
+    return {LLMAPI_IN.text_input: np.array([b""], dtype=np.object_),
+            LLMAPI_IN.stop: np.array([True])}
+
+
+def llmapi_caller(pb_utils: Any, llm: str) -> Callable[[Outputs, list[str]], LLMStream]:
+    """``call_llm`` for :class:`~tritonllm.ensembles.classic_front.ClassicFront`: a streamed
+    request to the llmapi model named ``llm``, stopped with a llmapi ``stop`` request."""
+
+    def call_llm(inputs: Outputs, outputs: list[str]) -> LLMStream:
+        request_id = f"front-{uuid.uuid4().hex}"  # unique: a stop must hit this one only
+        request = pb_utils.InferenceRequest(
+            model_name=llm, request_id=request_id,
+            inputs=[pb_utils.Tensor(k, v) for k, v in inputs.items()],
+            requested_output_names=outputs)
+        return LLMStream(pb_utils, request.exec(decoupled=True), llm, request_id,
+                         llmapi_stop_inputs)
+
+    return call_llm
+
+
+__all__ = ["LLMStream", "UpstreamError", "bls_callers", "llmapi_caller", "llmapi_stop_inputs"]

@@ -409,6 +409,12 @@ class LLMService:
         worst, self._send_ms = self._send_ms, 0.0
         return worst
 
+    def stop(self, request_id: str) -> None:
+        """End the live requests with this request id (or the one request of this
+        ``request_key``), as a ``stop`` request does; a later request of an id stopped while
+        none was live is stopped when it comes (within ``EARLY_STOP_TTL_S``)."""
+        self._stop_by_id(request_id)
+
     def _stop_by_id(self, request_id: str) -> None:
         if not request_id:
             raise RequestError(IN.stop, "needs the request id of the request to stop")

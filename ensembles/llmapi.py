@@ -40,14 +40,13 @@ import numpy.typing as npt
 from tritonllm.contract import BLS_IN as CLASSIC
 from tritonllm.contract import BLS_OUT as CLASSIC_OUT
 from tritonllm.contract import (
-    ENSEMBLE,
+    CLASSIC_TO_LLMAPI,
     FINISH_CANCELLED,
     FINISH_REASON,
     LLMAPI,
     LLMAPI_DEFAULT_MAX_TOKENS,
     LLMAPI_FLAGGED_OUTPUTS,
     LLMAPI_NONE,
-    REQUEST_FIELDS,
     unsupported_inputs,
 )
 from tritonllm.contract import LLMAPI_IN as IN
@@ -67,8 +66,10 @@ from tritonllm.ensembles.senders import ResponseSink
 Arrays = Mapping[str, npt.NDArray[Any]]
 UNSUPPORTED = unsupported_inputs(LLMAPI)
 #: The classic (ensemble / BLS) input each llmapi input is passed on as.
-TO_CLASSIC: dict[str, str] = {
-    name: REQUEST_FIELDS[ENSEMBLE][field] for field, name in REQUEST_FIELDS[LLMAPI].items()}
+TO_CLASSIC: dict[str, str] = {name: classic for classic, name in CLASSIC_TO_LLMAPI.items()}
+#: llmapi count output -> the classic output it is read from (the same name).
+_COUNTS = tuple(name for name in (OUT.num_input_tokens, OUT.num_output_tokens)
+                if name in CLASSIC_OUT)
 _FROM_CLASSIC = {classic: name for name, classic in TO_CLASSIC.items()}
 CANCELLED_MESSAGE = "Request cancelled by client"  # NVIDIA's text, clients may match it
 
@@ -117,16 +118,9 @@ class _Relay:
         reason = wire.first_string(outputs[FINISH_REASON]) if FINISH_REASON in outputs else ""
         self.final = (reason, outputs)
 
-    def _outputs(self, finish: str, stop: str,
-                 cum_log_prob: float | None = None) -> dict[str, npt.NDArray[Any]]:
-        out = {OUT.text_output: wire.strings(LLMAPI, OUT.text_output, [self.text])}
-        if LLMAPI_FLAGGED_OUTPUTS[OUT.finish_reason] in self.flags:
-            out[OUT.finish_reason] = wire.strings(LLMAPI, OUT.finish_reason, [finish])
-        if LLMAPI_FLAGGED_OUTPUTS[OUT.stop_reason] in self.flags:
-            out[OUT.stop_reason] = wire.strings(LLMAPI, OUT.stop_reason, [stop])
-        if cum_log_prob is not None:
-            out[OUT.cumulative_logprob] = np.asarray([cum_log_prob], np.float32)
-        return out
+    def _outputs(self, finish: str, stop: str, cum_log_prob: float | None = None,
+                 counts: Mapping[str, int] | None = None) -> dict[str, npt.NDArray[Any]]:
+        return llmapi_outputs(self.text, self.flags, finish, stop, cum_log_prob, counts)
 
     def finish(self, stop_string: str | None) -> Outcome:
         """Send the final response held back by :meth:`send` (or say the request was
@@ -141,8 +135,28 @@ class _Relay:
                 and CLASSIC_OUT.cum_log_probs in outputs):
             cum = float(np.asarray(outputs[CLASSIC_OUT.cum_log_probs]).reshape(-1)[0])
         stop = stop_string if stop_string is not None else LLMAPI_NONE
-        self.sink.send(self._outputs(reason or LLMAPI_NONE, stop, cum), final=True)
+        counts = {name: int(np.asarray(outputs[name]).reshape(-1)[0])
+                  for name in _COUNTS if name in outputs}
+        self.sink.send(self._outputs(reason or LLMAPI_NONE, stop, cum, counts), final=True)
         return Outcome.SENT
+
+
+def llmapi_outputs(text: str, flags: frozenset[str], finish: str, stop: str,
+                   cum_log_prob: float | None = None,
+                   counts: Mapping[str, int] | None = None) -> dict[str, npt.NDArray[Any]]:
+    """One llmapi response as NVIDIA's model sends it: ``text_output``, and each flagged output
+    the request asked for (``flags``: the ``return_*`` inputs set)."""
+    out = {OUT.text_output: wire.strings(LLMAPI, OUT.text_output, [text])}
+    if LLMAPI_FLAGGED_OUTPUTS[OUT.finish_reason] in flags:
+        out[OUT.finish_reason] = wire.strings(LLMAPI, OUT.finish_reason, [finish])
+    if LLMAPI_FLAGGED_OUTPUTS[OUT.stop_reason] in flags:
+        out[OUT.stop_reason] = wire.strings(LLMAPI, OUT.stop_reason, [stop])
+    if cum_log_prob is not None:
+        out[OUT.cumulative_logprob] = np.asarray([cum_log_prob], np.float32)
+    for name, n in (counts or {}).items():
+        if LLMAPI_FLAGGED_OUTPUTS[name] in flags:
+            out[name] = np.asarray([n], np.int32)
+    return out
 
 
 class LLMAPIFront:
@@ -246,4 +260,4 @@ class LLMAPIFront:
                     self._live.pop(request_id, None)
 
 
-__all__ = ["CANCELLED_MESSAGE", "TO_CLASSIC", "LLMAPIFront", "Outcome"]
+__all__ = ["CANCELLED_MESSAGE", "TO_CLASSIC", "LLMAPIFront", "Outcome", "llmapi_outputs"]

@@ -493,6 +493,9 @@ BLS_CONTRACT = ModelContract(
 # (``sampling_param_return_perf_metrics`` is refused). Newer NVIDIA releases add LoRA and
 # ``image_url`` inputs; they are not declared here (not read at a pinned commit).
 
+#: The file NVIDIA's llmapi model reads its configuration from (``LLM()`` arguments and
+#: ``triton_config``), in the model's version folder.
+LLMAPI_MODEL_YAML = "model.yaml"
 #: The LLM API's ``SamplingParams.max_tokens`` default: a request without
 #: ``sampling_param_max_tokens`` generates this many tokens at most.
 LLMAPI_DEFAULT_MAX_TOKENS = 32
@@ -520,6 +523,15 @@ LLMAPI_CONTRACT = ModelContract(
         _opt("return_stop_reason", "BOOL", 1),
         _opt("return_cumulative_logprob", "BOOL", 1),
         _opt("stop", "BOOL", 1),
+        # Ours: SamplingParams fields of the LLM API that NVIDIA's model does not read, named
+        # as it names the others (sampling_param_<field>), so the classic front carries them.
+        *(_opt(f"sampling_param_{name}", dtype, 1, ours=True) for name, dtype in (
+            ("min_tokens", "INT32"), ("repetition_penalty", "FP32"),
+            ("length_penalty", "FP32"), ("end_id", "INT32"), ("pad_id", "INT32"))),
+        _opt("sampling_param_bad", "STRING", -1, ours=True),
+        # Ours: token counts, named and asked for as in the classic contract.
+        _opt("return_num_input_tokens", "BOOL", 1, ours=True),
+        _opt("return_num_output_tokens", "BOOL", 1, ours=True),
     ),
     outputs=(
         _t("text_output", "STRING", -1, wire=PER_SEQUENCE),
@@ -536,6 +548,8 @@ LLMAPI_CONTRACT = ModelContract(
         _t("acceptance_rate", "FP32", 1, wire=_ONE),
         _t("total_accepted_draft_tokens", "INT32", 1, wire=_ONE),
         _t("total_draft_tokens", "INT32", 1, wire=_ONE),
+        _t("num_input_tokens", "INT32", 1, ours=True, wire=_ONE),
+        _t("num_output_tokens", "INT32", 1, ours=True, wire=_ONE),
     ),
 )
 #: The request contracts a client can speak: NVIDIA's classic tensorrtllm_backend one (the
@@ -550,7 +564,26 @@ LLMAPI_FLAGGED_OUTPUTS: dict[str, str] = {
     "finish_reason": "return_finish_reason",
     "stop_reason": "return_stop_reason",
     "cumulative_logprob": "return_cumulative_logprob",
+    "num_input_tokens": "return_num_input_tokens",
+    "num_output_tokens": "return_num_output_tokens",
 }
+
+# --- layouts: which models a repository serves, and which contract each speaks ----------------
+#
+# ``classic``: NVIDIA's inflight_batcher_llm layout (token-level ``tensorrt_llm``, pre/post
+# processing, the ensemble, the BLS model) plus our ``llmapi`` front model. ``llmapi``: the
+# layout of NVIDIA's current stack, where ``tensorrt_llm`` itself speaks the llmapi contract
+# (text in, text out) and the classic ``ensemble`` / ``tensorrt_llm_bls`` contract is served by
+# Python models in front of it (there are no token-level steps to chain).
+LAYOUT_CLASSIC = "classic"
+LAYOUT_LLMAPI = "llmapi"
+LAYOUTS = (LAYOUT_CLASSIC, LAYOUT_LLMAPI)
+LAYOUT_MODELS: dict[str, tuple[str, ...]] = {
+    LAYOUT_CLASSIC: MODEL_NAMES,
+    LAYOUT_LLMAPI: (ENSEMBLE, LLM, BLS),
+}
+#: In the llmapi layout: the classic front models and the llmapi model they drive.
+LLMAPI_FRONTS = (ENSEMBLE, BLS)
 
 
 CONTRACTS: dict[str, ModelContract] = {
@@ -633,10 +666,18 @@ REQUEST_FIELDS[LLM] = {
 }
 REQUEST_FIELDS[LLMAPI] = {
     "prompt": "text_input", "streaming": "streaming", "max_tokens": "sampling_param_max_tokens",
-    "stop_words": "sampling_param_stop",
+    "stop_words": "sampling_param_stop", "bad_words": "sampling_param_bad",
+    "end_id": "sampling_param_end_id", "pad_id": "sampling_param_pad_id",
     "exclude_input_in_output": "sampling_param_exclude_input_from_output",
     **{f"sampling.{n}": f"sampling_param_{n}" for n in (
-        "temperature", "top_k", "top_p", "frequency_penalty", "presence_penalty", "seed")},
+        "temperature", "top_k", "top_p", "frequency_penalty", "presence_penalty", "seed",
+        "min_tokens", "repetition_penalty", "length_penalty")},
+}
+#: Classic (ensemble / BLS) input -> the llmapi input it is carried as: the request fields
+#: both read, and the count flags (same names).
+CLASSIC_TO_LLMAPI: dict[str, str] = {
+    **{REQUEST_FIELDS[ENSEMBLE][f]: name for f, name in REQUEST_FIELDS[LLMAPI].items()},
+    **{flag: flag for flag in ("return_num_input_tokens", "return_num_output_tokens")},
 }
 for _model, _fields in REQUEST_FIELDS.items():
     for _name in _fields.values():
@@ -975,6 +1016,25 @@ CPU_UNSUPPORTED_INPUTS: dict[str, object] = {
 #: What the BLS model refuses on every target.
 BLS_UNSUPPORTED_INPUTS = frozenset(unsupported_inputs(BLS))
 
+#: Classic inputs the llmapi model cannot carry, at the values that ask for nothing: the
+#: classic front lets these through (any other value of an input it cannot carry is refused).
+_FRONT_NEUTRAL: dict[str, object] = {
+    "beam_width": 1, "num_return_sequences": 1, "num_draft_tokens": 0,
+    **{name: False for name in ("return_log_probs", "return_context_logits",
+                                "return_generation_logits", "return_perf_metrics",
+                                "use_draft_logits")},
+}
+
+
+def llmapi_front_unsupported(model: str) -> dict[str, Unsupported]:
+    """What a classic front model (:data:`LLMAPI_FRONTS`) of the llmapi layout refuses: each of
+    its inputs that no llmapi input carries (:data:`CLASSIC_TO_LLMAPI`)."""
+    if model not in LLMAPI_FRONTS:
+        raise ValueError(f"{model!r} is not a classic front of the llmapi layout")
+    return {t.name: Unsupported(model, t.name, _FRONT_NEUTRAL.get(t.name),
+                                why="the llmapi engine behind this model (llmapi layout)")
+            for t in CONTRACTS[model].inputs if t.name not in CLASSIC_TO_LLMAPI}
+
 
 # --- parameter keys of NVIDIA's models (same source files) -----------------------------------
 
@@ -1065,17 +1125,20 @@ class TargetModels:
 
     target: str
     logits_dtype: str = LOGITS_DTYPE
+    layout: str = LAYOUT_CLASSIC
     models: dict[str, ModelContract] = field(init=False)
 
     def __post_init__(self) -> None:
         _check_target(self.target)
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; expected one of {LAYOUTS}")
         resolved = {
             name: ModelContract(
                 name,
                 with_logits_dtype(c.inputs_for(self.target), self.logits_dtype),
                 with_logits_dtype(c.outputs_for(self.target), self.logits_dtype),
             )
-            for name, c in CONTRACTS.items()
+            for name, c in layout_contracts(self.layout, self.target).items()
         }
         object.__setattr__(self, "models", resolved)
 
@@ -1083,8 +1146,27 @@ class TargetModels:
         return self.models[model]
 
     @property
+    def names(self) -> tuple[str, ...]:
+        return LAYOUT_MODELS[self.layout]
+
+    @property
     def steps(self) -> tuple[Step, ...]:
-        return ensemble_steps(self.target)
+        return ensemble_steps(self.target) if self.layout == LAYOUT_CLASSIC else ()
+
+
+def layout_contracts(layout: str, target: str) -> dict[str, ModelContract]:
+    """The contract of each model a ``layout`` repository serves on ``target``, by name.
+
+    In the llmapi layout ``tensorrt_llm`` has the llmapi tensors, and the ensemble is a Python
+    front that sends every output itself (``finish_reason`` on both targets)."""
+    if layout == LAYOUT_CLASSIC:
+        return {name: CONTRACTS[name] for name in LAYOUT_MODELS[layout]}
+    ens = CONTRACTS[ENSEMBLE]
+    return {
+        ENSEMBLE: replace(ens, outputs=tuple(replace(t, targets=BOTH) for t in ens.outputs)),
+        LLM: replace(LLMAPI_CONTRACT, name=LLM),
+        BLS: CONTRACTS[BLS],
+    }
 
 
 __all__ = [
@@ -1116,8 +1198,17 @@ __all__ = [
     "LLMAPI_DEFAULT_MAX_TOKENS",
     "LLMAPI_FLAGGED_OUTPUTS",
     "LLMAPI_IN",
+    "LLMAPI_MODEL_YAML",
     "LLMAPI_NONE",
     "LLMAPI_OUT",
+    "CLASSIC_TO_LLMAPI",
+    "LAYOUTS",
+    "LAYOUT_CLASSIC",
+    "LAYOUT_LLMAPI",
+    "LAYOUT_MODELS",
+    "LLMAPI_FRONTS",
+    "layout_contracts",
+    "llmapi_front_unsupported",
     "LLM_CONTRACT",
     "LLM_IN",
     "LLM_OUT",

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from tritonllm.contract import TARGETS
+from tritonllm.contract import LAYOUT_CLASSIC, LAYOUTS, TARGETS
 from tritonllm.errors import ConfigError
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
@@ -209,6 +209,10 @@ class RepoSettings:
     Serving:
         target: ``gpu`` (tensorrtllm backend) or ``cpu`` (Python backend, OpenVINO GenAI);
             None: from the engine (trtllm → gpu, cpu → cpu).
+        layout: ``classic`` (NVIDIA's inflight_batcher_llm models, a token-level
+            ``tensorrt_llm``, plus our ``llmapi`` front model) or ``llmapi`` (NVIDIA's current
+            stack: ``tensorrt_llm`` speaks the llmapi contract; ``ensemble`` and
+            ``tensorrt_llm_bls`` are classic fronts in front of it); None: from the engine.
         streaming: the LLM and BLS models are decoupled, so the ensemble streams.
         max_batch_size: Triton max_batch_size of every model; None: the engine's.
         max_queue_delay_microseconds: dynamic-batching delay of the LLM and BLS models.
@@ -251,6 +255,7 @@ class RepoSettings:
     """
 
     target: str | None = None
+    layout: str | None = None
     streaming: bool = True
     max_batch_size: int | None = None
     max_queue_delay_microseconds: int = 0
@@ -320,6 +325,7 @@ class RepoSettings:
                 raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
 
         choice("target", TARGETS)
+        choice("layout", LAYOUTS)
         choice("batching_strategy", BATCHING_STRATEGIES)
         choice("batch_scheduler_policy", BATCH_SCHEDULER_POLICIES)
         choice("logits_datatype", LOGITS_DATATYPES)
@@ -517,6 +523,27 @@ class CpuLLMParams(TritonParams):
 
 
 @dataclass(frozen=True)
+class CpuLLMAPIParams(CpuLLMParams):
+    """The llmapi layout's CPU ``tensorrt_llm``: NVIDIA's llmapi contract on the engine itself
+    (see tritonllm.ensembles.llmapi_local). The engine's parameters (:class:`CpuLLMParams`; the
+    tokenizer is the engine dir's), plus what its in-process preprocessing and llmapi front read:
+    add_special_tokens / skip_special_tokens, and the request bounds max_prompt_bytes,
+    max_words, max_word_bytes (see RepoSettings).
+    """
+
+    add_special_tokens: bool = RepoSettings.add_special_tokens
+    skip_special_tokens: bool = RepoSettings.skip_special_tokens
+    max_prompt_bytes: int | None = RepoSettings.max_prompt_bytes
+    max_words: int = RepoSettings.max_words
+    max_word_bytes: int = RepoSettings.max_word_bytes
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("max_prompt_bytes", "max_words", "max_word_bytes"):
+            self._check_min(key, 1)
+
+
+@dataclass(frozen=True)
 class BLSParams(TritonParams):
     """``tensorrt_llm_bls``: the ensemble's contract in one Python model calling the others.
 
@@ -525,7 +552,9 @@ class BLSParams(TritonParams):
     whole text so far instead of deltas. tokenizer_dir / skip_special_tokens: for stop strings
     and incremental detokenizing. streaming: the model is decoupled.
     max_words / max_word_bytes: request size bounds of ``stop_words`` and ``bad_words``, see
-    RepoSettings.
+    RepoSettings. llm_contract: what ``tensorrt_llm`` speaks: ``classic`` (token ids, called
+    after preprocessing) or ``llmapi`` (the llmapi layout: this model is a classic front over
+    it, for the ``ensemble`` too); max_seq_len: the engine's, bounding ``max_tokens`` there.
     """
 
     MODEL: ClassVar[str] = "tensorrt_llm_bls"
@@ -541,10 +570,13 @@ class BLSParams(TritonParams):
     streaming: bool = RepoSettings.streaming
     max_words: int = RepoSettings.max_words
     max_word_bytes: int = RepoSettings.max_word_bytes
+    llm_contract: str = LAYOUT_CLASSIC
+    max_seq_len: int | None = None
 
     def __post_init__(self) -> None:
-        for key in ("max_words", "max_word_bytes"):
+        for key in ("max_words", "max_word_bytes", "max_seq_len"):
             self._check_min(key, 1)
+        self._check_choice("llm_contract", LAYOUTS)
 
 
 @dataclass(frozen=True)
@@ -584,13 +616,22 @@ PARAMS_BY_MODEL: dict[str, type[TritonParams]] = {
     "tensorrt_llm_bls": BLSParams,
     "llmapi": LLMAPIParams,
 }
+#: The same, for the llmapi layout (tritonllm.contract.LAYOUTS) on CPU: the classic fronts take
+#: the BLS model's parameters and ``tensorrt_llm`` is the llmapi model on the engine.
+LLMAPI_LAYOUT_PARAMS: dict[str, type[TritonParams]] = {
+    "ensemble": BLSParams,
+    "tensorrt_llm": CpuLLMAPIParams,
+    "tensorrt_llm_bls": BLSParams,
+}
 
 __all__ = [
     "MAX_REQUEST_ID_BYTES",
     "MAX_WORD_LIST_IDS",
     "PARAMS_BY_MODEL",
     "BLSParams",
+    "CpuLLMAPIParams",
     "CpuLLMParams",
+    "LLMAPI_LAYOUT_PARAMS",
     "LLMAPIParams",
     "PostprocessingParams",
     "PreprocessingParams",

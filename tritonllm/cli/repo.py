@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from tritonllm.cli._console import non_negative, positive, progress_line
+from tritonllm.contract import LAYOUTS
 from tritonllm.settings import (
     BATCH_SCHEDULER_POLICIES,
     BATCHING_STRATEGIES,
@@ -25,7 +26,7 @@ from tritonllm.settings import (
 )
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RepoSettings)}
-_NONE_MEANS = {"target": "from the engine", "max_batch_size": "the engine's",
+_NONE_MEANS = {"target": "from the engine", "layout": "from the engine", "max_batch_size": "the engine's",
                "default_priority_level": "the middle level", "engine_path": "copy the engine",
                "server_repo_path": "--out's absolute path",
                "postprocessing_instance_count": "1 on a streaming cpu repository, else 4"}
@@ -67,6 +68,9 @@ def _parse_kv(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
               help="Repository to write (new, empty, or rendered before: replaced).")
 @_setting("target", "gpu (tensorrtllm backend) or cpu (Python backend); must suit the engine.",
           type=click.Choice(["gpu", "cpu"]))
+@_setting("layout", "classic (NVIDIA's inflight_batcher_llm models + an llmapi front) or llmapi "
+          "(NVIDIA's current stack: tensorrt_llm speaks the llmapi contract, ensemble and "
+          "tensorrt_llm_bls are classic fronts over it).", type=click.Choice(list(LAYOUTS)))
 @_bool("streaming", "Decoupled LLM and BLS models: the ensemble streams tokens.")
 @_setting("max_batch_size", "Triton max_batch_size of every model (<= the engine's).",
           type=int, callback=positive)
@@ -143,7 +147,7 @@ def repo_cmd(engine_dir: Path, out: Path, **options: Any) -> None:
     with progress_line() as say:
         render_repository(engine_dir, out, settings, progress=say)
     marker = json.loads((out / ".tritonllm-repo.json").read_text(encoding="utf-8"))
-    click.echo(f"rendered {marker['target']} repository in {out} "
+    click.echo(f"rendered {marker['target']} {marker['layout']}-layout repository in {out} "
                f"(engine {'copied' if marker['engine_copied'] else 'at ' + marker['engine_ref']})")
     problems = validate_repository(out)
     for p in problems:

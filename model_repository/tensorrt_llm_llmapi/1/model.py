@@ -1,0 +1,73 @@
+"""``tensorrt_llm`` of the llmapi layout: NVIDIA's llmapi contract on the CPU engine itself.
+
+Inputs/outputs: tritonllm.contract.LLMAPI_CONTRACT (text_input, streaming, sampling_param_*,
+return_*, stop → text_output, finish_reason, stop_reason, cumulative_logprob, token counts),
+unbatched as NVIDIA's model. Every request runs on its own worker thread: tokenizing, the
+OpenVINO GenAI engine (one engine thread, in-flight batching), stop strings and detokenizing,
+all in this process (tritonllm.ensembles.llmapi_local). The classic ``ensemble`` and
+``tensorrt_llm_bls`` of the layout call this model, as they call NVIDIA's on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import triton_python_backend_utils as pb_utils
+
+from tritonllm.ensembles.llm_model import build_service
+from tritonllm.ensembles.llm_service import QueueFull
+from tritonllm.ensembles.llmapi import CANCELLED_MESSAGE, Outcome
+from tritonllm.ensembles.llmapi_local import local_front
+from tritonllm.ensembles.processing import Preprocessor
+from tritonllm.ensembles.requests import RequestError
+from tritonllm.ensembles.senders import TritonSink
+from tritonllm.ensembles.tokenization import Tokenization, load_tokenizer, read_special_ids
+from tritonllm.settings import CpuLLMAPIParams, PreprocessingParams
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        p = CpuLLMAPIParams.from_triton_parameters(
+            config.get("parameters"), model_dir=Path(args["model_repository"]))
+        if pb_utils.using_decoupled_model_transaction_policy(config) != p.streaming:
+            raise pb_utils.TritonModelException(
+                "tensorrt_llm: parameter 'streaming' disagrees with model_transaction_policy")
+        tokenizer = load_tokenizer(p.engine_dir)
+        special = read_special_ids(p.engine_dir, tokenizer)
+        self.service = build_service(p, tokenizer, special)
+        pre = Preprocessor(
+            Tokenization(tokenizer, special, add_special_tokens=p.add_special_tokens), special,
+            PreprocessingParams(
+                tokenizer_dir=p.engine_dir, add_special_tokens=p.add_special_tokens,
+                end_id=p.end_id, pad_id=p.pad_id, max_input_len=p.max_input_len,
+                max_seq_len=p.max_seq_len, max_prompt_bytes=p.max_prompt_bytes,
+                max_words=p.max_words, max_word_bytes=p.max_word_bytes))
+        self.front, self.cancellations = local_front(
+            pre, self.service, tokenizer, skip_special_tokens=p.skip_special_tokens,
+            decoupled=p.streaming, max_words=p.max_words, max_word_bytes=p.max_word_bytes)
+
+    def _serve(self, request: Any) -> None:
+        sink = TritonSink(request.get_response_sender(), pb_utils)
+        try:
+            inputs = {t.name(): t.as_numpy() for t in request.inputs()}
+            if self.front.run(inputs, sink, request.request_id()) is Outcome.CANCELLED:
+                sink.fail(CANCELLED_MESSAGE, pb_utils.TritonError.CANCELLED)
+        except RequestError as e:
+            sink.fail(self.front.client_message(str(e)), pb_utils.TritonError.INVALID_ARG)
+        except QueueFull as e:
+            sink.fail(str(e), pb_utils.TritonError.UNAVAILABLE)
+        except Exception as e:  # report, never leave a request without its final response
+            sink.fail(f"tensorrt_llm: {e}", pb_utils.TritonError.INTERNAL)
+
+    def execute(self, requests: list[Any]) -> None:
+        for request in requests:
+            threading.Thread(target=self._serve, args=(request,), daemon=True).start()
+        return None
+
+    def finalize(self) -> None:
+        self.cancellations.close()
+        self.service.close()
