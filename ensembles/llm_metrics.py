@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from tritonllm.ensembles.cpu_engine import EngineStats
 
@@ -34,6 +34,7 @@ __all__ = [
     "LLMMetrics",
     "Metric",
     "MetricFactory",
+    "TritonMetricFactory",
     "MetricKind",
     "MetricSpec",
     "StatsSource",
@@ -172,3 +173,18 @@ class LLMMetrics:
             raise RuntimeError("the metrics thread is still running: stop() it first")
         self._metrics.clear()  # the last reference to a Metric: its C++ side clears it
         self._families.clear()
+
+
+class TritonMetricFactory:
+    """A :class:`MetricFactory` over the Python backend's custom metrics API, labelled with
+    the model's name. ``pb_utils`` is the stub's ``triton_python_backend_utils``; build this
+    in ``initialize`` (``pb_utils.MetricFamily`` exists once the stub runs the model)."""
+
+    def __init__(self, pb_utils: Any, model: str) -> None:
+        self._labels = {"model": model}
+        self._family = pb_utils.MetricFamily
+        self._kinds = {"gauge": self._family.GAUGE, "counter": self._family.COUNTER}
+
+    def __call__(self, name: str, doc: str, kind: MetricKind) -> tuple[object, Metric]:
+        family = self._family(name, doc, self._kinds[kind])
+        return family, family.Metric(self._labels)

@@ -44,9 +44,10 @@ def llmapi_inputs(prompt: str = PROMPT, **params: Any) -> list[Any]:
 class Responses:
     """One gRPC stream collecting every response (or error) per request id."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, model: str = LLMAPI) -> None:
         import tritonclient.grpc as grpcclient
 
+        self.model = model
         self.client = grpcclient.InferenceServerClient(server.grpc_address)
         self.queues: dict[str, queue.Queue[Any]] = {}
         self.last = ""
@@ -59,7 +60,7 @@ class Responses:
     def send(self, rid: str, inputs: list[Any]) -> None:
         self.last = rid
         self.queues.setdefault(rid, queue.Queue())
-        self.client.async_stream_infer(LLMAPI, inputs, request_id=rid,
+        self.client.async_stream_infer(self.model, inputs, request_id=rid,
                                        enable_empty_final_response=True)
 
     def first(self, rid: str) -> Any:
@@ -84,9 +85,16 @@ class Responses:
         self.client.close()
 
 
+@pytest.fixture(scope="module")
+def llmapi_model() -> str:
+    """The model speaking the llmapi contract: ``llmapi`` in the classic layout (a module
+    serving the llmapi layout overrides it with ``tensorrt_llm``)."""
+    return LLMAPI
+
+
 @pytest.fixture
-def responses(server: Any) -> Iterator[Responses]:
-    r = Responses(server)
+def responses(server: Any, llmapi_model: str) -> Iterator[Responses]:
+    r = Responses(server, llmapi_model)
     yield r
     r.close()
 
@@ -95,13 +103,13 @@ def text(result: Any, name: str = "text_output") -> str:
     return str(result.as_numpy(name)[0].decode())
 
 
-def test_the_model_declares_nvidias_llmapi_tensors(server: Any) -> None:
+def test_the_model_declares_nvidias_llmapi_tensors(server: Any, llmapi_model: str) -> None:
     import tritonclient.grpc as grpcclient
 
     from tritonllm.contract import LLMAPI_CONTRACT
 
     meta = grpcclient.InferenceServerClient(server.grpc_address).get_model_metadata(
-        LLMAPI, as_json=True)
+        llmapi_model, as_json=True)
     served = {t["name"]: (t["datatype"], [int(d) for d in t["shape"]]) for t in meta["inputs"]}
     assert served == {t.name: (t.dtype.replace("STRING", "BYTES"), list(t.dims))
                       for t in LLMAPI_CONTRACT.inputs}
@@ -153,11 +161,12 @@ def test_a_stop_string_ends_the_text_and_is_the_stop_reason(responses: Responses
     assert (text(only, "finish_reason"), text(only, "stop_reason")) == ("stop", stop)
 
 
-def test_stop_by_request_id_ends_the_request(server: Any, responses: Responses) -> None:
+def test_stop_by_request_id_ends_the_request(server: Any, responses: Responses,
+                                             llmapi_model: str) -> None:
     responses.send("long", llmapi_inputs(streaming=True, sampling_param_max_tokens=1000,
                                          return_finish_reason=True))
     responses.first("long")
-    stopper = Responses(server)
+    stopper = Responses(server, llmapi_model)
     try:
         stopper.send("long", [tensor("text_input", np.array([b""], dtype=object), "BYTES"),
                               tensor("stop", np.array([True]), "BOOL")])
@@ -170,8 +179,8 @@ def test_stop_by_request_id_ends_the_request(server: Any, responses: Responses) 
     wait_engine_idle(server)
 
 
-def test_a_client_cancel_frees_the_engine(server: Any) -> None:
-    r = Responses(server)
+def test_a_client_cancel_frees_the_engine(server: Any, llmapi_model: str) -> None:
+    r = Responses(server, llmapi_model)
     r.send("c", llmapi_inputs(streaming=True, sampling_param_max_tokens=1000))
     r.first("c")
     r.close(cancel=True)
@@ -190,11 +199,12 @@ BAD = [
 
 
 @pytest.mark.parametrize(("case", "field"), BAD, ids=[f for _, f in BAD])
-def test_bad_input_names_the_llmapi_input(server: Any, case: dict[str, Any], field: str) -> None:
+def test_bad_input_names_the_llmapi_input(server: Any, llmapi_model: str, case: dict[str, Any],
+                                          field: str) -> None:
     """Over gRPC the message names the input; over HTTP it is a 400 (INVALID_ARG) too."""
     case = dict(case)
     prompt = case.pop("prompt", PROMPT)
-    r = Responses(server)
+    r = Responses(server, llmapi_model)
     try:
         r.send("bad", llmapi_inputs(prompt, **case))
         _, err = r.all("bad")
@@ -202,7 +212,7 @@ def test_bad_input_names_the_llmapi_input(server: Any, case: dict[str, Any], fie
         r.close()
     assert err is not None and err.message().startswith(f"{field}: "), err
     body = json.dumps({"text_input": prompt, **case}).encode()
-    url = server.url_http.rstrip("/") + f"/v2/models/{LLMAPI}/generate"
+    url = server.url_http.rstrip("/") + f"/v2/models/{llmapi_model}/generate"
     with pytest.raises(urllib.error.HTTPError) as http:
         urllib.request.urlopen(urllib.request.Request(
             url, body, headers={"Content-Type": "application/json"}), timeout=60)
@@ -210,9 +220,9 @@ def test_bad_input_names_the_llmapi_input(server: Any, case: dict[str, Any], fie
     assert json.loads(http.value.read())["error"].startswith(f"{field}: ")
 
 
-def test_http_generate(server: Any, hf_text: Any) -> None:
+def test_http_generate(server: Any, hf_text: Any, llmapi_model: str) -> None:
     body = json.dumps({"text_input": PROMPT, "sampling_param_max_tokens": 12,
                        "sampling_param_exclude_input_from_output": True}).encode()
-    url = server.url_http.rstrip("/") + f"/v2/models/{LLMAPI}/generate"
+    url = server.url_http.rstrip("/") + f"/v2/models/{llmapi_model}/generate"
     with urllib.request.urlopen(urllib.request.Request(url, body), timeout=60) as resp:
         assert json.loads(resp.read())["text_output"] == hf_text(PROMPT, 12)

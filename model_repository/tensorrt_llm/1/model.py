@@ -18,7 +18,7 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from tritonllm.ensembles.llm_metrics import LLMMetrics, Metric, MetricKind
+from tritonllm.ensembles.llm_metrics import LLMMetrics, TritonMetricFactory
 from tritonllm.ensembles.llm_model import build_service
 from tritonllm.ensembles.llm_service import QueueFull
 from tritonllm.ensembles.requests import RequestError
@@ -28,20 +28,6 @@ from tritonllm.settings import CpuLLMParams
 
 METRICS_PERIOD_S = 0.25
 METRICS_JOIN_S = 5.0  # finalize waits this long for the metrics thread
-
-
-class _MetricFactory:
-    """tritonllm.ensembles.llm_metrics.MetricFactory over the custom metrics API."""
-
-    def __init__(self, model: str) -> None:
-        self._labels = {"model": model}
-        # pb_utils.MetricFamily exists once the stub runs the model, not when it imports it.
-        family = pb_utils.MetricFamily
-        self._kinds = {"gauge": family.GAUGE, "counter": family.COUNTER}
-
-    def __call__(self, name: str, doc: str, kind: MetricKind) -> tuple[object, Metric]:
-        family = pb_utils.MetricFamily(name, doc, self._kinds[kind])
-        return family, family.Metric(self._labels)
 
 
 class TritonPythonModel:
@@ -54,7 +40,7 @@ class TritonPythonModel:
                 "tensorrt_llm: parameter 'streaming' disagrees with model_transaction_policy")
         tokenizer = load_tokenizer(p.engine_dir)
         self.service = build_service(p, tokenizer, read_special_ids(p.engine_dir, tokenizer))
-        self.metrics = LLMMetrics(_MetricFactory(args["model_name"]))
+        self.metrics = LLMMetrics(TritonMetricFactory(pb_utils, args["model_name"]))
         self.metrics.start(self.service, METRICS_PERIOD_S)
 
     def execute(self, requests: list[Any]) -> None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
+from tritonllm.ensembles.llm_metrics import LLMMetrics, TritonMetricFactory
 from tritonllm.ensembles.llm_model import build_service
 from tritonllm.ensembles.llm_service import QueueFull
 from tritonllm.ensembles.llmapi import CANCELLED_MESSAGE, Outcome
@@ -26,6 +28,9 @@ from tritonllm.ensembles.requests import RequestError
 from tritonllm.ensembles.senders import TritonSink
 from tritonllm.ensembles.tokenization import Tokenization, load_tokenizer, read_special_ids
 from tritonllm.settings import CpuLLMAPIParams, PreprocessingParams
+
+METRICS_PERIOD_S = 0.25
+METRICS_JOIN_S = 5.0  # finalize waits this long for the metrics thread
 
 
 class TritonPythonModel:
@@ -49,6 +54,8 @@ class TritonPythonModel:
         self.front, self.cancellations = local_front(
             pre, self.service, tokenizer, skip_special_tokens=p.skip_special_tokens,
             decoupled=p.streaming, max_words=p.max_words, max_word_bytes=p.max_word_bytes)
+        self.metrics = LLMMetrics(TritonMetricFactory(pb_utils, args["model_name"]))
+        self.metrics.start(self.service, METRICS_PERIOD_S)
 
     def _serve(self, request: Any) -> None:
         sink = TritonSink(request.get_response_sender(), pb_utils)
@@ -64,10 +71,19 @@ class TritonPythonModel:
             sink.fail(f"tensorrt_llm: {e}", pb_utils.TritonError.INTERNAL)
 
     def execute(self, requests: list[Any]) -> None:
+        t0 = time.perf_counter()
         for request in requests:
             threading.Thread(target=self._serve, args=(request,), daemon=True).start()
+        self.metrics.executed((time.perf_counter() - t0) * 1000)
         return None
 
     def finalize(self) -> None:
+        """As the classic model's: stop the metrics thread, finish every request, and delete
+        the custom metrics while the stub is whole (see model_repository/tensorrt_llm)."""
+        stopped = self.metrics.stop(METRICS_JOIN_S)
         self.cancellations.close()
         self.service.close()
+        if not stopped:
+            return
+        self.metrics.close()
+        del self.metrics
