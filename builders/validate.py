@@ -36,8 +36,8 @@ from tritonllm.builders.manifest import MANIFEST, Manifest, read_manifest
 from tritonllm.errors import ConfigError, RepositoryError
 from tritonllm.settings import (
     BATCHING_STRATEGIES,
-    LOGITS_DATATYPES,
     LLMAPI_LAYOUT_PARAMS,
+    LOGITS_DATATYPES,
     PARAMS_BY_MODEL,
     flatten_parameters,
     parse_bool,

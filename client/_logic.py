@@ -145,6 +145,7 @@ LLMAPI_SAMPLING_INPUTS: dict[str, str] = {
     key: REQUEST_FIELDS[LLMAPI][_FIELD_OF_CLASSIC[name]]
     for key, name in SAMPLING_INPUTS.items()
     if _FIELD_OF_CLASSIC.get(name) in REQUEST_FIELDS[LLMAPI]}
+_LLMAPI = CONTRACTS[LLMAPI]
 LLMAPI_EXCLUDE = LLMAPI_IN.sampling_param_exclude_input_from_output
 #: The llmapi flag asking for ``finish_reason``.
 LLMAPI_FINISH_FLAG = LLMAPI_FLAGGED_OUTPUTS[LLMAPI_OUT.finish_reason]
@@ -344,13 +345,16 @@ def _classic_values(prompt: str, max_tokens: int, stream: bool, sampling: Mappin
 def _llmapi_values(model: str, prompt: str, max_tokens: int, stream: bool,
                    sampling: Mapping[str, Any],
                    declared: frozenset[str] | None) -> list[tuple[str, Any]]:
-    refused = sorted(k for k, v in sampling.items()
-                     if v is not None and k not in LLMAPI_SAMPLING_INPUTS)
+    # What this model takes: the llmapi inputs it declares (NVIDIA's model lacks our
+    # sampling_param_* additions), all of them where its metadata is unknown.
+    takes = {k: name for k, name in LLMAPI_SAMPLING_INPUTS.items()
+             if declared is None or name in declared or not _LLMAPI.input(name).ours}
+    refused = sorted(k for k, v in sampling.items() if v is not None and k not in takes)
     if refused:
         raise InvalidRequest(f"{', '.join(refused)}: model {model!r} speaks the llmapi "
-                             "contract, which has no input for "
+                             "contract and declares no input for "
                              f"{'this option' if len(refused) == 1 else 'these options'} (it "
-                             f"takes {', '.join(sorted(LLMAPI_SAMPLING_INPUTS))})")
+                             f"takes {', '.join(sorted(takes))})")
     options = {LLMAPI_SAMPLING_INPUTS[k]: v for k, v in sampling.items() if v is not None}
     # The generation only, as from the classic models, and its finish reason: asked for
     # where the model declares them (or its metadata is unknown).

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tritonllm.contract import BLS_IN as IN
+from tritonllm.contract import BLS_OUT as OUT
 from tritonllm.contract import (
     CLASSIC_TO_LLMAPI,
     FINISH_CANCELLED,
@@ -40,8 +42,6 @@ from tritonllm.contract import (
     LLMAPI_NONE,
     llmapi_front_unsupported,
 )
-from tritonllm.contract import BLS_IN as IN
-from tritonllm.contract import BLS_OUT as OUT
 from tritonllm.contract import LLMAPI_IN as API_IN
 from tritonllm.contract import LLMAPI_OUT as API_OUT
 from tritonllm.ensembles import wire
@@ -164,10 +164,7 @@ class ClassicFront:
             if stream and len(text) > sent:
                 self._send(sink, text if self.accumulate else text[sent:], "", {}, final=False)
                 sent = len(text)
-        if stream:
-            final = text if self.accumulate else text[sent:]
-        else:
-            final = prefix + text
+        final = (text if self.accumulate else text[sent:]) if stream else prefix + text
         self._send(sink, final, reason or FINISH_STOP, counts, final=True)
 
     def _send(self, sink: ResponseSink, text: str, reason: str,

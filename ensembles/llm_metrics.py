@@ -34,10 +34,10 @@ __all__ = [
     "LLMMetrics",
     "Metric",
     "MetricFactory",
-    "TritonMetricFactory",
     "MetricKind",
     "MetricSpec",
     "StatsSource",
+    "TritonMetricFactory",
 ]
 
 MetricKind = Literal["gauge", "counter"]

@@ -21,6 +21,8 @@ the classes defined here, then those defined next to the code that raises them (
     ├── QueueFull               the engine's wait queue is full (tritonllm.ensembles.llm_service)
     ├── UpstreamError           a model called over BLS refused a request, with its code
     │                           (tritonllm.ensembles.bls_calls)
+    ├── EngineFailed            the engine ended an accepted request with an error, in the
+    │                           llmapi layout's CPU model (tritonllm.ensembles.llmapi_local)
     ├── ToolError               perf_analyzer or genai-perf is missing or failed
     │                           (tritonllm.perf.drivers)
     ├── LoadError               a benchmark load could not be generated (tritonllm.perf.loadgen)

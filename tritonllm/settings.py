@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from tritonllm.contract import LAYOUT_CLASSIC, LAYOUTS, TARGETS
+from tritonllm.contract import LAYOUTS, TARGETS
 from tritonllm.errors import ConfigError
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
@@ -552,8 +552,8 @@ class BLSParams(TritonParams):
     whole text so far instead of deltas. tokenizer_dir / skip_special_tokens: for stop strings
     and incremental detokenizing. streaming: the model is decoupled.
     max_words / max_word_bytes: request size bounds of ``stop_words`` and ``bad_words``, see
-    RepoSettings. llm_contract: what ``tensorrt_llm`` speaks: ``classic`` (token ids, called
-    after preprocessing) or ``llmapi`` (the llmapi layout: this model is a classic front over
+    RepoSettings. llm_contract: what ``tensorrt_llm`` speaks: ``classic`` (None: token ids,
+    called after preprocessing) or ``llmapi`` (the llmapi layout: this model is a classic front over
     it, for the ``ensemble`` too); max_seq_len: the engine's, bounding ``max_tokens`` there.
     """
 
@@ -570,7 +570,7 @@ class BLSParams(TritonParams):
     streaming: bool = RepoSettings.streaming
     max_words: int = RepoSettings.max_words
     max_word_bytes: int = RepoSettings.max_word_bytes
-    llm_contract: str = LAYOUT_CLASSIC
+    llm_contract: str | None = None
     max_seq_len: int | None = None
 
     def __post_init__(self) -> None:
@@ -625,13 +625,13 @@ LLMAPI_LAYOUT_PARAMS: dict[str, type[TritonParams]] = {
 }
 
 __all__ = [
+    "LLMAPI_LAYOUT_PARAMS",
     "MAX_REQUEST_ID_BYTES",
     "MAX_WORD_LIST_IDS",
     "PARAMS_BY_MODEL",
     "BLSParams",
     "CpuLLMAPIParams",
     "CpuLLMParams",
-    "LLMAPI_LAYOUT_PARAMS",
     "LLMAPIParams",
     "PostprocessingParams",
     "PreprocessingParams",

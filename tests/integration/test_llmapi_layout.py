@@ -134,12 +134,16 @@ def test_the_fronts_return_the_llmapi_models_token_counts(server: Any, tiny_mode
 
 
 @pytest.mark.parametrize("model", FRONTS)
-def test_stop_words_reach_the_llmapi_model(stream: Stream, hf_text: Any, model: str) -> None:
+def test_stop_words_reach_the_llmapi_model(server: Any, hf_text: Any, model: str) -> None:
     reference = hf_text("The quick brown fox", 24)
     stop = reference.split()[3]
-    stream.send("sw", model, _inputs("The quick brown fox", 24, stream=True, stop_words=(
-        np.array([[stop.encode()]], dtype=object), "BYTES")))
-    pieces, err = stream.collect("sw")
+    s = Stream(server)
+    try:
+        s.send("sw", model, _inputs("The quick brown fox", 24, stream=True, stop_words=(
+            np.array([[stop.encode()]], dtype=object), "BYTES")))
+        pieces, err = s.collect("sw")
+    finally:
+        s.close()
     assert err is None and "".join(pieces) == reference[:reference.index(stop)]
 
 

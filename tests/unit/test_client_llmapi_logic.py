@@ -37,6 +37,8 @@ from tritonllm.contract import (
 )
 
 LLMAPI_INPUTS = frozenset(t.name for t in LLMAPI_CONTRACT.inputs)
+#: What NVIDIA's own llmapi model declares: the contract without our additions.
+NVIDIA_LLMAPI_INPUTS = frozenset(t.name for t in LLMAPI_CONTRACT.inputs if not t.ours)
 ENSEMBLE_INPUTS = frozenset(t.name for t in ENSEMBLE_CONTRACT.inputs)
 
 
@@ -75,7 +77,9 @@ def test_each_mapped_option_carries_the_same_request_field() -> None:
     assert set(LLMAPI_SAMPLING_INPUTS) < set(SAMPLING_INPUTS)
     assert set(LLMAPI_SAMPLING_INPUTS) == {"temperature", "top_k", "top_p", "seed", "stop",
                                            "presence_penalty", "frequency_penalty",
-                                           "exclude_input_in_output"}
+                                           "exclude_input_in_output", "min_tokens",
+                                           "repetition_penalty", "length_penalty", "bad_words",
+                                           "end_id", "pad_id"} & set(SAMPLING_INPUTS)
     for key, name in LLMAPI_SAMPLING_INPUTS.items():
         assert LLMAPI_CONTRACT.has_input(name)
         assert fields[name] == classic[SAMPLING_INPUTS[key]]
@@ -128,15 +132,20 @@ def test_the_prompt_can_be_asked_for_and_defaults_follow_the_metadata() -> None:
 
 
 def test_options_the_llmapi_contract_cannot_carry_are_refused_naming_them() -> None:
+    """NVIDIA's llmapi model declares none of our sampling_param_* additions: those options
+    are refused by name for it, and carried to ours (which declares them)."""
     with pytest.raises(InvalidRequest, match=r"^bad_words, min_tokens: model 'llmapi' speaks "
-                                             r"the llmapi contract.*it takes "
-                                             r"exclude_input_in_output, frequency_penalty"):
-        build_request("llmapi", "x", 4, stream=False, model_inputs=LLMAPI_INPUTS,
+                                             r"the llmapi contract and declares no input.*it "
+                                             r"takes exclude_input_in_output, frequency_penalty"):
+        build_request("llmapi", "x", 4, stream=False, model_inputs=NVIDIA_LLMAPI_INPUTS,
                       sampling={"min_tokens": 2, "bad_words": ["z"], "temperature": 0.0})
     with pytest.raises(InvalidRequest, match=r"^repetition_penalty: .*this option"):
-        build_request("llmapi", "x", 4, stream=False, model_inputs=LLMAPI_INPUTS,
+        build_request("llmapi", "x", 4, stream=False, model_inputs=NVIDIA_LLMAPI_INPUTS,
                       sampling={"repetition_penalty": 1.1})
-    spec = build_request("llmapi", "x", 4, stream=False, model_inputs=LLMAPI_INPUTS,
+    ours = build_request("llmapi", "x", 4, stream=False, model_inputs=LLMAPI_INPUTS,
+                         sampling={"min_tokens": 2, "bad_words": ["z"]})
+    assert {t.name for t in ours.inputs} >= {"sampling_param_min_tokens", "sampling_param_bad"}
+    spec = build_request("llmapi", "x", 4, stream=False, model_inputs=NVIDIA_LLMAPI_INPUTS,
                          sampling={"min_tokens": None})  # None: left out, nothing to refuse
     assert spec.contract == LLMAPI
     with pytest.raises(TypeError, match="'topk'"):  # unknown keywords stay TypeErrors
@@ -264,7 +273,7 @@ class ScriptedTransport:
         return call
 
     def metadata(self, model: str, timeout: float | None) -> dict[str, Any]:
-        inputs = LLMAPI_INPUTS if model == "served_llmapi" else ENSEMBLE_INPUTS
+        inputs = NVIDIA_LLMAPI_INPUTS if model == "served_llmapi" else ENSEMBLE_INPUTS
         return {"name": model, "inputs": [{"name": n} for n in sorted(inputs)]}
 
     def config(self, model: str, timeout: float | None) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from tritonllm.settings import (
 )
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RepoSettings)}
-_NONE_MEANS = {"target": "from the engine", "layout": "from the engine", "max_batch_size": "the engine's",
+_NONE_MEANS = {"target": "from the engine", "layout": "from the engine",
+               "max_batch_size": "the engine's",
                "default_priority_level": "the middle level", "engine_path": "copy the engine",
                "server_repo_path": "--out's absolute path",
                "postprocessing_instance_count": "1 on a streaming cpu repository, else 4"}
