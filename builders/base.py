@@ -94,9 +94,12 @@ class EngineBuilder(ABC):
                 f"architecture: the {self.name} engine cannot build {info.architecture}; "
                 f"it supports: {', '.join(sorted(self.architectures))}"
             )
-        for key in ("tp", "pp", "max_batch_size", "max_num_tokens"):
+        for key in ("tp", "pp", "ep", "max_batch_size", "max_num_tokens"):
             if getattr(settings, key) < 1:
                 raise ConfigError(f"{key}: must be at least 1, got {getattr(settings, key)}")
+        if settings.ep != 1 and self.name != "trtllm":
+            raise ConfigError(f"ep: expert parallelism is an option of the trtllm engine (LLM "
+                              f"API), not of {self.name}")
         if not self.parallel and (settings.tp, settings.pp) != (1, 1):
             raise ConfigError(f"tp/pp: the {self.name} engine runs on one device; use tp=1 pp=1")
         if info.num_heads % settings.tp or info.num_kv_heads % settings.tp:

@@ -48,6 +48,7 @@ from tritonllm.builders.base import check_output_dir
 from tritonllm.builders.manifest import MANIFEST, Manifest, read_manifest
 from tritonllm.errors import ConfigError, RepositoryError
 from tritonllm.settings import (
+    ENGINE_LAYOUTS,
     ENGINE_TARGETS,
     BLSParams,
     CpuLLMAPIParams,
@@ -109,8 +110,18 @@ def template_name(folder: str, target: str) -> str:
 
 
 def resolve_layout(manifest: Manifest, settings: RepoSettings) -> str:
-    """The layout to render: the settings', else the classic one (see tritonllm.contract)."""
-    return settings.layout or C.LAYOUT_CLASSIC
+    """The layout to render: the settings', else the engine's (:data:`ENGINE_LAYOUTS`). A
+    ``trtllm`` deployment (the LLM API) has no token-level model: only the llmapi layout."""
+    layout = settings.layout or ENGINE_LAYOUTS.get(manifest.engine, C.LAYOUT_CLASSIC)
+    if manifest.engine == "trtllm" and layout != C.LAYOUT_LLMAPI:
+        raise ConfigError(
+            f"layout: {layout!r} needs a token-level tensorrt_llm (TensorRT engines: build with "
+            "--legacy-engine); a trtllm (LLM API) deployment renders the llmapi layout")
+    if manifest.engine == "trtllm-legacy" and layout != C.LAYOUT_CLASSIC:
+        raise ConfigError(
+            f"layout: {layout!r} needs the LLM API; a trtllm-legacy engine is served by the "
+            "tensorrtllm backend (the classic layout)")
+    return layout
 
 
 def parse_config(text: str, where: str) -> Any:
@@ -193,6 +204,46 @@ def trtllm_parameters(settings: RepoSettings, gpt_model_path: str) -> dict[str, 
         for k, v in sorted(values.items(), key=lambda kv: order[kv[0]])
         if v is not None
     }
+
+
+def llmapi_model_yaml(engine_dir: Path, plan: RenderPlan, settings: RepoSettings) -> str:
+    """``tensorrt_llm/1/model.yaml`` of a GPU llmapi repository: the build's ``LLM()``
+    arguments (``model``: the checkpoint where the server sees it), the repository's runtime
+    settings that are LLM() arguments, ``--trtllm-param`` entries (values read as YAML), and
+    ``triton_config``; every key checked against the pinned TensorRT-LLM release."""
+    import yaml
+
+    from tritonllm.builders.llmapi_args import TRITON_CONFIG, check_llm_args
+    from tritonllm.builders.trtllm_llmapi import CHECKPOINT_DIR, read_llm_args
+
+    s = settings
+    args = read_llm_args(engine_dir)
+    args["model"] = f"{plan.engine_ref.rstrip('/')}/{CHECKPOINT_DIR}"
+    kv: dict[str, object] = {}
+    if s.kv_cache_free_gpu_mem_fraction is not None:
+        kv["free_gpu_memory_fraction"] = s.kv_cache_free_gpu_mem_fraction
+    kv["enable_block_reuse"] = s.enable_kv_cache_reuse
+    if s.max_tokens_in_paged_kv_cache is not None:
+        kv["max_tokens"] = s.max_tokens_in_paged_kv_cache
+    args["kv_cache_config"] = kv
+    if s.enable_chunked_context is not None:
+        args["enable_chunked_prefill"] = s.enable_chunked_context
+    args["max_beam_width"] = s.max_beam_width
+    args["max_batch_size"] = plan.max_batch_size
+    for key in ("iter_stats_max_iterations", "request_stats_max_iterations"):
+        if getattr(s, key) is not None:
+            args[key] = getattr(s, key)
+    for key, raw in s.extra_llm_parameters.items():
+        if key in args:
+            raise ConfigError(f"extra_llm_parameters: {key!r} is set by the build or its own "
+                              "option; set that instead")
+        args[key] = yaml.safe_load(raw)
+    args[TRITON_CONFIG] = {"max_batch_size": 0, "decoupled": s.streaming,
+                           "cancellation_check_period_ms": s.cancellation_check_period_ms}
+    check_llm_args(args, "extra_llm_parameters (model.yaml)")
+    head = ("# Rendered by `tritonllm repo`: TensorRT-LLM LLM() arguments (checked against the "
+            "pinned release)\n# + triton_config, as NVIDIA's llmapi model reads them.\n")
+    return head + yaml.safe_dump(args, sort_keys=False)
 
 
 @dataclass(frozen=True)
@@ -293,7 +344,9 @@ def model_parameters(
         for name in ("preprocessing_model_name", "postprocessing_model_name"):
             del front[name]  # not in this layout
         params = {C.ENSEMBLE: front, C.BLS: front}
-    if plan.target == "gpu":
+    if plan.target == "gpu" and plan.layout == C.LAYOUT_LLMAPI:
+        params[C.LLM] = {}  # NVIDIA's llmapi model reads model.yaml (llmapi_model_yaml)
+    elif plan.target == "gpu":
         params[C.LLM] = trtllm_parameters(s, plan.engine_ref)
     elif s.extra_llm_parameters:
         raise ConfigError("extra_llm_parameters: only the gpu target (TensorRT-LLM) takes them")
@@ -471,6 +524,9 @@ def render_repository(
             folder = LAYOUT_TEMPLATES[plan.layout][r.name]
             if plan.target == "cpu" or folder not in _NOT_PYTHON_ON_GPU:
                 code += _copy_model_code(folder, r.name, work)
+        if plan.target == "gpu" and plan.layout == C.LAYOUT_LLMAPI:
+            (work / C.LLM / "1" / C.LLMAPI_MODEL_YAML).write_text(
+                llmapi_model_yaml(engine_dir, plan, settings), encoding="utf-8")
         say("copying tokenizer")
         _copy_tokenizer(engine_dir, manifest, work / TOKENIZER_SUBDIR)
         if plan.copy_engine:

@@ -20,6 +20,7 @@ class BuildSettings:
         dtype: compute/weight dtype; ``auto`` picks the engine's default for the checkpoint.
         quantization: engine-specific weight/activation quantization, or ``None``.
         tp / pp: tensor / pipeline parallel sizes (TensorRT-LLM only).
+        ep: MoE expert parallel size (the trtllm engine, LLM API; 1: none).
         max_batch_size: most sequences decoded together (in-flight batch slots).
         max_input_len: longest prompt in tokens.
         max_seq_len: longest prompt + generated tokens.
@@ -36,6 +37,7 @@ class BuildSettings:
     quantization: str | None = None
     tp: int = 1
     pp: int = 1
+    ep: int = 1
     max_batch_size: int = 64
     max_input_len: int | None = None
     max_seq_len: int | None = None

@@ -1,4 +1,9 @@
-"""GPU engine: TensorRT-LLM engines for Triton's ``tensorrtllm`` backend (in-flight batching).
+"""GPU engine, legacy path (``trtllm-legacy``): TensorRT engines for Triton's ``tensorrtllm`` backend.
+
+TensorRT-LLM removed this path after its 1.2.1 release; it is kept for pinned images up to
+:data:`~tritonllm.builders.llmapi_args.LEGACY_LAST_IMAGE` and chosen explicitly
+(``tritonllm build --engine trtllm --legacy-engine``). The current path is the ``trtllm``
+engine (tritonllm.builders.trtllm_llmapi: an LLM API deployment, PyTorch backend).
 
 Where it runs: inside NGC's ``nvcr.io/nvidia/tritonserver:<yy.mm>-trtllm-python-py3`` image, or
 on a host with an NVIDIA GPU and ``pip install tensorrt_llm``. It needs a TensorRT-LLM with the
@@ -40,6 +45,7 @@ from typing import ClassVar
 
 from tritonllm.builders.base import EngineBuilder, Progress, package_versions, register, run_logged
 from tritonllm.builders.checkpoint import SUPPORTED_ARCHITECTURES, CheckpointInfo
+from tritonllm.builders.llmapi_args import LEGACY_LAST_IMAGE
 from tritonllm.builders.manifest import EngineLimits
 from tritonllm.builders.settings import BuildSettings
 from tritonllm.errors import BuildError, ConfigError, EngineUnavailable
@@ -202,8 +208,9 @@ def calibration(settings: BuildSettings) -> tuple[str, int]:
 
 @register
 class TrtllmBuilder(EngineBuilder):
-    name = "trtllm"
-    description = "TensorRT-LLM engine (NVIDIA GPU; NGC tritonserver:*-trtllm-python-py3 image)"
+    name = "trtllm-legacy"
+    description = ("TensorRT-LLM TensorRT engines, trtllm-build (legacy; NGC images up to "
+                   f"{LEGACY_LAST_IMAGE.rsplit(':', 1)[-1]})")
     dtypes: ClassVar[tuple[str, ...]] = ("auto", "float16", "bfloat16", "float32")
     quantizations: ClassVar[tuple[str, ...]] = ALL_QUANTIZATIONS
     architectures: ClassVar[frozenset[str]] = frozenset(
@@ -220,26 +227,27 @@ class TrtllmBuilder(EngineBuilder):
         python = trtllm_python()
         if python is None:
             raise EngineUnavailable(
-                f"engine trtllm: {PYTHON_ENV}={raw!r} is not an executable Python; {WHERE}")
+                f"engine trtllm-legacy: {PYTHON_ENV}={raw!r} is not an executable Python; {WHERE}")
         found = probe(python)
         build_tool = trtllm_build(python)
         if found is None or not found.importable:
             missing = f"tensorrt_llm is not installed for {python}"
             if build_tool is None:
                 raise EngineUnavailable(
-                    f"engine trtllm: {missing} and trtllm-build is not on PATH; {WHERE}")
-            raise EngineUnavailable(f"engine trtllm: {missing} (set {PYTHON_ENV} to the Python "
+                    f"engine trtllm-legacy: {missing} and trtllm-build is not on PATH; {WHERE}")
+            raise EngineUnavailable(f"engine trtllm-legacy: {missing} (set {PYTHON_ENV} to the Python "
                                     f"that has it); {WHERE}")
         version = found.versions.get("tensorrt_llm", "absent")
         if build_tool is None:
             raise EngineUnavailable(
-                f"engine trtllm: trtllm-build is not on PATH (tensorrt_llm {version} is "
-                f"installed for {python}; releases without the TensorRT engine backend no "
-                f"longer ship trtllm-build); {WHERE}")
+                f"engine trtllm-legacy: trtllm-build is not on PATH (tensorrt_llm {version} is "
+                f"installed for {python}; TensorRT-LLM after 1.2.1 no longer ships it: use "
+                f"an image up to {LEGACY_LAST_IMAGE}, or the current path, --engine trtllm "
+                f"without --legacy-engine); {WHERE}")
         parsed = _version_tuple(version)
         if parsed is not None and parsed < MIN_VERSION:
             raise EngineUnavailable(
-                f"engine trtllm: tensorrt_llm {version} is too old (this builder needs "
+                f"engine trtllm-legacy: tensorrt_llm {version} is too old (this builder needs "
                 f"{MIN_VERSION[0]}.{MIN_VERSION[1]} or newer for trtllm-build --kv_cache_type); "
                 f"{WHERE}")
 
@@ -348,7 +356,7 @@ class TrtllmBuilder(EngineBuilder):
         python = trtllm_python()
         tool = trtllm_build(python)
         if python is None or tool is None:  # ensure_available ran; the host changed since
-            raise EngineUnavailable(f"engine trtllm: TensorRT-LLM disappeared mid-build; {WHERE}")
+            raise EngineUnavailable(f"engine trtllm-legacy: TensorRT-LLM disappeared mid-build; {WHERE}")
         dtype = resolve_dtype(settings, info)
         ranks = settings.tp * settings.pp
         q = settings.quantization

@@ -36,6 +36,7 @@ from tritonllm.builders.manifest import MANIFEST, Manifest, read_manifest
 from tritonllm.errors import ConfigError, RepositoryError
 from tritonllm.settings import (
     BATCHING_STRATEGIES,
+    ENGINE_TARGETS,
     LLMAPI_LAYOUT_PARAMS,
     LOGITS_DATATYPES,
     PARAMS_BY_MODEL,
@@ -457,7 +458,10 @@ class _Validator:
     # --- engine, limits, tokenizer -----------------------------------------------------------
 
     def _param_path(self, m: _Model, key: str) -> Path | None:
-        raw = m.params.get(key, "").strip()
+        return self._repo_path(m, m.params.get(key, ""))
+
+    def _repo_path(self, m: _Model, raw: str) -> Path | None:
+        raw = raw.strip()
         if not raw or "${" in raw:
             return None
         p = resolve_path(Path(raw), m.path)
@@ -471,10 +475,51 @@ class _Validator:
                 return candidate
         return p
 
+    def check_llmapi_model_yaml(self, llm: _Model) -> None:
+        """A GPU llmapi model: its model.yaml holds only LLM() arguments of the pinned
+        release and a triton_config that agrees with config.pbtxt; ``model`` is a checkpoint."""
+        from tritonllm.ensembles.llmapi_trtllm import load_model_yaml
+
+        file = f"1/{C.LLMAPI_MODEL_YAML}"
+        try:
+            args, triton = load_model_yaml(llm.path / "1" / C.LLMAPI_MODEL_YAML)
+        except ConfigError as e:
+            self.add(C.LLM, file, "content", str(e).split(": ", 1)[-1])
+            return
+        if bool(triton.get("decoupled", False)) != llm.decoupled:
+            self.add(C.LLM, file, "triton_config.decoupled",
+                     f"{str(bool(triton.get('decoupled', False))).lower()} but "
+                     f"model_transaction_policy.decoupled is {str(llm.decoupled).lower()}")
+        if triton.get("max_batch_size", 0) != 0:
+            self.add(C.LLM, file, "triton_config.max_batch_size",
+                     f"{triton.get('max_batch_size')}: must be 0 (NVIDIA's llmapi model is "
+                     "unbatched)")
+        checkpoint = self._repo_path(llm, str(args.get("model", "")))
+        if checkpoint is None:
+            self.add(C.LLM, file, "model", "missing (the checkpoint LLM() loads)")
+            return
+        if not checkpoint.is_absolute() or not checkpoint.is_dir():
+            if checkpoint.is_absolute():
+                self.add(C.LLM, file, "model", f"checkpoint {checkpoint} does not exist")
+            return  # a hub id or a relative path: the server resolves it
+        if not (checkpoint / "config.json").is_file() or not any(
+                checkpoint.glob("*.safetensors")):
+            self.add(C.LLM, file, "model",
+                     f"{checkpoint} holds no Hugging Face checkpoint (config.json, *.safetensors)")
+        engine = checkpoint.parent
+        if (engine / MANIFEST).is_file():
+            try:
+                self.manifest = read_manifest(engine)
+            except RepositoryError as e:
+                self.add(C.LLM, file, "model", str(e))
+
     def check_engine(self) -> None:
         llm = self.models.get(C.LLM)
         target = self.target
         if llm is None or target is None:
+            return
+        if self.layout == C.LAYOUT_LLMAPI and target == "gpu":
+            self.check_llmapi_model_yaml(llm)
             return
         key = "gpt_model_path" if target == "gpu" else "engine_dir"
         engine = self._param_path(llm, key)
@@ -503,7 +548,7 @@ class _Validator:
             self.add(C.LLM, CONFIG, field, str(e))
             return
         self.manifest = manifest
-        want = {"trtllm": "gpu", "cpu": "cpu"}.get(manifest.engine)
+        want = ENGINE_TARGETS.get(manifest.engine)
         if want != target:
             self.add(C.LLM, CONFIG, "backend",
                      f"{llm.config.backend!r} cannot run the {manifest.engine!r} engine "

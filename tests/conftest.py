@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 from collections.abc import Callable
@@ -38,8 +40,17 @@ def cpu_engine(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 #: Files of a FAKE engine dir, per engine: placeholders, since the renderer and the validator
 #: never open engine files.
 _FAKE_ENGINE_FILES = {
-    "trtllm": {"config.json": '{"fake": "FAKE TensorRT-LLM engine config for tests"}\n',
-               "rank0.engine": "FAKE ENGINE\n"},
+    "trtllm-legacy": {"config.json": '{"fake": "FAKE TensorRT-LLM engine config for tests"}\n',
+                      "rank0.engine": "FAKE ENGINE\n"},
+    # An LLM API deployment: the LLM() arguments are real (the renderer reads them), the
+    # checkpoint's weights a placeholder.
+    "trtllm": {"llm_args.json": json.dumps({
+        "model": "checkpoint", "backend": "pytorch", "tensor_parallel_size": 1,
+        "pipeline_parallel_size": 1, "max_batch_size": 8, "max_num_tokens": 2048,
+        "max_input_len": 255, "max_seq_len": 256, "dtype": "float16",
+        "trust_remote_code": False, "enable_chunked_prefill": False}, indent=2) + "\n",
+        "checkpoint/config.json": '{"fake": "FAKE Hugging Face config for tests"}\n',
+        "checkpoint/model.safetensors": "FAKE WEIGHTS\n"},
     "cpu": {name: "FAKE\n" for name in (
         "openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml",
         "openvino_tokenizer.bin", "openvino_detokenizer.xml", "openvino_detokenizer.bin")},
@@ -50,20 +61,22 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 
 @pytest.fixture(scope="session")
 def fake_engine(tiny_model: Path) -> Callable[..., Path]:
-    """``fake_engine(dest, engine="trtllm", limits=None)``: a FAKE engine dir for ``engine``
-    (trtllm or cpu) at ``dest``: a real manifest and the tiny model's real tokenizer, with
+    """``fake_engine(dest, engine="trtllm-legacy", limits=None)``: a FAKE engine dir for ``engine``
+    (trtllm-legacy, trtllm or cpu) at ``dest``: a real manifest and the tiny model's real tokenizer, with
     placeholder engine files (GPU engines cannot be built here). ``limits`` defaults to
     max_batch_size 8, max_input_len 255, max_seq_len 256, max_num_tokens 2048, vocabulary 1000,
     bos 1, eos 2, pad 3."""
     from tritonllm.builders.manifest import EngineLimits, Manifest, list_files
 
-    def make(dest: Path, engine: str = "trtllm", limits: EngineLimits | None = None) -> Path:
+    def make(dest: Path, engine: str = "trtllm-legacy", limits: EngineLimits | None = None
+             ) -> Path:
         if limits is None:
             limits = EngineLimits(max_batch_size=8, max_input_len=255, max_seq_len=256,
                                   max_num_tokens=2048, vocab_size=1000, bos_token_id=1,
                                   eos_token_ids=(2,), pad_token_id=3)
         dest.mkdir(parents=True)
         for name, text in _FAKE_ENGINE_FILES[engine].items():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             (dest / name).write_text(text, encoding="utf-8")
         (dest / "tokenizer").mkdir()
         for name in _TOKENIZER_FILES:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from tritonllm.contract import LAYOUTS, TARGETS
+from tritonllm.contract import LAYOUT_CLASSIC, LAYOUT_LLMAPI, LAYOUTS, TARGETS
 from tritonllm.errors import ConfigError
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
@@ -39,7 +39,9 @@ FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 #: Keys that Triton or its Python backend reserve; accepted and ignored by every model.
 RESERVED_KEYS = frozenset({"EXECUTION_ENV_PATH", "FORCE_CPU_ONLY_INPUT_TENSORS"})
 
-ENGINE_TARGETS = {"trtllm": "gpu", "cpu": "cpu"}  # manifest.engine → target
+ENGINE_TARGETS = {"trtllm": "gpu", "trtllm-legacy": "gpu", "cpu": "cpu"}  # manifest.engine
+#: manifest.engine → the layout its repository is rendered in unless told otherwise.
+ENGINE_LAYOUTS = {"trtllm": LAYOUT_LLMAPI, "trtllm-legacy": LAYOUT_CLASSIC, "cpu": LAYOUT_CLASSIC}
 BATCHING_STRATEGIES = ("inflight_fused_batching", "inflight_batching")
 BATCH_SCHEDULER_POLICIES = ("guaranteed_no_evict", "max_utilization")
 LOGITS_DATATYPES = ("FP32", "FP16", "BF16")
@@ -625,6 +627,7 @@ LLMAPI_LAYOUT_PARAMS: dict[str, type[TritonParams]] = {
 }
 
 __all__ = [
+    "ENGINE_LAYOUTS",
     "LLMAPI_LAYOUT_PARAMS",
     "MAX_REQUEST_ID_BYTES",
     "MAX_WORD_LIST_IDS",

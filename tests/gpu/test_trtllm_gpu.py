@@ -48,7 +48,7 @@ def cuda() -> Any:
 def _engine(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, name: str,
             **options: Any) -> Path:
     out = tmp_path_factory.mktemp("trtllm") / name
-    build(BuildSettings(checkpoint=tiny_model, engine="trtllm", out=out, **LIMITS, **options))
+    build(BuildSettings(checkpoint=tiny_model, engine="trtllm-legacy", out=out, **LIMITS, **options))
     return out
 
 
@@ -152,7 +152,7 @@ def test_fp16_engine_files_and_build_config(fp16_engine: Path) -> None:
 
 
 def test_second_build_is_a_cache_hit(fp16_engine: Path, tiny_model: Path) -> None:
-    again = build(BuildSettings(checkpoint=tiny_model, engine="trtllm", out=fp16_engine,
+    again = build(BuildSettings(checkpoint=tiny_model, engine="trtllm-legacy", out=fp16_engine,
                                 **LIMITS))
     assert again.cached
 

@@ -479,7 +479,7 @@ def test_python_parameter_keys_extend_the_official_ones() -> None:
 @pytest.fixture(scope="module")
 def gpu_repo(fake_engine: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("contract")
-    engine = fake_engine(root / "engine", "trtllm")
+    engine = fake_engine(root / "engine", "trtllm-legacy")
     return render_repository(engine, root / "repo", RepoSettings(server_repo_path="/models"))
 
 

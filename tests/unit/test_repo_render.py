@@ -40,7 +40,7 @@ UPDATE_GOLDEN = os.environ.get("TRITONLLM_UPDATE_GOLDEN") == "1"
 @pytest.fixture(scope="module")
 def fake_gpu_engine(fake_engine: Callable[..., Path],
                     tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fake_engine(tmp_path_factory.mktemp("fake") / "gpu", "trtllm")
+    return fake_engine(tmp_path_factory.mktemp("fake") / "gpu", "trtllm-legacy")
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,7 @@ def test_request_size_bounds_reach_the_models_that_check_them(fake_cpu_engine: P
 
 @pytest.mark.parametrize(("settings", "message"), [
     (RepoSettings(max_batch_size=9), "max_batch_size: 9 exceeds the engine's max_batch_size 8"),
-    (RepoSettings(target="cpu"), "target: 'cpu' cannot serve a 'trtllm' engine"),
+    (RepoSettings(target="cpu"), "target: 'cpu' cannot serve a 'trtllm-legacy' engine"),
     (RepoSettings(extra_llm_parameters={"no_such_key": "1"}),
      "extra_llm_parameters: 'no_such_key' is not a parameter of the tensorrtllm backend"),
     (RepoSettings(extra_llm_parameters={"enable_kv_cache_reuse": "true"}),
@@ -260,7 +260,7 @@ def test_refuses_to_overwrite_a_foreign_directory(fake_cpu_engine: Path, tmp_pat
 
 def test_missing_engine_files_are_refused(fake_engine: Callable[..., Path],
                                           tmp_path: Path) -> None:
-    engine = fake_engine(tmp_path / "e", "trtllm")
+    engine = fake_engine(tmp_path / "e", "trtllm-legacy")
     (engine / "rank0.engine").unlink()
     with pytest.raises(RepositoryError, match=r"rank0\.engine"):
         render_repository(engine, tmp_path / "repo")

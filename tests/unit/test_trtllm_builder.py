@@ -81,7 +81,7 @@ def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
 
 
 def _settings(model: Path, out: Path, **kw: Any) -> BuildSettings:
-    return BuildSettings(checkpoint=model, engine="trtllm", out=out, **kw)
+    return BuildSettings(checkpoint=model, engine="trtllm-legacy", out=out, **kw)
 
 
 def _convert_argv(fake: FakeTools, model: Path, ckpt: str, *tail: str, dtype: str = "float16",
@@ -281,10 +281,10 @@ def test_limits_pass_through(tiny_model: Path, tmp_path: Path, fake_tools: FakeT
 
 def test_cli_build(tiny_model: Path, tmp_path: Path, fake_tools: FakeTools) -> None:
     out = tmp_path / "engine"
-    r = CliRunner().invoke(main, ["build", str(tiny_model), "--engine", "trtllm", "--out",
+    r = CliRunner().invoke(main, ["build", str(tiny_model), "--engine", "trtllm", "--legacy-engine", "--out",
                                   str(out), "--quantization", "int8", "--max-batch-size", "4"])
     assert r.exit_code == 0, r.output
-    assert f"built trtllm engine in {out}" in r.output
+    assert f"built trtllm-legacy engine in {out}" in r.output
     assert _recorded_flag(fake_tools, "python", "--quantization") == "int8_wo"
     assert _recorded_flag(fake_tools, "trtllm-build", "--max_batch_size") == "4"
 
@@ -322,7 +322,7 @@ def test_new_tensorrt_llm_version_invalidates_the_cache(
 def _assert_one_line_pointing_at_ngc(err: EngineUnavailable) -> str:
     msg = str(err)
     assert "\n" not in msg
-    assert msg.startswith("engine trtllm: ")
+    assert msg.startswith("engine trtllm-legacy: ")
     assert WHERE in msg and "pip install tensorrt_llm" in msg
     return msg
 
@@ -344,11 +344,11 @@ def test_cli_prints_the_unavailable_line(tiny_model: Path, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv(PYTHON_ENV, raising=False)
-    r = CliRunner().invoke(main, ["build", str(tiny_model), "--engine", "trtllm",
+    r = CliRunner().invoke(main, ["build", str(tiny_model), "--engine", "trtllm", "--legacy-engine",
                                   "--out", str(tmp_path / "engine")])
     assert r.exit_code == 1
     line = r.output.strip().splitlines()[-1]
-    assert line.startswith("error: engine trtllm: ") and WHERE in line
+    assert line.startswith("error: engine trtllm-legacy: ") and WHERE in line
     assert "Traceback" not in r.output
 
 
@@ -466,7 +466,7 @@ def test_incomplete_conversion_is_caught(tiny_model: Path, tmp_path: Path,
         ({"quantization": "smoothquant", "extra": {"calib_size": 0}},
          "calib_size: expected a positive integer, got 0"),
         ({"quantization": "nvfp4"},
-         "quantization: the trtllm engine cannot do 'nvfp4'; it supports: int8_wo, int4_wo, "
+         "quantization: the trtllm-legacy engine cannot do 'nvfp4'; it supports: int8_wo, int4_wo, "
          "int4_awq, fp8, smoothquant"),
         ({"max_seq_len": 2048}, "max_seq_len: 2048 exceeds the model's max_position_embeddings"),
     ],
@@ -484,7 +484,7 @@ def test_invalid_combinations(tiny_model: Path, tmp_path: Path, fake_tools: Fake
     ("architecture", "options", "message"),
     [
         ("GPTNeoXForCausalLM", {},
-         "architecture: the trtllm engine cannot build GPTNeoXForCausalLM; it supports: "
+         "architecture: the trtllm-legacy engine cannot build GPTNeoXForCausalLM; it supports: "
          "GPT2LMHeadModel, GemmaForCausalLM, LlamaForCausalLM, MistralForCausalLM, "
          "Phi3ForCausalLM, PhiForCausalLM, Qwen2ForCausalLM"),
         ("PhiForCausalLM", {"quantization": "int8_wo"},

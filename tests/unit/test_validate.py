@@ -29,7 +29,7 @@ def clean(fake_engine: Callable[..., Path],
     """Freshly rendered repositories (with the real model code) per flavour."""
     root = tmp_path_factory.mktemp("validate")
     engines = {"cpu": fake_engine(root / "engine-cpu", "cpu"),
-               "gpu": fake_engine(root / "engine-gpu", "trtllm")}
+               "gpu": fake_engine(root / "engine-gpu", "trtllm-legacy")}
     repos = {}
     for flavour, engine, settings in (
         ("cpu", "cpu", RepoSettings()),

@@ -7,9 +7,13 @@ from typing import Any
 
 import click
 
+from tritonllm.builders.llmapi_args import LEGACY_LAST_IMAGE
 from tritonllm.cli._console import positive, progress_line
 
-ENGINE_NAMES = ("cpu", "trtllm")  # kept in sync with the builder registry by a unit test
+#: --engine choices, and the registered engine each one builds (--legacy-engine: the other).
+ENGINE_CHOICES = ("cpu", "trtllm")
+LEGACY_ENGINE = "trtllm-legacy"
+ENGINE_NAMES = (*ENGINE_CHOICES, LEGACY_ENGINE)  # = the builder registry (a unit test checks)
 
 
 @click.command("make-tiny-model")
@@ -28,21 +32,27 @@ def make_tiny_model_cmd(out: Path, size: str, seed: int) -> None:
 
 @click.command("build")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--engine", type=click.Choice(ENGINE_NAMES), required=True,
-              help="cpu: OpenVINO (any host); trtllm: TensorRT-LLM (NVIDIA GPU).")
+@click.option("--engine", type=click.Choice(ENGINE_CHOICES), required=True,
+              help="cpu: OpenVINO (any host); trtllm: TensorRT-LLM (NVIDIA GPU), a deployment "
+                   "for its LLM API (PyTorch backend).")
+@click.option("--legacy-engine", is_flag=True,
+              help="trtllm: build TensorRT engines with trtllm-build instead, for the "
+                   f"tensorrtllm backend of pinned images (up to {LEGACY_LAST_IMAGE}).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Engine directory.")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
               default="auto", show_default=True)
 @click.option("--quantization",
               type=click.Choice(["int8", "int4", "int8_wo", "int4_wo", "int4_awq", "fp8",
-                                 "smoothquant"]),
-              help="cpu: int8|int4 weight compression; trtllm: int8_wo|int4_wo|int4_awq|fp8|"
-                   "smoothquant.")
+                                 "nvfp4", "w4a8_awq", "smoothquant"]),
+              help="cpu: int8|int4 weight compression; trtllm: ModelOpt fp8|nvfp4|int4_awq|"
+                   "w4a8_awq; --legacy-engine: int8_wo|int4_wo|int4_awq|fp8|smoothquant.")
 @click.option("--group-size", type=int, callback=positive, help="int4 group size (cpu).")
 @click.option("--tp", type=int, default=1, show_default=True, callback=positive,
               help="Tensor parallel size (trtllm).")
 @click.option("--pp", type=int, default=1, show_default=True, callback=positive,
               help="Pipeline parallel size (trtllm).")
+@click.option("--ep", type=int, default=1, show_default=True, callback=positive,
+              help="MoE expert parallel size (trtllm, LLM API).")
 @click.option("--max-batch-size", type=int, default=64, show_default=True, callback=positive)
 @click.option("--max-input-len", type=int, callback=positive,
               help="Longest prompt [default: min(1024, max-seq-len - 1)].")
@@ -52,10 +62,15 @@ def make_tiny_model_cmd(out: Path, size: str, seed: int) -> None:
               help="Most tokens in one engine step.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow checkpoint-provided code.")
 @click.option("--force", is_flag=True, help="Rebuild even if the engine is up to date.")
-def build_cmd(checkpoint: Path, engine: str, out: Path, **options: Any) -> None:
+def build_cmd(checkpoint: Path, engine: str, out: Path, legacy_engine: bool,
+              **options: Any) -> None:
     """Compile CHECKPOINT (a Hugging Face folder, safetensors) into an engine in OUT."""
     from tritonllm.builders import BuildSettings, build
 
+    if legacy_engine:
+        if engine != "trtllm":
+            raise click.UsageError("--legacy-engine: only with --engine trtllm")
+        engine = LEGACY_ENGINE
     settings = BuildSettings(checkpoint=checkpoint, engine=engine, out=out, **options)
     with progress_line() as say:
         result = build(settings, progress=say)

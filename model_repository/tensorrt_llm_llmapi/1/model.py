@@ -1,4 +1,10 @@
-"""``tensorrt_llm`` of the llmapi layout: NVIDIA's llmapi contract on the CPU engine itself.
+"""``tensorrt_llm`` of the llmapi layout: NVIDIA's llmapi contract, on either target.
+
+GPU (a ``model.yaml`` beside this file, as NVIDIA's llmapi model has): TensorRT-LLM's LLM API,
+``tensorrt_llm.LLM(**model.yaml)`` on the PyTorch backend, one request per worker thread
+(tritonllm.ensembles.llmapi_trtllm). Not run on a GPU yet.
+
+CPU (no model.yaml; the engine in the ``engine_dir`` parameter):
 
 Inputs/outputs: tritonllm.contract.LLMAPI_CONTRACT (text_input, streaming, sampling_param_*,
 return_*, stop → text_output, finish_reason, stop_reason, cumulative_logprob, token counts),
@@ -18,6 +24,7 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
+from tritonllm.contract import LLMAPI_MODEL_YAML
 from tritonllm.ensembles.llm_metrics import LLMMetrics, TritonMetricFactory
 from tritonllm.ensembles.llm_model import build_service
 from tritonllm.ensembles.llm_service import QueueFull
@@ -36,6 +43,10 @@ METRICS_JOIN_S = 5.0  # finalize waits this long for the metrics thread
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
+        model_yaml = Path(__file__).with_name(LLMAPI_MODEL_YAML)
+        if model_yaml.is_file():
+            self._initialize_llm_api(config, model_yaml)
+            return
         p = CpuLLMAPIParams.from_triton_parameters(
             config.get("parameters"), model_dir=Path(args["model_repository"]))
         if pb_utils.using_decoupled_model_transaction_policy(config) != p.streaming:
@@ -57,6 +68,32 @@ class TritonPythonModel:
         self.metrics = LLMMetrics(TritonMetricFactory(pb_utils, args["model_name"]))
         self.metrics.start(self.service, METRICS_PERIOD_S)
 
+    def _initialize_llm_api(self, config: dict[str, Any], model_yaml: Path) -> None:
+        """GPU: the LLM API engine that model.yaml describes (TensorRT-LLM, PyTorch)."""
+        from tensorrt_llm import LLM, SamplingParams  # the NGC image's TensorRT-LLM
+
+        from tritonllm.ensembles.llmapi_trtllm import LLMAPIEngineFront, load_model_yaml
+
+        llm_args, triton = load_model_yaml(model_yaml)
+        decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
+        if bool(triton.get("decoupled", False)) != decoupled:
+            raise pb_utils.TritonModelException(
+                "tensorrt_llm: model.yaml triton_config.decoupled disagrees with "
+                "model_transaction_policy")
+        llm = LLM(**llm_args)
+        tokenizer = llm.tokenizer
+        end_id = tokenizer.eos_token_id
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_id
+        limits = LLMAPIEngineFront.limits_for(
+            len(tokenizer), end_id, pad_id, llm_args.get("max_seq_len"))
+        period = float(triton.get("cancellation_check_period_ms", 100)) / 1000
+        self.front = LLMAPIEngineFront(llm, SamplingParams, limits, decoupled=decoupled,
+                                       cancel_check_s=period)
+        self.llm = llm
+        self.service = None
+        self.metrics = None
+        self.cancellations = None
+
     def _serve(self, request: Any) -> None:
         sink = TritonSink(request.get_response_sender(), pb_utils)
         try:
@@ -64,7 +101,7 @@ class TritonPythonModel:
             if self.front.run(inputs, sink, request.request_id()) is Outcome.CANCELLED:
                 sink.fail(CANCELLED_MESSAGE, pb_utils.TritonError.CANCELLED)
         except RequestError as e:
-            sink.fail(self.front.client_message(str(e)), pb_utils.TritonError.INVALID_ARG)
+            sink.fail(str(e), pb_utils.TritonError.INVALID_ARG)
         except QueueFull as e:
             sink.fail(str(e), pb_utils.TritonError.UNAVAILABLE)
         except Exception as e:  # report, never leave a request without its final response
@@ -74,12 +111,16 @@ class TritonPythonModel:
         t0 = time.perf_counter()
         for request in requests:
             threading.Thread(target=self._serve, args=(request,), daemon=True).start()
-        self.metrics.executed((time.perf_counter() - t0) * 1000)
+        if self.metrics is not None:
+            self.metrics.executed((time.perf_counter() - t0) * 1000)
         return None
 
     def finalize(self) -> None:
         """As the classic model's: stop the metrics thread, finish every request, and delete
         the custom metrics while the stub is whole (see model_repository/tensorrt_llm)."""
+        if self.service is None:  # GPU: the LLM API engine
+            self.llm.shutdown()
+            return
         stopped = self.metrics.stop(METRICS_JOIN_S)
         self.cancellations.close()
         self.service.close()

@@ -1,0 +1,204 @@
+"""The llmapi layout's GPU ``tensorrt_llm``: the llmapi contract served by TensorRT-LLM's LLM API.
+
+What NVIDIA's ``triton_backend/all_models/llmapi`` model does, written for this project (facts
+from its ``model.py`` / ``helpers.py`` at the commits named in :mod:`tritonllm.contract`):
+
+* ``model.yaml`` beside the model code: ``triton_config`` is Triton's (``max_batch_size``,
+  ``decoupled``, ``cancellation_check_period_ms``), every other key is an ``LLM()`` argument
+  (:func:`load_model_yaml`);
+* a request's ``sampling_param_<field>`` inputs are ``SamplingParams(<field>=...)``, the
+  ``streaming`` input is ``generate_async(..., streaming=...)``; ``sampling_param_max_tokens``
+  defaults to the LLM API's 32, ``sampling_param_exclude_input_from_output`` to false;
+* each ``RequestOutput`` is sent as NVIDIA's model sends it (``text_output`` the whole text so far,
+  the flagged outputs only when asked: :func:`tritonllm.ensembles.llmapi.llmapi_outputs`), plus
+  our token counts when asked;
+* ``stop`` ends the live requests of that request id (``abort()``) and is answered with
+  CANCELLED; a client cancel aborts the request and ends it with CANCELLED.
+
+Requests are validated by the one parser (:func:`tritonllm.ensembles.requests.parse_request`)
+before the LLM sees them, so a bad one gets INVALID_ARG naming the llmapi input on both targets.
+
+Nothing here imports ``tensorrt_llm``: the adapter passes in ``LLM`` and ``SamplingParams``
+(on a GPU host, the real ones; in tests a labelled fake). Not run on a GPU yet.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tritonllm.contract import (
+    FINISH_CANCELLED,
+    LLMAPI,
+    LLMAPI_DEFAULT_MAX_TOKENS,
+    LLMAPI_FLAGGED_OUTPUTS,
+    LLMAPI_NONE,
+    REQUEST_FIELDS,
+    unsupported_inputs,
+)
+from tritonllm.contract import LLMAPI_IN as IN
+from tritonllm.contract import LLMAPI_OUT as OUT
+from tritonllm.ensembles.llmapi import Outcome, llmapi_outputs
+from tritonllm.ensembles.requests import (
+    RequestError,
+    RequestLimits,
+    check_request_id,
+    parse_request,
+    refuse_unsupported,
+)
+from tritonllm.ensembles.senders import ResponseSink
+from tritonllm.errors import ConfigError
+
+Arrays = Mapping[str, npt.NDArray[Any]]
+UNSUPPORTED = unsupported_inputs(LLMAPI)
+PREFIX = "sampling_param_"
+#: The SamplingParams field each llmapi request input sets (its name without the prefix).
+SAMPLING_FIELDS: dict[str, str] = {
+    name: name.removeprefix(PREFIX) for name in REQUEST_FIELDS[LLMAPI].values()
+    if name.startswith(PREFIX)}
+_LISTS = frozenset({IN.sampling_param_stop, IN.sampling_param_bad})
+CANCEL_CHECK_S = 0.1  # NVIDIA's cancellation_check_period_ms default
+
+
+def load_model_yaml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(LLM() arguments, triton_config)`` from a llmapi ``model.yaml``."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the llmapi model.yaml: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of LLM() arguments and triton_config")
+    from tritonllm.builders.llmapi_args import TRITON_CONFIG, check_llm_args
+
+    check_llm_args(data, str(path))
+    triton = dict(data.pop(TRITON_CONFIG, None) or {})
+    return data, triton
+
+
+def _flag(inputs: Arrays, name: str) -> bool:
+    value = inputs.get(name)
+    return value is not None and np.asarray(value).size > 0 and bool(
+        np.asarray(value).reshape(-1)[0])
+
+
+def sampling_kwargs(inputs: Arrays, limits: RequestLimits) -> tuple[dict[str, Any], str, bool]:
+    """Validate one llmapi request; returns (SamplingParams keyword arguments, prompt,
+    streaming). Raises RequestError naming the llmapi input."""
+    refuse_unsupported(inputs, UNSUPPORTED)
+    req = parse_request(inputs, limits, model=LLMAPI)
+    kwargs: dict[str, Any] = {"max_tokens": req.max_tokens,
+                              "exclude_input_from_output": bool(req.exclude_input_in_output)}
+    sent = set(req.sources.values())
+    for name, fieldname in SAMPLING_FIELDS.items():
+        if name not in sent or fieldname in kwargs:
+            continue
+        if name in _LISTS:
+            words = req.stop_words if name == IN.sampling_param_stop else req.bad_words
+            kwargs[fieldname] = list(words)
+        else:
+            kwargs[fieldname] = np.asarray(inputs[name]).reshape(-1)[0].item()
+    return kwargs, req.prompt or "", req.streaming
+
+
+class LLMAPIEngineFront:
+    """Serves llmapi requests on an LLM API ``llm`` (``generate_async``); ``run`` from one
+    worker thread per request. ``sampling_params`` is the ``SamplingParams`` class."""
+
+    def __init__(self, llm: Any, sampling_params: Callable[..., Any], limits: RequestLimits, *,
+                 decoupled: bool, cancel_check_s: float = CANCEL_CHECK_S) -> None:
+        self.llm = llm
+        self.sampling_params = sampling_params
+        self.limits = limits
+        self.decoupled = decoupled
+        self.cancel_check_s = cancel_check_s
+        self._lock = threading.Lock()
+        self._live: dict[str, list[Any]] = {}
+
+    @staticmethod
+    def limits_for(vocab_size: int, end_id: int, pad_id: int, max_seq_len: int | None,
+                   **bounds: Any) -> RequestLimits:
+        return RequestLimits.for_engine(max_seq_len, max_seq_len, vocab_size, end_id, pad_id,
+                                        default_max_tokens=LLMAPI_DEFAULT_MAX_TOKENS, **bounds)
+
+    def run(self, inputs: Arrays, sink: ResponseSink, request_id: str = "") -> Outcome:
+        check_request_id(request_id)
+        if _flag(inputs, IN.stop):
+            if not request_id:
+                raise RequestError(IN.stop, "needs the request id of the request to stop")
+            self.stop(request_id)
+            return Outcome.CANCELLED
+        kwargs, prompt, streaming = sampling_kwargs(inputs, self.limits)
+        if streaming and not self.decoupled:
+            raise RequestError(IN.streaming, "is only supported by a decoupled model "
+                                             "(model.yaml triton_config.decoupled)")
+        flags = frozenset(f for f in LLMAPI_FLAGGED_OUTPUTS.values() if _flag(inputs, f))
+        result = self.llm.generate_async(prompt, sampling_params=self.sampling_params(**kwargs),
+                                         streaming=streaming)
+        self._register(request_id, result)
+        try:
+            return self._relay(result, flags, sink)
+        finally:
+            self._unregister(request_id, result)
+
+    def _relay(self, result: Iterable[Any], flags: frozenset[str], sink: ResponseSink
+               ) -> Outcome:
+        checked = time.monotonic()
+        text = ""
+        for output in result:
+            now = time.monotonic()
+            if now - checked >= self.cancel_check_s:
+                checked = now
+                if sink.is_cancelled():
+                    result.abort()  # type: ignore[attr-defined]
+                    return Outcome.CANCELLED
+            done = bool(getattr(output, "finished", False))
+            first = output.outputs[0]
+            reason = str(first.finish_reason) if done and first.finish_reason else LLMAPI_NONE
+            if reason == FINISH_CANCELLED and sink.is_cancelled():
+                return Outcome.CANCELLED
+            counts = {OUT.num_input_tokens: len(output.prompt_token_ids or ()),
+                      OUT.num_output_tokens: len(first.token_ids or ())} if done else None
+            cum = first.cumulative_logprob if done and LLMAPI_FLAGGED_OUTPUTS[
+                OUT.cumulative_logprob] in flags else None
+            stop = first.stop_reason if done and isinstance(first.stop_reason, str) \
+                else LLMAPI_NONE
+            text = first.text
+            sink.send(llmapi_outputs(text, flags, reason, stop,
+                                     None if cum is None else float(cum), counts), final=done)
+            if done:
+                return Outcome.SENT
+        # The results ended without a finished output: the request still gets its final one.
+        sink.send(llmapi_outputs(text, flags, LLMAPI_NONE, LLMAPI_NONE), final=True)
+        return Outcome.SENT
+
+    def stop(self, request_id: str) -> int:
+        with self._lock:
+            results = list(self._live.get(request_id, ()))
+        for r in results:
+            r.abort()
+        return len(results)
+
+    def _register(self, request_id: str, result: Any) -> None:
+        if request_id:
+            with self._lock:
+                self._live.setdefault(request_id, []).append(result)
+
+    def _unregister(self, request_id: str, result: Any) -> None:
+        if request_id:
+            with self._lock:
+                live = self._live.get(request_id, [])
+                if result in live:
+                    live.remove(result)
+                if not live:
+                    self._live.pop(request_id, None)
+
+
+__all__ = ["SAMPLING_FIELDS", "LLMAPIEngineFront", "load_model_yaml", "sampling_kwargs"]
