@@ -78,8 +78,9 @@ def check_llm_args(args: Mapping[str, Any], where: str) -> None:
                 raise ConfigError(f"{where}: {TRITON_CONFIG} must be a mapping, got {value!r}")
             for sub in value:
                 if sub not in TRITON_CONFIG_KEYS:
+                    known = ", ".join(sorted(TRITON_CONFIG_KEYS))
                     raise ConfigError(f"{where}: {TRITON_CONFIG}.{sub} is not read by NVIDIA's "
-                                      f"llmapi model (it reads {', '.join(sorted(TRITON_CONFIG_KEYS))})")
+                                      f"llmapi model (it reads {known})")
             continue
         if key not in LLM_ARGS:
             raise ConfigError(f"{where}: {key!r} is not an argument of TensorRT-LLM "

@@ -243,7 +243,7 @@ def llmapi_model_yaml(engine_dir: Path, plan: RenderPlan, settings: RepoSettings
     check_llm_args(args, "extra_llm_parameters (model.yaml)")
     head = ("# Rendered by `tritonllm repo`: TensorRT-LLM LLM() arguments (checked against the "
             "pinned release)\n# + triton_config, as NVIDIA's llmapi model reads them.\n")
-    return head + yaml.safe_dump(args, sort_keys=False)
+    return head + str(yaml.safe_dump(args, sort_keys=False))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""GPU engine, legacy path (``trtllm-legacy``): TensorRT engines for Triton's ``tensorrtllm`` backend.
+"""GPU engine, legacy path (``trtllm-legacy``): TensorRT engines, Triton's ``tensorrtllm`` backend.
 
 TensorRT-LLM removed this path after its 1.2.1 release; it is kept for pinned images up to
 :data:`~tritonllm.builders.llmapi_args.LEGACY_LAST_IMAGE` and chosen explicitly
@@ -235,8 +235,8 @@ class TrtllmBuilder(EngineBuilder):
             if build_tool is None:
                 raise EngineUnavailable(
                     f"engine trtllm-legacy: {missing} and trtllm-build is not on PATH; {WHERE}")
-            raise EngineUnavailable(f"engine trtllm-legacy: {missing} (set {PYTHON_ENV} to the Python "
-                                    f"that has it); {WHERE}")
+            raise EngineUnavailable(f"engine trtllm-legacy: {missing} (set {PYTHON_ENV} to the "
+                                    f"Python that has it); {WHERE}")
         version = found.versions.get("tensorrt_llm", "absent")
         if build_tool is None:
             raise EngineUnavailable(
@@ -356,7 +356,8 @@ class TrtllmBuilder(EngineBuilder):
         python = trtllm_python()
         tool = trtllm_build(python)
         if python is None or tool is None:  # ensure_available ran; the host changed since
-            raise EngineUnavailable(f"engine trtllm-legacy: TensorRT-LLM disappeared mid-build; {WHERE}")
+            raise EngineUnavailable(
+                f"engine trtllm-legacy: TensorRT-LLM disappeared mid-build; {WHERE}")
         dtype = resolve_dtype(settings, info)
         ranks = settings.tp * settings.pp
         q = settings.quantization

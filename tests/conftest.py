@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import os
 import shutil
 from collections.abc import Callable
@@ -61,11 +60,11 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 
 @pytest.fixture(scope="session")
 def fake_engine(tiny_model: Path) -> Callable[..., Path]:
-    """``fake_engine(dest, engine="trtllm-legacy", limits=None)``: a FAKE engine dir for ``engine``
-    (trtllm-legacy, trtllm or cpu) at ``dest``: a real manifest and the tiny model's real tokenizer, with
-    placeholder engine files (GPU engines cannot be built here). ``limits`` defaults to
-    max_batch_size 8, max_input_len 255, max_seq_len 256, max_num_tokens 2048, vocabulary 1000,
-    bos 1, eos 2, pad 3."""
+    """``fake_engine(dest, engine="trtllm-legacy", limits=None)``: a FAKE engine dir for
+    ``engine`` (trtllm-legacy, trtllm or cpu) at ``dest``: a real manifest and the tiny model's
+    real tokenizer, with placeholder engine files (GPU engines cannot be built here).
+    ``limits`` defaults to max_batch_size 8, max_input_len 255, max_seq_len 256,
+    max_num_tokens 2048, vocabulary 1000, bos 1, eos 2, pad 3."""
     from tritonllm.builders.manifest import EngineLimits, Manifest, list_files
 
     def make(dest: Path, engine: str = "trtllm-legacy", limits: EngineLimits | None = None

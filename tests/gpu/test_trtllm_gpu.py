@@ -48,7 +48,8 @@ def cuda() -> Any:
 def _engine(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, name: str,
             **options: Any) -> Path:
     out = tmp_path_factory.mktemp("trtllm") / name
-    build(BuildSettings(checkpoint=tiny_model, engine="trtllm-legacy", out=out, **LIMITS, **options))
+    build(BuildSettings(checkpoint=tiny_model, engine="trtllm-legacy", out=out, **LIMITS,
+                        **options))
     return out
 
 

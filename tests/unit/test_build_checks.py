@@ -53,7 +53,8 @@ def test_tp_must_divide_heads(tiny_model: Path, tmp_path: Path) -> None:
     info = inspect_checkpoint(tiny_model)
     heads = r"tp: 4 does not divide the attention heads \(4 query, 2 key/value\)"
     with pytest.raises(ConfigError, match=heads):
-        trt.check(BuildSettings(checkpoint=tiny_model, engine="trtllm-legacy", out=tmp_path, tp=4), info)
+        trt.check(BuildSettings(checkpoint=tiny_model, engine="trtllm-legacy", out=tmp_path,
+                                tp=4), info)
 
 
 def test_output_dir_that_is_a_file(tiny_model: Path, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import pytest
 
 from tritonllm import contract as C
 from tritonllm.builders.repository import parse_config, render_repository
+from tritonllm.errors import ConfigError
 from tritonllm.settings import PARAMS_BY_MODEL, RepoSettings
 
 OFFICIAL = """
@@ -529,3 +530,95 @@ def test_rendered_gpu_llm_uses_official_parameter_keys(gpu_repo: Path) -> None:
             "exclude_input_in_output", "cancellation_check_period_ms"} <= set(keys)
     assert cfg.parameters["gpt_model_type"].string_value == "inflight_fused_batching"
     assert cfg.model_transaction_policy.decoupled is True
+
+
+# --- the GPU llmapi layout: NVIDIA's llmapi model, and the classic fronts over it --------------
+
+@pytest.fixture(scope="module")
+def gpu_llmapi_repo(fake_engine: Callable[..., Path],
+                    tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("contract-llmapi")
+    engine = fake_engine(root / "engine", "trtllm")  # an LLM API deployment
+    return render_repository(engine, root / "repo", RepoSettings(server_repo_path="/models"))
+
+
+def test_gpu_llmapi_layout_serves_nvidias_llmapi_model_as_tensorrt_llm(
+        gpu_llmapi_repo: Path) -> None:
+    """The GPU ``tensorrt_llm`` of the current stack has every tensor of NVIDIA's llmapi
+    config.pbtxt (@ c8c6df08, the OFFICIAL table) with its dtype and dims, in its order; what
+    else it declares is marked ours in the contract (token counts, SamplingParams fields)."""
+    assert sorted(p.name for p in gpu_llmapi_repo.iterdir() if p.is_dir()) == [
+        "ensemble", "tensorrt_llm", "tensorrt_llm_bls"]
+    cfg = parse_config((gpu_llmapi_repo / "tensorrt_llm" / "config.pbtxt").read_text(), "llm")
+    assert cfg.backend == "python" and cfg.max_batch_size == 0
+    off = official()["llmapi"]
+    ours = {t.name for t in (*C.LLMAPI_CONTRACT.inputs, *C.LLMAPI_CONTRACT.outputs) if t.ours}
+    assert [r for r in config_rows(cfg, "in") if r[0] not in ours] == off["in"]
+    assert [r for r in config_rows(cfg, "out") if r[0] not in ours] == off["out"]
+    assert {r[0] for r in (*config_rows(cfg, "in"), *config_rows(cfg, "out"))} - {
+        r[0] for r in (*off["in"], *off["out"])} == ours
+    assert not list(cfg.parameters)  # NVIDIA's model reads model.yaml, not parameters
+
+
+def test_gpu_llmapi_model_yaml_holds_llm_arguments_of_the_pinned_release(
+        gpu_llmapi_repo: Path) -> None:
+    import yaml
+
+    from tritonllm.builders.llmapi_args import LLM_ARGS, TRITON_CONFIG_KEYS
+
+    data = yaml.safe_load((gpu_llmapi_repo / "tensorrt_llm" / "1" / "model.yaml").read_text())
+    triton = data.pop("triton_config")
+    assert set(data) <= LLM_ARGS and set(triton) <= TRITON_CONFIG_KEYS
+    assert triton["max_batch_size"] == 0 and triton["decoupled"] is True
+    assert data["model"] == "/models/tensorrt_llm/1/engine/checkpoint"  # where the server sees it
+    assert data["backend"] == "pytorch"
+    assert (data["max_batch_size"], data["max_seq_len"], data["max_num_tokens"]) == (8, 256, 2048)
+    assert data["kv_cache_config"] == {"free_gpu_memory_fraction": 0.9,
+                                       "enable_block_reuse": False}
+    assert (gpu_llmapi_repo / "tensorrt_llm" / "1" / "engine" / "checkpoint").is_dir()
+
+
+def test_gpu_llmapi_fronts_are_classic_and_call_the_llmapi_model(gpu_llmapi_repo: Path) -> None:
+    for name in ("ensemble", "tensorrt_llm_bls"):
+        cfg = parse_config((gpu_llmapi_repo / name / "config.pbtxt").read_text(), name)
+        assert cfg.backend == "python" and cfg.max_batch_size > 0
+        params = {k: v.string_value for k, v in cfg.parameters.items()}
+        assert params["llm_contract"] == "llmapi" and params["tensorrt_llm_model_name"] == C.LLM
+        got = {t.name for t in cfg.input}
+        assert got == {t.name for t in C.CONTRACTS[name].inputs_for("gpu")}
+        assert "finish_reason" in {t.name for t in cfg.output}
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"no_such_argument": "1"}, "'no_such_argument' is not an argument of TensorRT-LLM 1.2.1"),
+    ({"kv_cache_config": "{bogus: 1}"}, "'kv_cache_config' is set by the build or its own"),
+    ({"max_seq_len": "99"}, "'max_seq_len' is set by the build or its own option"),
+])
+def test_an_invented_model_yaml_key_is_refused(fake_engine: Callable[..., Path], tmp_path: Path,
+                                               extra: dict[str, str], message: str) -> None:
+    engine = fake_engine(tmp_path / "engine", "trtllm")
+    with pytest.raises(ConfigError, match=message):
+        render_repository(engine, tmp_path / "repo", RepoSettings(extra_llm_parameters=extra))
+    assert not (tmp_path / "repo").exists()
+
+
+def test_real_llm_arguments_pass_through_trtllm_param(fake_engine: Callable[..., Path],
+                                                      tmp_path: Path) -> None:
+    import yaml
+
+    engine = fake_engine(tmp_path / "engine", "trtllm")
+    repo = render_repository(engine, tmp_path / "repo", RepoSettings(extra_llm_parameters={
+        "enable_attention_dp": "true", "cuda_graph_config": "{enable_padding: true}"}))
+    data = yaml.safe_load((repo / "tensorrt_llm" / "1" / "model.yaml").read_text())
+    assert data["enable_attention_dp"] is True
+    assert data["cuda_graph_config"] == {"enable_padding": True}
+
+
+def test_a_legacy_engine_cannot_render_the_llmapi_layout_nor_the_reverse(
+        fake_engine: Callable[..., Path], tmp_path: Path) -> None:
+    legacy = fake_engine(tmp_path / "legacy", "trtllm-legacy")
+    with pytest.raises(ConfigError, match="layout: 'llmapi' needs the LLM API"):
+        render_repository(legacy, tmp_path / "r1", RepoSettings(layout="llmapi"))
+    current = fake_engine(tmp_path / "current", "trtllm")
+    with pytest.raises(ConfigError, match="layout: 'classic' needs a token-level tensorrt_llm"):
+        render_repository(current, tmp_path / "r2", RepoSettings(layout="classic"))

@@ -75,7 +75,7 @@ def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     monkeypatch.setenv(PYTHON_ENV, str(bin_dir / "python"))
     monkeypatch.setenv("FAKE_TRTLLM_RECORD", str(record))
     for knob in ("FAKE_TRTLLM_VERSION", "FAKE_TRTLLM_IMPORTABLE", "FAKE_TRTLLM_FAIL",
-                 "FAKE_TRTLLM_SKIP_RANK"):
+                 "FAKE_TRTLLM_SKIP_RANK", "FAKE_MODELOPT"):
         monkeypatch.delenv(knob, raising=False)
     return FakeTools(bin_dir, record)
 
@@ -151,7 +151,7 @@ def test_default_build_is_fp16_with_inflight_batching_flags(
     m = read_manifest(out)
     assert m.commands == fake_tools.argvs()
     assert {"config.json", "rank0.engine", "tokenizer/tokenizer.json"} <= set(m.engine_files)
-    assert m.tools["tensorrt_llm"] == "0.17.0" and m.tools["nvidia-modelopt"] == "0.23.0"
+    assert m.tools["tensorrt_llm"] == "0.17.0" and m.tools["nvidia-modelopt"] == "0.47.0"
     assert m.limits.max_input_len == 1023 and m.limits.max_seq_len == 1024
     # The conversion ran offline (the checkpoint is local).
     assert fake_tools.calls()[0]["env"]["HF_HUB_OFFLINE"] == "1"
@@ -281,8 +281,9 @@ def test_limits_pass_through(tiny_model: Path, tmp_path: Path, fake_tools: FakeT
 
 def test_cli_build(tiny_model: Path, tmp_path: Path, fake_tools: FakeTools) -> None:
     out = tmp_path / "engine"
-    r = CliRunner().invoke(main, ["build", str(tiny_model), "--engine", "trtllm", "--legacy-engine", "--out",
-                                  str(out), "--quantization", "int8", "--max-batch-size", "4"])
+    r = CliRunner().invoke(main, ["build", str(tiny_model), "--engine", "trtllm",
+                                  "--legacy-engine", "--out", str(out), "--quantization", "int8",
+                                  "--max-batch-size", "4"])
     assert r.exit_code == 0, r.output
     assert f"built trtllm-legacy engine in {out}" in r.output
     assert _recorded_flag(fake_tools, "python", "--quantization") == "int8_wo"

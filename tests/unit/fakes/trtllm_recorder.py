@@ -12,12 +12,16 @@ and then writes what the real tool would have written, so the builder's own chec
   SCRIPT exists, writes ``D/config.json`` (architecture, dtype, mapping, quantization) and
   ``D/rank<N>.safetensors`` for N < T*P;
 - ``trtllm-build --checkpoint_dir C --output_dir O ...``: reads ``C/config.json`` as the real
-  one does, writes ``O/config.json`` (pretrained + build config) and ``O/rank<N>.engine``.
+  one does, writes ``O/config.json`` (pretrained + build config) and ``O/rank<N>.engine``;
+- ``python trtllm_quantize.py --output-dir D --qformat Q ...`` (ModelOpt, for the LLM API
+  deployment): writes what ModelOpt's Hugging Face export writes, ``D/config.json`` with its
+  ``quantization_config``, ``D/hf_quant_config.json`` and ``D/model.safetensors``.
 
 Knobs (environment): ``FAKE_TRTLLM_VERSION`` (tensorrt_llm version reported, default
 ``0.17.0``), ``FAKE_TRTLLM_IMPORTABLE=0`` (the probe says tensorrt_llm is missing),
 ``FAKE_TRTLLM_FAIL=python|trtllm-build`` (that tool prints an error and exits 1),
-``FAKE_TRTLLM_SKIP_RANK=N`` (the conversion "forgets" rank N's weights).
+``FAKE_TRTLLM_SKIP_RANK=N`` (the conversion "forgets" rank N's weights),
+``FAKE_MODELOPT=0`` (the probe says nvidia-modelopt is missing).
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ def _probe() -> int:
     print(json.dumps({
         "importable": importable,
         "versions": {"tensorrt_llm": version if importable else "absent",
-                     "tensorrt": "10.8.0", "nvidia-modelopt": "0.23.0",
+                     "tensorrt": "10.8.0",
+                     "nvidia-modelopt": "absent" if os.environ.get("FAKE_MODELOPT") == "0"
+                     else "0.47.0",
                      "transformers": "4.48.0", "torch": "2.6.0"},
     }))
     return 0
@@ -93,6 +99,30 @@ def _convert(argv: list[str]) -> int:
     return 0
 
 
+#: ModelOpt's --qformat → the quant_algo its export writes (modelopt.torch.export).
+MODELOPT_ALGOS = {"fp8": "FP8", "nvfp4": "NVFP4", "int4_awq": "W4A16_AWQ",
+                  "w4a8_awq": "W4A8_AWQ"}
+
+
+def _quantize(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--qformat", required=True)
+    args, _ = p.parse_known_args(argv[1:])
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    algo = MODELOPT_ALGOS[args.qformat]
+    source = json.loads((Path(args.model_dir) / "config.json").read_text(encoding="utf-8"))
+    source["quantization_config"] = {"quant_method": "modelopt", "quant_algo": algo}
+    (out / "config.json").write_text(json.dumps(source, indent=2), encoding="utf-8")
+    (out / "hf_quant_config.json").write_text(
+        json.dumps({"quantization": {"quant_algo": algo, "kv_cache_quant_algo": None}}),
+        encoding="utf-8")
+    (out / "model.safetensors").write_bytes(b"fake quantized weights")
+    return 0
+
+
 def _trtllm_build(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="trtllm-build")
     p.add_argument("--checkpoint_dir", required=True)
@@ -128,6 +158,8 @@ def main(tool: str) -> int:
         if argv[:1] == ["-c"]:
             return _probe()
         _fail_if_asked(tool)
+        if argv and Path(argv[0]).name == "trtllm_quantize.py":
+            return _quantize(argv)
         return _convert(argv)
     if tool == "trtllm-build":
         _fail_if_asked(tool)
