@@ -161,3 +161,40 @@ def test_what_the_llmapi_model_cannot_carry_is_refused_by_name(server: Any, mode
     finally:
         s.close()
     assert err is not None and "return_log_probs" in err and "llmapi" in err, err
+
+
+def test_our_client_speaks_each_models_contract(server: Any, hf_text: Any) -> None:
+    """contract="auto": the fronts get the classic request, tensorrt_llm the llmapi one (read
+    from their metadata); both give HF's greedy text."""
+    from tritonllm.client import LLMClient
+
+    for model, contract in ((ENSEMBLE, "classic"), (BLS, "classic"), (LLM, "llmapi")):
+        with LLMClient(server.grpc_address, model=model) as client:
+            assert client.model_contract() == contract
+            done = client.generate("The quick brown fox", 12)
+            assert done.text == hf_text("The quick brown fox", 12), model
+            assert done.finish_reason == "length"
+            assert "".join(d.text for d in client.stream("The quick brown fox", 12)) == done.text
+
+
+def test_genai_perf_drives_the_front_as_it_drives_nvidias_ensemble(server: Any,
+                                                                   tmp_path: Path) -> None:
+    """genai-perf --backend tensorrtllm (through ``tritonllm perf --tool genai-perf``) against
+    the llmapi layout's ensemble: every request completes, with the requested output length."""
+    import json
+
+    from click.testing import CliRunner
+
+    from tritonllm.cli import main
+
+    args = ["perf", "--url", server.grpc_address, "--repo", str(server.options.repo),
+            "--out", str(tmp_path / "genai"), "-q",
+            "--tool", "genai-perf", "--concurrency", "2", "--requests", "8", "--warmup", "1",
+            "--input-tokens", "16", "--output-tokens", "16", "--num-prompts", "8",
+            "--no-plots"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    data = json.loads((tmp_path / "genai" / "run.json").read_text())
+    summary = data["points"][0]["summary"]
+    assert summary["requests"] == summary["completed"] == 8
+    assert summary["output_tokens_per_s"] > 0
