@@ -213,8 +213,8 @@ def llmapi_model_yaml(engine_dir: Path, plan: RenderPlan, settings: RepoSettings
     ``triton_config``; every key checked against the pinned TensorRT-LLM release."""
     import yaml
 
-    from tritonllm.builders.llmapi_args import TRITON_CONFIG, check_llm_args
     from tritonllm.builders.trtllm_llmapi import CHECKPOINT_DIR, read_llm_args
+    from tritonllm.trtllm_release import TRITON_CONFIG, check_llm_args
 
     s = settings
     args = read_llm_args(engine_dir)

@@ -1,7 +1,7 @@
 """GPU engine, legacy path (``trtllm-legacy``): TensorRT engines, Triton's ``tensorrtllm`` backend.
 
 TensorRT-LLM removed this path after its 1.2.1 release; it is kept for pinned images up to
-:data:`~tritonllm.builders.llmapi_args.LEGACY_LAST_IMAGE` and chosen explicitly
+:data:`~tritonllm.trtllm_release.LEGACY_LAST_IMAGE` and chosen explicitly
 (``tritonllm build --engine trtllm --legacy-engine``). The current path is the ``trtllm``
 engine (tritonllm.builders.trtllm_llmapi: an LLM API deployment, PyTorch backend).
 
@@ -45,10 +45,10 @@ from typing import ClassVar
 
 from tritonllm.builders.base import EngineBuilder, Progress, package_versions, register, run_logged
 from tritonllm.builders.checkpoint import SUPPORTED_ARCHITECTURES, CheckpointInfo
-from tritonllm.builders.llmapi_args import LEGACY_LAST_IMAGE
 from tritonllm.builders.manifest import EngineLimits
 from tritonllm.builders.settings import BuildSettings
 from tritonllm.errors import BuildError, ConfigError, EngineUnavailable
+from tritonllm.trtllm_release import LEGACY_LAST_IMAGE
 
 PYTHON_ENV = "TRITONLLM_TRTLLM_PYTHON"
 CONVERT_SCRIPT = Path(__file__).with_name("trtllm_convert.py")

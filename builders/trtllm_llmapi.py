@@ -13,12 +13,12 @@ checked here rather than on the GPU:
   calibrated on ``settings.extra["calib_dataset"]``; recorded in the manifest).
 * ``llm_args.json``: the ``LLM()`` arguments (parallel sizes, batch and token limits, KV cache,
   chunked prefill, dtype), every key checked against the pinned release
-  (:mod:`tritonllm.builders.llmapi_args`); ``tritonllm repo`` writes them into ``model.yaml``.
+  (:mod:`tritonllm.trtllm_release`); ``tritonllm repo`` writes them into ``model.yaml``.
 
 So an unquantized build runs on any host (CI included); a quantized one needs ModelOpt and a
 GPU. The previous path, TensorRT engines from ``trtllm-build``, is the ``trtllm-legacy`` engine
 (``tritonllm build --engine trtllm --legacy-engine``), for images up to
-:data:`~tritonllm.builders.llmapi_args.LEGACY_LAST_IMAGE`.
+:data:`~tritonllm.trtllm_release.LEGACY_LAST_IMAGE`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from typing import Any, ClassVar
 
 from tritonllm.builders.base import EngineBuilder, Progress, register, run_logged
 from tritonllm.builders.checkpoint import CheckpointInfo
-from tritonllm.builders.llmapi_args import BACKEND, TRTLLM_RELEASE, check_llm_args
 from tritonllm.builders.manifest import EngineLimits
 from tritonllm.builders.settings import BuildSettings
 from tritonllm.builders.trtllm import (
@@ -44,6 +43,7 @@ from tritonllm.builders.trtllm import (
     trtllm_python,
 )
 from tritonllm.errors import BuildError, ConfigError, EngineUnavailable
+from tritonllm.trtllm_release import BACKEND, TRTLLM_RELEASE, check_llm_args
 
 QUANTIZE_SCRIPT = Path(__file__).with_name("trtllm_quantize.py")
 CHECKPOINT_DIR = "checkpoint"

@@ -478,7 +478,7 @@ class _Validator:
     def check_llmapi_model_yaml(self, llm: _Model) -> None:
         """A GPU llmapi model: its model.yaml holds only LLM() arguments of the pinned
         release and a triton_config that agrees with config.pbtxt; ``model`` is a checkpoint."""
-        from tritonllm.ensembles.llmapi_trtllm import load_model_yaml
+        from tritonllm.trtllm_release import load_model_yaml
 
         file = f"1/{C.LLMAPI_MODEL_YAML}"
         try:

@@ -5,7 +5,7 @@ from its ``model.py`` / ``helpers.py`` at the commits named in :mod:`tritonllm.c
 
 * ``model.yaml`` beside the model code: ``triton_config`` is Triton's (``max_batch_size``,
   ``decoupled``, ``cancellation_check_period_ms``), every other key is an ``LLM()`` argument
-  (:func:`load_model_yaml`);
+  (:func:`tritonllm.trtllm_release.load_model_yaml`);
 * a request's ``sampling_param_<field>`` inputs are ``SamplingParams(<field>=...)``, the
   ``streaming`` input is ``generate_async(..., streaming=...)``; ``sampling_param_max_tokens``
   defaults to the LLM API's 32, ``sampling_param_exclude_input_from_output`` to false;
@@ -27,7 +27,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,7 +52,6 @@ from tritonllm.ensembles.requests import (
     refuse_unsupported,
 )
 from tritonllm.ensembles.senders import ResponseSink
-from tritonllm.errors import ConfigError
 
 Arrays = Mapping[str, npt.NDArray[Any]]
 UNSUPPORTED = unsupported_inputs(LLMAPI)
@@ -64,23 +62,6 @@ SAMPLING_FIELDS: dict[str, str] = {
     if name.startswith(PREFIX)}
 _LISTS = frozenset({IN.sampling_param_stop, IN.sampling_param_bad})
 CANCEL_CHECK_S = 0.1  # NVIDIA's cancellation_check_period_ms default
-
-
-def load_model_yaml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(LLM() arguments, triton_config)`` from a llmapi ``model.yaml``."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot read the llmapi model.yaml: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of LLM() arguments and triton_config")
-    from tritonllm.builders.llmapi_args import TRITON_CONFIG, check_llm_args
-
-    check_llm_args(data, str(path))
-    triton = dict(data.pop(TRITON_CONFIG, None) or {})
-    return data, triton
 
 
 def _flag(inputs: Arrays, name: str) -> bool:
@@ -201,4 +182,4 @@ class LLMAPIEngineFront:
                     self._live.pop(request_id, None)
 
 
-__all__ = ["SAMPLING_FIELDS", "LLMAPIEngineFront", "load_model_yaml", "sampling_kwargs"]
+__all__ = ["SAMPLING_FIELDS", "LLMAPIEngineFront", "sampling_kwargs"]

@@ -32,8 +32,8 @@ if importlib.util.find_spec("tensorrt_llm") is None:
 
 from tritonllm.builders import BuildSettings, build  # noqa: E402
 from tritonllm.builders.repository import render_repository  # noqa: E402
-from tritonllm.ensembles.llmapi_trtllm import load_model_yaml  # noqa: E402
 from tritonllm.settings import RepoSettings  # noqa: E402
+from tritonllm.trtllm_release import load_model_yaml  # noqa: E402
 
 PROMPTS = ["The quick brown fox", "Triton serves a model", "café naïve 日本語 🙂"]
 NEW_TOKENS = 16

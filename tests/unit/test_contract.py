@@ -564,7 +564,7 @@ def test_gpu_llmapi_model_yaml_holds_llm_arguments_of_the_pinned_release(
         gpu_llmapi_repo: Path) -> None:
     import yaml
 
-    from tritonllm.builders.llmapi_args import LLM_ARGS, TRITON_CONFIG_KEYS
+    from tritonllm.trtllm_release import LLM_ARGS, TRITON_CONFIG_KEYS
 
     data = yaml.safe_load((gpu_llmapi_repo / "tensorrt_llm" / "1" / "model.yaml").read_text())
     triton = data.pop("triton_config")

@@ -50,7 +50,7 @@ NOT_TENSORS: dict[str, tuple[str, frozenset[str]]] = {
     "builders/repository.py": ("config.pbtxt parameter keys / template variables; KvCacheConfig's "
                                "max_tokens in model.yaml",
                                frozenset({"exclude_input_in_output", "streaming", "max_tokens"})),
-    "builders/llmapi_args.py": ("TensorRT-LLM's LLM() / KvCacheConfig argument names",
+    "tritonllm/trtllm_release.py": ("TensorRT-LLM's LLM() / KvCacheConfig argument names",
                                 frozenset({"lora_config", "max_tokens"})),
     "ensembles/llmapi_trtllm.py": ("a SamplingParams keyword of the LLM API",
                                    frozenset({"max_tokens"})),

@@ -26,7 +26,6 @@ from click.testing import CliRunner
 from test_trtllm_builder import FakeTools, fake_tools  # noqa: F401  (the recording fake)
 
 from tritonllm.builders import BuildSettings, build, read_manifest
-from tritonllm.builders.llmapi_args import LLM_ARGS, TRTLLM_RELEASE
 from tritonllm.builders.repository import render_repository
 from tritonllm.builders.trtllm_llmapi import QUANTIZE_SCRIPT
 from tritonllm.builders.validate import validate_repository
@@ -34,10 +33,11 @@ from tritonllm.cli import main
 from tritonllm.contract import LLMAPI_IN as IN
 from tritonllm.contract import LLMAPI_OUT as OUT
 from tritonllm.ensembles.llmapi import Outcome
-from tritonllm.ensembles.llmapi_trtllm import LLMAPIEngineFront, load_model_yaml
+from tritonllm.ensembles.llmapi_trtllm import LLMAPIEngineFront
 from tritonllm.ensembles.requests import RequestError
 from tritonllm.errors import ConfigError, EngineUnavailable
 from tritonllm.settings import RepoSettings
+from tritonllm.trtllm_release import LLM_ARGS, TRTLLM_RELEASE, load_model_yaml
 
 
 def _settings(model: Path, out: Path, **kw: Any) -> BuildSettings:

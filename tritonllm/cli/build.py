@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from tritonllm.builders.llmapi_args import LEGACY_LAST_IMAGE
 from tritonllm.cli._console import positive, progress_line
+from tritonllm.trtllm_release import LEGACY_LAST_IMAGE
 
 #: --engine choices, and the registered engine each one builds (--legacy-engine: the other).
 ENGINE_CHOICES = ("cpu", "trtllm")

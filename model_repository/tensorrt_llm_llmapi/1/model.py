@@ -72,7 +72,8 @@ class TritonPythonModel:
         """GPU: the LLM API engine that model.yaml describes (TensorRT-LLM, PyTorch)."""
         from tensorrt_llm import LLM, SamplingParams  # the NGC image's TensorRT-LLM
 
-        from tritonllm.ensembles.llmapi_trtllm import LLMAPIEngineFront, load_model_yaml
+        from tritonllm.ensembles.llmapi_trtllm import LLMAPIEngineFront
+        from tritonllm.trtllm_release import load_model_yaml
 
         llm_args, triton = load_model_yaml(model_yaml)
         decoupled = pb_utils.using_decoupled_model_transaction_policy(config)

@@ -28,6 +28,7 @@ last NGC image known to carry it (inferred from the versions; not checked inside
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from tritonllm.errors import ConfigError
@@ -94,5 +95,21 @@ def check_llm_args(args: Mapping[str, Any], where: str) -> None:
                                       f"TensorRT-LLM {TRTLLM_RELEASE}'s KvCacheConfig")
 
 
+def load_model_yaml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(LLM() arguments, triton_config)`` from a llmapi ``model.yaml``."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the llmapi model.yaml: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of LLM() arguments and triton_config")
+    check_llm_args(data, str(path))
+    triton = dict(data.pop(TRITON_CONFIG, None) or {})
+    return data, triton
+
+
 __all__ = ["BACKEND", "KV_CACHE_CONFIG_FIELDS", "LEGACY_LAST_IMAGE", "LLM_ARGS", "NGC_IMAGE",
-           "TRITON_CONFIG", "TRITON_CONFIG_KEYS", "TRTLLM_RELEASE", "check_llm_args"]
+           "TRITON_CONFIG", "TRITON_CONFIG_KEYS", "TRTLLM_RELEASE", "check_llm_args",
+           "load_model_yaml"]
