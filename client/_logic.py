@@ -130,6 +130,7 @@ SAMPLING_INPUTS: dict[str, str] = {
 }
 #: Asked for when the model declares them (metadata), so Completion carries token counts.
 COUNT_INPUTS = (ENSEMBLE_IN.return_num_input_tokens, ENSEMBLE_IN.return_num_output_tokens)
+LLMAPI_COUNT_INPUTS = (LLMAPI_IN.return_num_input_tokens, LLMAPI_IN.return_num_output_tokens)
 TEXT_INPUT, MAX_TOKENS = ENSEMBLE_IN.text_input, ENSEMBLE_IN.max_tokens
 STREAM, TEXT_OUTPUT = ENSEMBLE_IN.stream, ENSEMBLE_OUT.text_output
 
@@ -362,6 +363,9 @@ def _llmapi_values(model: str, prompt: str, max_tokens: int, stream: bool,
     for name, value in defaults.items():
         if declared is None or name in declared:
             options.setdefault(name, value)
+    # Token counts from a model that declares the flags (ours; NVIDIA's has none to ask).
+    if declared is not None:
+        options.update({name: True for name in LLMAPI_COUNT_INPUTS if name in declared})
     return [(LLMAPI_IN.text_input, prompt), (LLMAPI_MARK, max_tokens),
             (LLMAPI_IN.streaming, bool(stream)), *options.items()]
 
@@ -535,6 +539,8 @@ def parse_outputs(outputs: Mapping[str, Any], contract: str = CLASSIC) -> Piece:
         whole = outputs.get(LLMAPI_OUT.text_output)
         said = _text(outputs.get(LLMAPI_OUT.finish_reason))
         return Piece(_text(whole), None if said in ("", LLMAPI_NONE) else said,
+                     _int(outputs.get(LLMAPI_OUT.num_input_tokens)),
+                     _int(outputs.get(LLMAPI_OUT.num_output_tokens)),
                      cumulative=whole is not None)
     reason = _text(outputs.get(FINISH_REASON)) or None
     return Piece(_text(outputs.get(TEXT_OUTPUT)), reason,

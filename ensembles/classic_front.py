@@ -47,6 +47,7 @@ from tritonllm.contract import LLMAPI_OUT as API_OUT
 from tritonllm.ensembles import wire
 from tritonllm.ensembles.bls import CANCEL_CHECK_S, LLMStream
 from tritonllm.ensembles.cancellation import CancellationPoller
+from tritonllm.ensembles.llmapi import flag
 from tritonllm.ensembles.requests import (
     RequestError,
     RequestLimits,
@@ -61,12 +62,6 @@ CallLLM = Callable[[dict[str, npt.NDArray[Any]], list[str]], LLMStream]
 #: llmapi input -> the classic input it came from (to name it in errors).
 FROM_LLMAPI = {api: classic for classic, api in CLASSIC_TO_LLMAPI.items()}
 _COUNTS = (API_OUT.num_input_tokens, API_OUT.num_output_tokens)
-
-
-def _flag(inputs: Arrays, name: str) -> bool:
-    value = inputs.get(name)
-    return value is not None and np.asarray(value).size > 0 and bool(
-        np.asarray(value).reshape(-1)[0])
 
 
 def classic_message(message: str) -> str:
@@ -120,7 +115,7 @@ class ClassicFront:
     @staticmethod
     def wanted_outputs(llm_in: Mapping[str, Any]) -> list[str]:
         names = [API_OUT.text_output, API_OUT.finish_reason]
-        names += [n for n in _COUNTS if _flag(llm_in, LLMAPI_FLAGGED_OUTPUTS[n])]
+        names += [n for n in _COUNTS if flag(llm_in, LLMAPI_FLAGGED_OUTPUTS[n])]
         return names
 
     def run(self, inputs: Arrays, sink: ResponseSink, request_id: str = "") -> None:

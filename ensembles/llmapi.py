@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,8 @@ class Outcome(enum.Enum):
     CANCELLED = "cancelled"
 
 
-def _flag(inputs: Arrays, name: str) -> bool:
+def flag(inputs: Arrays, name: str) -> bool:
+    """A BOOL input's value (false when absent); RequestError naming it if it is not one BOOL."""
     value = inputs.get(name)
     if value is None or np.asarray(value).size == 0:
         return False
@@ -169,8 +171,7 @@ class LLMAPIFront:
         self.pipeline = pipeline
         self.limits = limits
         self.decoupled = decoupled
-        self._lock = threading.Lock()
-        self._live: dict[str, list[threading.Event]] = {}
+        self._live = LiveRequests()
 
     @staticmethod
     def limits_for(vocab_size: int, end_id: int, pad_id: int, max_seq_len: int | None = None,
@@ -194,7 +195,7 @@ class LLMAPIFront:
         was sent for a bad request; returns :attr:`Outcome.CANCELLED` when the adapter must
         answer with NVIDIA's CANCELLED error."""
         check_request_id(request_id)
-        if _flag(inputs, IN.stop):
+        if flag(inputs, IN.stop):
             if not request_id:
                 raise RequestError(IN.stop, "needs the request id of the request to stop")
             self.stop(request_id)
@@ -204,19 +205,17 @@ class LLMAPIFront:
         if req.streaming and not self.decoupled:
             raise RequestError(IN.streaming, "needs a decoupled model; this repository was "
                                              "rendered without streaming")
-        flags = frozenset(f for f in LLMAPI_FLAGGED_OUTPUTS.values() if _flag(inputs, f))
+        flags = frozenset(f for f in LLMAPI_FLAGGED_OUTPUTS.values() if flag(inputs, f))
         # NVIDIA's default (no sampling_param_exclude_input_from_output): the prompt is included.
         prefix = (req.prompt or "") if req.exclude_input_in_output is not True else ""
         stopped = threading.Event()
         relay = _Relay(sink, prefix, flags, stopped)
-        self._register(request_id, stopped)
         try:
-            stop_string = self.pipeline.run(self._classic_inputs(inputs, req, flags), relay,
-                                            request_id)
+            with self._live.running(request_id, stopped.set):
+                stop_string = self.pipeline.run(self._classic_inputs(inputs, req, flags), relay,
+                                                request_id)
         except RequestError as e:
             raise RequestError(_FROM_CLASSIC.get(e.field, e.field), e.message) from None
-        finally:
-            self._unregister(request_id, stopped)
         return relay.finish(stop_string)
 
     def _classic_inputs(self, inputs: Arrays, req: GenerationRequest,
@@ -239,25 +238,42 @@ class LLMAPIFront:
 
     def stop(self, request_id: str) -> int:
         """End every live request with this id; returns how many there were."""
+        return self._live.stop(request_id)
+
+
+class LiveRequests:
+    """The live requests of each request id, for NVIDIA's ``stop``: each registers how it is
+    ended while it runs (:meth:`running`); :meth:`stop` ends all of one id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: dict[str, list[Callable[[], None]]] = {}
+
+    @contextmanager
+    def running(self, request_id: str, end: Callable[[], None]) -> Iterator[None]:
+        if not request_id:  # no id: no stop can name it
+            yield
+            return
         with self._lock:
-            events = list(self._live.get(request_id, ()))
-        for event in events:
-            event.set()
-        return len(events)
-
-    def _register(self, request_id: str, stopped: threading.Event) -> None:
-        if request_id:
-            with self._lock:
-                self._live.setdefault(request_id, []).append(stopped)
-
-    def _unregister(self, request_id: str, stopped: threading.Event) -> None:
-        if request_id:
+            self._live.setdefault(request_id, []).append(end)
+        try:
+            yield
+        finally:
             with self._lock:
                 live = self._live.get(request_id, [])
-                if stopped in live:
-                    live.remove(stopped)
+                if end in live:
+                    live.remove(end)
                 if not live:
                     self._live.pop(request_id, None)
 
+    def stop(self, request_id: str) -> int:
+        """End every live request with this id; returns how many there were."""
+        with self._lock:
+            ends = list(self._live.get(request_id, ()))
+        for end in ends:
+            end()
+        return len(ends)
 
-__all__ = ["CANCELLED_MESSAGE", "TO_CLASSIC", "LLMAPIFront", "Outcome", "llmapi_outputs"]
+
+__all__ = ["CANCELLED_MESSAGE", "TO_CLASSIC", "LLMAPIFront", "LiveRequests", "Outcome", "flag",
+           "llmapi_outputs"]

@@ -24,7 +24,6 @@ Nothing here imports ``tensorrt_llm``: the adapter passes in ``LLM`` and ``Sampl
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -43,7 +42,7 @@ from tritonllm.contract import (
 )
 from tritonllm.contract import LLMAPI_IN as IN
 from tritonllm.contract import LLMAPI_OUT as OUT
-from tritonllm.ensembles.llmapi import Outcome, llmapi_outputs
+from tritonllm.ensembles.llmapi import LiveRequests, Outcome, flag, llmapi_outputs
 from tritonllm.ensembles.requests import (
     RequestError,
     RequestLimits,
@@ -62,12 +61,6 @@ SAMPLING_FIELDS: dict[str, str] = {
     if name.startswith(PREFIX)}
 _LISTS = frozenset({IN.sampling_param_stop, IN.sampling_param_bad})
 CANCEL_CHECK_S = 0.1  # NVIDIA's cancellation_check_period_ms default
-
-
-def _flag(inputs: Arrays, name: str) -> bool:
-    value = inputs.get(name)
-    return value is not None and np.asarray(value).size > 0 and bool(
-        np.asarray(value).reshape(-1)[0])
 
 
 def sampling_kwargs(inputs: Arrays, limits: RequestLimits) -> tuple[dict[str, Any], str, bool]:
@@ -100,8 +93,7 @@ class LLMAPIEngineFront:
         self.limits = limits
         self.decoupled = decoupled
         self.cancel_check_s = cancel_check_s
-        self._lock = threading.Lock()
-        self._live: dict[str, list[Any]] = {}
+        self._live = LiveRequests()
 
     @staticmethod
     def limits_for(vocab_size: int, end_id: int, pad_id: int, max_seq_len: int | None,
@@ -111,7 +103,7 @@ class LLMAPIEngineFront:
 
     def run(self, inputs: Arrays, sink: ResponseSink, request_id: str = "") -> Outcome:
         check_request_id(request_id)
-        if _flag(inputs, IN.stop):
+        if flag(inputs, IN.stop):
             if not request_id:
                 raise RequestError(IN.stop, "needs the request id of the request to stop")
             self.stop(request_id)
@@ -120,14 +112,11 @@ class LLMAPIEngineFront:
         if streaming and not self.decoupled:
             raise RequestError(IN.streaming, "is only supported by a decoupled model "
                                              "(model.yaml triton_config.decoupled)")
-        flags = frozenset(f for f in LLMAPI_FLAGGED_OUTPUTS.values() if _flag(inputs, f))
+        flags = frozenset(f for f in LLMAPI_FLAGGED_OUTPUTS.values() if flag(inputs, f))
         result = self.llm.generate_async(prompt, sampling_params=self.sampling_params(**kwargs),
                                          streaming=streaming)
-        self._register(request_id, result)
-        try:
+        with self._live.running(request_id, result.abort):
             return self._relay(result, flags, sink)
-        finally:
-            self._unregister(request_id, result)
 
     def _relay(self, result: Iterable[Any], flags: frozenset[str], sink: ResponseSink
                ) -> Outcome:
@@ -161,25 +150,8 @@ class LLMAPIEngineFront:
         return Outcome.SENT
 
     def stop(self, request_id: str) -> int:
-        with self._lock:
-            results = list(self._live.get(request_id, ()))
-        for r in results:
-            r.abort()
-        return len(results)
-
-    def _register(self, request_id: str, result: Any) -> None:
-        if request_id:
-            with self._lock:
-                self._live.setdefault(request_id, []).append(result)
-
-    def _unregister(self, request_id: str, result: Any) -> None:
-        if request_id:
-            with self._lock:
-                live = self._live.get(request_id, [])
-                if result in live:
-                    live.remove(result)
-                if not live:
-                    self._live.pop(request_id, None)
+        """Abort every live request with this id; returns how many there were."""
+        return self._live.stop(request_id)
 
 
 __all__ = ["SAMPLING_FIELDS", "LLMAPIEngineFront", "sampling_kwargs"]

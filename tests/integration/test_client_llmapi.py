@@ -53,7 +53,9 @@ def test_generate_and_stream_equal_the_ensembles_text(
         done = llmapi.generate(prompt, N)
         assert (done.text, done.finish_reason) == (text, reason)
         assert reason in ("length", "stop")
-        assert done.input_tokens is None and done.output_tokens is None  # not in the contract
+        # Our llmapi model reports the counts (ours; NVIDIA's does not), and the client asks.
+        assert done.input_tokens and done.output_tokens
+        assert done.output_tokens == N if reason == "length" else done.output_tokens < N
         deltas = list(llmapi.stream(prompt, N))
         assert len(deltas) > 1 and "".join(d.text for d in deltas) == text  # deltas, not wholes
         assert [d.index for d in deltas] == list(range(len(deltas)))
@@ -126,8 +128,11 @@ def test_a_wrongly_forced_contract_is_a_clear_error(server: Any) -> None:
 
 def test_what_the_llmapi_contract_cannot_carry_or_refuses_names_the_option(
         llmapi: LLMClient) -> None:
-    with pytest.raises(InvalidRequest, match=r"^min_tokens: model 'llmapi' speaks the llmapi"):
-        llmapi.generate("hello", 4, min_tokens=2)
+    with pytest.raises(InvalidRequest, match=r"^beam_width: model 'llmapi' speaks the llmapi"):
+        llmapi.generate("hello", 4, beam_width=2)
+    # Ours declares sampling_param_min_tokens (NVIDIA's does not): carried, and honoured.
+    done = llmapi.generate("hello", 6, min_tokens=6)
+    assert done.output_tokens == 6 and done.finish_reason == "length"
     with pytest.raises(InvalidRequest, match="sampling_param_top_p"):  # the server's check
         llmapi.generate("hello", 4, top_p=1.5)
     with pytest.raises(InvalidRequest, match="text_input"):

@@ -185,7 +185,7 @@ def test_cli_renders_the_tiny_cpu_engine(cpu_engine: Path, tmp_path: Path) -> No
     r = CliRunner().invoke(main, ["repo", str(cpu_engine), "--out", str(out), "--no-streaming",
                                   "--postprocessing-instances", "2", "--max-batch-size", "16"])
     assert r.exit_code == 0, r.output
-    assert "rendered cpu repository" in r.output
+    assert "rendered cpu classic-layout repository" in r.output
     ens = parse_config((out / "ensemble" / "config.pbtxt").read_text(), "e")
     assert ens.max_batch_size == 16
     assert ens.model_transaction_policy.decoupled is False

@@ -97,7 +97,8 @@ def test_llmapi_request_names_dtypes_and_unbatched_shapes() -> None:
         "text_input", "sampling_param_max_tokens", "streaming", "sampling_param_temperature",
         "sampling_param_top_k", "sampling_param_seed", "sampling_param_stop",
         "sampling_param_presence_penalty", "sampling_param_frequency_penalty",
-        "sampling_param_exclude_input_from_output", "return_finish_reason"}
+        "sampling_param_exclude_input_from_output", "return_finish_reason",
+        "return_num_input_tokens", "return_num_output_tokens"}  # ours: the model declares them
     for t in spec.inputs:  # dtype from the contract; the dims are the whole shape (unbatched)
         declared = LLMAPI_CONTRACT.input(t.name)
         assert t.dtype == declared.dtype and t.value.ndim == 1

@@ -81,12 +81,14 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 "tensorrt_llm: model.yaml triton_config.decoupled disagrees with "
                 "model_transaction_policy")
-        llm = LLM(**llm_args)
-        tokenizer = llm.tokenizer
-        end_id = tokenizer.eos_token_id
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_id
+        # The request limits come from the checkpoint's own tokenizer files (the LLM API loads
+        # the same ones), read as everywhere else in tritonllm.
+        checkpoint = Path(str(llm_args["model"]))
+        tokenizer = load_tokenizer(checkpoint)
+        special = read_special_ids(checkpoint, tokenizer)
         limits = LLMAPIEngineFront.limits_for(
-            len(tokenizer), end_id, pad_id, llm_args.get("max_seq_len"))
+            len(tokenizer), special.end_id, special.pad_id, llm_args.get("max_seq_len"))
+        llm = LLM(**llm_args)  # single node; tensor/pipeline ranks are the LLM API's workers
         period = float(triton.get("cancellation_check_period_ms", 100)) / 1000
         self.front = LLMAPIEngineFront(llm, SamplingParams, limits, decoupled=decoupled,
                                        cancel_check_s=period)
