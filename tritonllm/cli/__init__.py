@@ -7,6 +7,7 @@
     ├── serve                serve
     ├── client               generate, health, models
     ├── perf                 perf (and perf compare)
+    ├── deploy               launch (the containers' entrypoint), deploy k8s
     └── demo                 demo
 
 The command modules import ``_console``, never this package, so there is no import cycle.
@@ -26,6 +27,7 @@ from tritonllm import __version__
 from tritonllm.cli.build import build_cmd, make_tiny_model_cmd
 from tritonllm.cli.client import generate_cmd, health_cmd, models_cmd
 from tritonllm.cli.demo import demo_cmd
+from tritonllm.cli.deploy import deploy_cmd, launch_cmd
 from tritonllm.cli.perf import perf_cmd
 from tritonllm.cli.repo import repo_cmd, validate_cmd
 from tritonllm.cli.serve import serve_cmd
@@ -35,7 +37,7 @@ __all__ = ["main"]
 
 COMMANDS: tuple[click.Command, ...] = (
     make_tiny_model_cmd, build_cmd, repo_cmd, validate_cmd, serve_cmd, generate_cmd, health_cmd,
-    models_cmd, perf_cmd, demo_cmd,
+    models_cmd, perf_cmd, demo_cmd, launch_cmd, deploy_cmd,
 )
 
 
