@@ -25,8 +25,12 @@ from typing import Any
 from tritonllm.deployment import DEFAULT_CONFIG_PATH, IMAGE_USER_ID, Deployment
 from tritonllm.metrics_rules import QUEUE_COMPUTE_RATIO, rule_groups
 
-__all__ = ["FILES", "render_manifests", "termination_grace_s", "write_manifests"]
+__all__ = ["FILES", "KUBERNETES_VERSION", "adapter_values", "dump", "keda_query",
+           "render_manifests", "termination_grace_s", "write_manifests"]
 
+#: The oldest Kubernetes the manifests are for (validated against its schemas, strict): 1.30
+#: made the preStop ``sleep`` action beta and on by default; 1.31 is the oldest still patched.
+KUBERNETES_VERSION = "1.31.0"
 HEALTH_READY = "/v2/health/ready"
 HEALTH_LIVE = "/v2/health/live"
 STARTUP_PERIOD_S = 10

@@ -1,0 +1,319 @@
+"""``tritonllm deploy k8s``: the manifests, checked with the tools that own their formats.
+
+No cluster runs here. Core objects are validated with kubernetes-validate (strict, the pinned
+oldest Kubernetes); the containers inside custom resources (KServe's ServingRuntime) are
+validated the same way inside a Pod; custom resources are checked against the fields their
+projects document (sources next to each set); the PrometheusRule's groups pass ``promtool
+check rules``, and ``promtool test rules`` runs the recording rule on synthetic series.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from tritonllm import contract as C
+from tritonllm.cli import main
+from tritonllm.deployment import IMAGE_USER_ID, load_deployment, parse_deployment
+from tritonllm.kubernetes import (
+    FILES,
+    KUBERNETES_VERSION,
+    adapter_values,
+    render_manifests,
+    termination_grace_s,
+)
+from tritonllm.metrics_rules import QUEUE_COMPUTE_RATIO, rule_groups
+
+ROOT = Path(__file__).resolve().parents[2]
+GPU_FILE = ROOT / "docker" / "tritonllm.yaml"
+CPU_FILE = ROOT / "docker" / "tritonllm.cpu.yaml"
+CORE_KINDS = {"ConfigMap", "PersistentVolumeClaim", "Deployment", "Service",
+              "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+
+
+def _render(path: Path) -> dict[str, Any]:
+    return render_manifests(load_deployment(path), path.read_text("utf-8"))
+
+
+@pytest.fixture(scope="module", params=[GPU_FILE, CPU_FILE], ids=["gpu", "cpu"])
+def manifests(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return _render(request.param)
+
+
+def _by_kind(manifests: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The base's object of that kind (kserve/ has a ConfigMap of its own)."""
+    (obj,) = [o for rel, o in manifests.items()
+              if o.get("kind") == kind and (not rel.startswith("kserve/") or kind not in
+                                            ("ConfigMap",))]
+    return obj
+
+
+def test_every_core_object_validates_strictly(manifests: dict[str, Any]) -> None:
+    kinds = set()
+    for _rel, obj in manifests.items():
+        if obj.get("kind") in CORE_KINDS:
+            kinds.add(obj["kind"])
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    assert kinds == CORE_KINDS
+
+
+def test_strict_validation_catches_a_wrong_field(manifests: dict[str, Any]) -> None:
+    """The check can fail: a misspelt probe field is refused."""
+    bad = copy.deepcopy(_by_kind(manifests, "Deployment"))
+    probe = bad["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    probe["periodSecond"] = probe.pop("periodSeconds")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, KUBERNETES_VERSION, strict=True)
+
+
+def _pod(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check"}, "spec": spec}
+
+
+def test_kserve_runtime_containers_are_valid_pod_containers(manifests: dict[str, Any]) -> None:
+    rt = _by_kind(manifests, "ServingRuntime")["spec"]
+    spec = {"containers": rt["containers"], "volumes": rt["volumes"]}
+    for key in ("nodeSelector", "tolerations"):
+        if key in rt:
+            spec[key] = rt[key]
+    kubernetes_validate.validate(_pod(spec), KUBERNETES_VERSION, strict=True)
+
+
+# Documented fields of the custom resources (top-level spec keys we may use):
+# KServe ServingRuntime / InferenceService: kserve.github.io/website "API reference" (v0.14),
+# serving.kserve.io/v1alpha1 ServingRuntimeSpec, v1beta1 InferenceServiceSpec/PredictorSpec.
+KSERVE_RUNTIME_SPEC = {"supportedModelFormats", "protocolVersions", "multiModel", "containers",
+                       "volumes", "nodeSelector", "tolerations", "affinity", "disabled",
+                       "grpcEndpoint", "grpcDataEndpoint", "httpDataEndpoint", "replicas",
+                       "storageHelper", "builtInAdapter", "annotations", "labels",
+                       "imagePullSecrets", "workerSpec", "hostIPC"}
+KSERVE_MODEL_FORMAT = {"name", "version", "autoSelect", "priority"}
+KSERVE_PROTOCOLS = {"v1", "v2", "grpc-v1", "grpc-v2"}
+KSERVE_PREDICTOR = {"model", "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric",
+                    "containerConcurrency", "timeout", "serviceAccountName", "nodeSelector",
+                    "tolerations", "canaryTrafficPercent", "deploymentStrategy"}
+KSERVE_MODEL = {"modelFormat", "runtime", "storageUri", "protocolVersion", "args", "env",
+                "resources", "ports", "volumeMounts"}
+# KEDA ScaledObject (keda.sh/docs/2.16/reference/scaledobject-spec) and its prometheus
+# trigger (keda.sh/docs/2.16/scalers/prometheus).
+KEDA_SPEC = {"scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod",
+             "idleReplicaCount", "minReplicaCount", "maxReplicaCount", "fallback", "advanced",
+             "triggers"}
+KEDA_TRIGGER = {"type", "metadata", "name", "useCachedMetrics", "authenticationRef",
+                "metricType"}
+KEDA_PROMETHEUS = {"serverAddress", "query", "threshold", "activationThreshold", "namespace",
+                   "customHeaders", "ignoreNullValues", "queryParameters", "unsafeSsl"}
+# prometheus-operator monitoring.coreos.com/v1 (prometheus-operator.dev "API reference").
+SERVICE_MONITOR_SPEC = {"selector", "endpoints", "namespaceSelector", "jobLabel",
+                        "targetLabels", "podTargetLabels", "sampleLimit"}
+SERVICE_MONITOR_ENDPOINT = {"port", "targetPort", "path", "scheme", "interval",
+                            "scrapeTimeout", "honorLabels", "relabelings",
+                            "metricRelabelings"}
+# prometheus-adapter: docs/config.md (rules: seriesQuery, resources, name, metricsQuery).
+ADAPTER_RULE = {"seriesQuery", "seriesFilters", "resources", "name", "metricsQuery"}
+
+
+def _subset(found: Any, allowed: set[str], where: str) -> None:
+    extra = set(found) - allowed
+    assert not extra, f"{where}: undocumented fields {sorted(extra)}"
+
+
+def test_custom_resources_use_documented_fields(manifests: dict[str, Any]) -> None:
+    rt = _by_kind(manifests, "ServingRuntime")
+    assert rt["apiVersion"] == "serving.kserve.io/v1alpha1"
+    _subset(rt["spec"], KSERVE_RUNTIME_SPEC, "ServingRuntime.spec")
+    for fmt in rt["spec"]["supportedModelFormats"]:
+        _subset(fmt, KSERVE_MODEL_FORMAT, "supportedModelFormats[]")
+    assert set(rt["spec"]["protocolVersions"]) <= KSERVE_PROTOCOLS
+    isvc = _by_kind(manifests, "InferenceService")
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    _subset(isvc["spec"]["predictor"], KSERVE_PREDICTOR, "predictor")
+    _subset(isvc["spec"]["predictor"]["model"], KSERVE_MODEL, "predictor.model")
+    assert isvc["spec"]["predictor"]["model"]["runtime"] == rt["metadata"]["name"]
+    assert (isvc["spec"]["predictor"]["model"]["modelFormat"]["name"]
+            == rt["spec"]["supportedModelFormats"][0]["name"])
+
+    so = _by_kind(manifests, "ScaledObject")
+    assert so["apiVersion"] == "keda.sh/v1alpha1"
+    _subset(so["spec"], KEDA_SPEC, "ScaledObject.spec")
+    for trig in so["spec"]["triggers"]:
+        _subset(trig, KEDA_TRIGGER, "triggers[]")
+        assert trig["type"] == "prometheus"
+        _subset(trig["metadata"], KEDA_PROMETHEUS, "prometheus trigger")
+        float(trig["metadata"]["threshold"])  # KEDA reads it as a number in a string
+        assert isinstance(trig["metadata"]["threshold"], str)
+
+    sm = _by_kind(manifests, "ServiceMonitor")
+    _subset(sm["spec"], SERVICE_MONITOR_SPEC, "ServiceMonitor.spec")
+    for ep in sm["spec"]["endpoints"]:
+        _subset(ep, SERVICE_MONITOR_ENDPOINT, "endpoints[]")
+    for rule in adapter_values()["rules"]["custom"]:
+        _subset(rule, ADAPTER_RULE, "prometheus-adapter rule")
+
+
+def test_ports_paths_and_names_agree(manifests: dict[str, Any]) -> None:
+    """Probes, Service, ServiceMonitor and the server use the deployment file's ports."""
+    conf = yaml.safe_load(_by_kind(manifests, "ConfigMap")["data"]["tritonllm.yaml"])
+    d = parse_deployment(conf)
+    dep = _by_kind(manifests, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"http": d.server.http_port, "grpc": d.server.grpc_port,
+                     "metrics": d.server.metrics_port}
+    svc = _by_kind(manifests, "Service")
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == ports
+    assert all(p["targetPort"] in ports for p in svc["spec"]["ports"])
+    assert _by_kind(manifests, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics"
+    assert c["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # The startup probe allows the whole startup_timeout before the pod counts as failed.
+    sp = c["startupProbe"]
+    assert sp["periodSeconds"] * sp["failureThreshold"] >= d.server.startup_timeout
+    # The container reads the ConfigMap's file where launch looks for it.
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert c["args"] == ["--config", f"{mounts['config']}/tritonllm.yaml"]
+    assert mounts["engine-cache"] == str(d.cache_dir)
+    assert mounts["dshm"] == "/dev/shm"
+    assert Path(mounts["repository"]) == Path(d.repo_dir).parent
+    assert Path(d.checkpoint).parent == Path(mounts["checkpoint"])
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["dshm"]["emptyDir"]["medium"] == "Memory"
+    assert vols["config"]["configMap"]["name"] == _by_kind(
+        manifests, "ConfigMap")["metadata"]["name"]
+    assert (vols["engine-cache"]["persistentVolumeClaim"]["claimName"]
+            == _by_kind(manifests, "PersistentVolumeClaim")["metadata"]["name"])
+
+
+def test_rollout_drain_and_security(manifests: dict[str, Any]) -> None:
+    conf = yaml.safe_load(_by_kind(manifests, "ConfigMap")["data"]["tritonllm.yaml"])
+    d = parse_deployment(conf)
+    dep = _by_kind(manifests, "Deployment")
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    grace = pod["terminationGracePeriodSeconds"]
+    pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    # The kubelet's SIGKILL comes after preStop + the server's whole stop.
+    assert grace == termination_grace_s(d)
+    assert grace >= pre_stop + d.server.stop_budget_s()
+    assert grace >= d.server.exit_timeout or d.server.managed
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] and sc["runAsUser"] == IMAGE_USER_ID
+    assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    writable = {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")}
+    assert {"/tmp", "/dev/shm", str(d.cache_dir), str(Path(d.repo_dir).parent)} <= writable
+    gpus = c["resources"]["limits"].get("nvidia.com/gpu")
+    if d.target == "gpu":
+        assert gpus == d.kubernetes.gpus and pod["nodeSelector"]
+    else:
+        assert gpus is None and "nodeSelector" not in pod
+    pdb = _by_kind(manifests, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"] == dep["spec"]["selector"]
+
+
+def test_autoscalers_scale_on_the_recorded_signal(manifests: dict[str, Any]) -> None:
+    recorded = {r["record"] for g in rule_groups() for r in g["rules"]}
+    assert QUEUE_COMPUTE_RATIO in recorded
+    hpa = _by_kind(manifests, "HorizontalPodAutoscaler")
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == QUEUE_COMPUTE_RATIO
+    (rule,) = adapter_values()["rules"]["custom"]
+    assert rule["name"]["as"] == QUEUE_COMPUTE_RATIO
+    assert rule["seriesQuery"].startswith(QUEUE_COMPUTE_RATIO)
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+    so = _by_kind(manifests, "ScaledObject")
+    assert QUEUE_COMPUTE_RATIO in so["spec"]["triggers"][0]["metadata"]["query"]
+    assert so["spec"]["scaleTargetRef"]["name"] == hpa["spec"]["scaleTargetRef"]["name"]
+    pr = _by_kind(manifests, "PrometheusRule")
+    assert pr["spec"]["groups"] == rule_groups()
+    # The rule selects the LLM model by the contract's name.
+    assert f'model="{C.LLM}"' in pr["spec"]["groups"][0]["rules"][0]["expr"]
+
+
+def test_promtool_accepts_the_rules(tmp_path: Path, manifests: dict[str, Any]) -> None:
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump(
+        {"groups": _by_kind(manifests, "PrometheusRule")["spec"]["groups"]}))
+    r = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 rules found" in r.stdout
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump({"groups": [{"name": "x", "rules": [
+        {"record": QUEUE_COMPUTE_RATIO, "expr": "rate(nv_inference_queue_duration_us[1m]"}]}]}))
+    assert subprocess.run(["promtool", "check", "rules", str(bad)],
+                          capture_output=True).returncode != 0
+
+
+def test_the_recording_rule_computes_queue_over_compute(tmp_path: Path) -> None:
+    """promtool runs the rule on series shaped like Triton's: per pod, per model counters.
+
+    Pod a: the LLM queues 30 ms and computes 60 ms per second -> 0.5; pod b: 90 over 30 -> 3.
+    The ensemble's own counters (much larger) must not count.
+    """
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": rule_groups()}))
+    series = []
+    for pod, queue_us, compute_us in (("a", 30_000, 60_000), ("b", 90_000, 30_000)):
+        # The ensemble queues 10x longer than it computes: counted, it would move both ratios.
+        for model, q_scale, c_scale in ((C.LLM, 1, 1), (C.ENSEMBLE, 50, 5)):
+            labels = f'namespace="llm",pod="{pod}",model="{model}",version="1"'
+            series.append({"series": f"nv_inference_queue_duration_us{{{labels}}}",
+                           "values": f"0+{queue_us * q_scale * 60}x10"})
+            series.append({"series": f"nv_inference_compute_infer_duration_us{{{labels}}}",
+                           "values": f"0+{compute_us * c_scale * 60}x10"})
+    test = {"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "promql_expr_test": [{
+            "expr": QUEUE_COMPUTE_RATIO, "eval_time": "5m",
+            "exp_samples": [
+                {"labels": f'{QUEUE_COMPUTE_RATIO}{{namespace="llm",pod="a"}}', "value": 0.5},
+                {"labels": f'{QUEUE_COMPUTE_RATIO}{{namespace="llm",pod="b"}}', "value": 3},
+            ]}]}]}
+    spec = tmp_path / "test.yml"
+    spec.write_text(yaml.safe_dump(test))
+    r = subprocess.run(["promtool", "test", "rules", str(spec)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cli_writes_every_file(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["deploy", "k8s", "--config", str(GPU_FILE),
+                                  "--out", str(tmp_path / "k8s")])
+    assert r.exit_code == 0, r.output
+    written = sorted(str(p.relative_to(tmp_path / "k8s"))
+                     for p in (tmp_path / "k8s").rglob("*.yaml"))
+    assert written == sorted(FILES)
+    for rel in FILES:  # every file is YAML that a kustomization lists or is the adapter's
+        yaml.safe_load((tmp_path / "k8s" / rel).read_text())
+    kust = yaml.safe_load((tmp_path / "k8s" / "base" / "kustomization.yaml").read_text())
+    for res in kust["resources"]:
+        assert (tmp_path / "k8s" / "base" / res).is_file()
+
+
+def test_cli_bad_file_is_one_line(tmp_path: Path) -> None:
+    f = tmp_path / "d.yaml"
+    f.write_text("checkpoint: /c\nserver:\n  htp_port: 8000\n")
+    r = CliRunner().invoke(main, ["deploy", "k8s", "--config", str(f), "--out",
+                                  str(tmp_path / "o")])
+    assert r.exit_code == 1
+    assert r.output.count("\n") == 1 and "server.htp_port: unknown key" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_docker_generated_files_are_current() -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "render_deploy_files.py"),
+                        "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
