@@ -17,6 +17,7 @@ Plain YAML: ``kubectl apply -k OUT/overlays/hpa`` (or ``keda``), ``kubectl apply
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -32,6 +33,7 @@ __all__ = ["FILES", "KUBERNETES_VERSION", "adapter_values", "dump", "keda_query"
 #: made the preStop ``sleep`` action beta and on by default; 1.31 is the oldest still patched.
 KUBERNETES_VERSION = "1.31.0"
 HEALTH_READY = "/v2/health/ready"
+CONFIG_DIGEST_ANNOTATION = "tritonllm.dev/config-sha256"
 HEALTH_LIVE = "/v2/health/live"
 STARTUP_PERIOD_S = 10
 GRACE_MARGIN_S = 15  # between the stop budget and the kubelet's SIGKILL
@@ -157,8 +159,10 @@ def _pod_spec(d: Deployment, container_name: str = "triton") -> Obj:
     return spec
 
 
-def _deployment(d: Deployment) -> Obj:
+def _deployment(d: Deployment, config_text: str) -> Obj:
     k = d.kubernetes
+    # A changed deployment file changes the pod template, so `kubectl apply` rolls it out.
+    digest = hashlib.sha256(config_text.encode("utf-8")).hexdigest()
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(d, d.name),
         "spec": {
@@ -167,7 +171,9 @@ def _deployment(d: Deployment) -> Obj:
             # A new pod must be ready before an old one goes: no capacity is ever lost.
             "strategy": {"type": "RollingUpdate",
                          "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": _labels(d)}, "spec": _pod_spec(d)},
+            "template": {"metadata": {"labels": _labels(d),
+                                      "annotations": {CONFIG_DIGEST_ANNOTATION: digest}},
+                         "spec": _pod_spec(d)},
         },
     }
 
@@ -327,7 +333,7 @@ def render_manifests(d: Deployment, config_text: str) -> dict[str, Obj]:
         "base/kustomization.yaml": _kustomization(base),
         "base/configmap.yaml": _config_map(d, config_text),
         "base/pvc.yaml": _cache_claim(d),
-        "base/deployment.yaml": _deployment(d),
+        "base/deployment.yaml": _deployment(d, config_text),
         "base/service.yaml": _service(d),
         "base/pdb.yaml": _pdb(d),
         "base/servicemonitor.yaml": _service_monitor(d),

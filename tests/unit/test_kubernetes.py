@@ -222,6 +222,16 @@ def test_rollout_drain_and_security(manifests: dict[str, Any]) -> None:
     assert pdb["spec"]["selector"] == dep["spec"]["selector"]
 
 
+def test_a_changed_deployment_file_rolls_the_pods() -> None:
+    text = GPU_FILE.read_text("utf-8")
+    d = load_deployment(GPU_FILE)
+    before = render_manifests(d, text)["base/deployment.yaml"]
+    after = render_manifests(d, text.replace("max_batch_size: 64", "max_batch_size: 32"))[
+        "base/deployment.yaml"]
+    assert (before["spec"]["template"]["metadata"]["annotations"]
+            != after["spec"]["template"]["metadata"]["annotations"])
+
+
 def test_autoscalers_scale_on_the_recorded_signal(manifests: dict[str, Any]) -> None:
     recorded = {r["record"] for g in rule_groups() for r in g["rules"]}
     assert QUEUE_COMPUTE_RATIO in recorded
