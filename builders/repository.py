@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -62,8 +63,19 @@ from tritonllm.settings import (
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "model_repository"
 MARKER = ".tritonllm-repo.json"
-ENGINE_SUBDIR = "tensorrt_llm/1/engine"
-TOKENIZER_SUBDIR = "tensorrt_llm/1/tokenizer"
+
+
+def engine_subdir(version: int = 1) -> str:
+    """Where version ``version`` of the LLM model keeps its engine (repository-relative)."""
+    return f"{C.LLM}/{version}/engine"
+
+
+def tokenizer_subdir(version: int = 1) -> str:
+    return f"{C.LLM}/{version}/tokenizer"
+
+
+ENGINE_SUBDIR = engine_subdir(1)
+TOKENIZER_SUBDIR = tokenizer_subdir(1)
 #: Per layout: served model -> the template folder in model_repository/ it is rendered from.
 LAYOUT_TEMPLATES: dict[str, dict[str, str]] = {
     C.LAYOUT_CLASSIC: {name: name for name in C.LAYOUT_MODELS[C.LAYOUT_CLASSIC]},
@@ -257,9 +269,13 @@ class RenderPlan:
     pad_id: int | None
     engine_ref: str  # what the LLM model's config names as its engine
     copy_engine: bool
+    version: int = 1  # the version folder every model's files go in
 
 
-def plan_render(manifest: Manifest, out: Path, settings: RepoSettings) -> RenderPlan:
+
+
+def plan_render(manifest: Manifest, out: Path, settings: RepoSettings,
+                version: int = 1) -> RenderPlan:
     target = resolve_target(manifest, settings)
     lim = manifest.limits
     mbs = settings.max_batch_size or lim.max_batch_size
@@ -277,11 +293,11 @@ def plan_render(manifest: Manifest, out: Path, settings: RepoSettings) -> Render
             )
     elif target == "gpu":
         root = settings.server_repo_path or Path(out).resolve().as_posix()
-        engine_ref = f"{root.rstrip('/')}/{ENGINE_SUBDIR}"
+        engine_ref = f"{root.rstrip('/')}/{engine_subdir(version)}"
     else:
-        engine_ref = ENGINE_SUBDIR
+        engine_ref = engine_subdir(version)
     return RenderPlan(target, resolve_layout(manifest, settings), mbs, end_id, pad_id,
-                      engine_ref, copy_engine)
+                      engine_ref, copy_engine, version)
 
 
 def _batching(settings: RepoSettings, delay: int, preserve_ordering: bool = False,
@@ -312,7 +328,7 @@ def model_parameters(
 ) -> dict[str, dict[str, str]]:
     """The ``parameters`` of each model, as the templates write them."""
     s, lim = settings, manifest.limits
-    tok = Path(TOKENIZER_SUBDIR)
+    tok = Path(tokenizer_subdir(plan.version))
     params: dict[str, dict[str, str]] = {
         C.ENSEMBLE: {},
         C.PREPROCESSING: PreprocessingParams(
@@ -452,8 +468,8 @@ def render_configs(
     return rendered
 
 
-def _copy_model_code(folder: str, model: str, dest: Path) -> list[str]:
-    """Copy ``model_repository/<folder>/1/**/*.py`` into ``dest/<model>/1/``."""
+def _copy_model_code(folder: str, model: str, dest: Path, version: int = 1) -> list[str]:
+    """Copy ``model_repository/<folder>/1/**/*.py`` into ``dest/<model>/<version>/``."""
     src = TEMPLATES / folder / "1"
     copied = []
     if src.is_dir():
@@ -461,10 +477,10 @@ def _copy_model_code(folder: str, model: str, dest: Path) -> list[str]:
             if "__pycache__" in f.parts:
                 continue
             rel = f.relative_to(src)
-            target = dest / model / "1" / rel
+            target = dest / model / str(version) / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, target)
-            copied.append(f"{model}/1/{rel.as_posix()}")
+            copied.append(f"{model}/{version}/{rel.as_posix()}")
     return copied
 
 
@@ -488,20 +504,57 @@ def _copy_tokenizer(engine_dir: Path, manifest: Manifest, dest: Path) -> None:
     shutil.copytree(src, dest)
 
 
+def version_dirs(repo: Path, model: str) -> list[int]:
+    """The numeric version folders of ``repo/model`` (Triton's versions), sorted."""
+    d = Path(repo) / model
+    return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()) \
+        if d.is_dir() else []
+
+
+def _check_add_version(out: Path, plan: RenderPlan, rendered: list[RenderedModel]) -> dict:
+    """Rules for adding version N to the repository in ``out``; returns its marker."""
+    n = plan.version
+    if not (out / MARKER).is_file():
+        raise ConfigError(f"version: {out} is not a repository rendered by tritonllm repo "
+                          f"(no {MARKER}); render version 1 first")
+    marker: dict[str, Any] = json.loads((out / MARKER).read_text(encoding="utf-8"))
+    for key in ("target", "layout"):
+        if marker.get(key) != getattr(plan, key):
+            raise ConfigError(f"version: {out} is a {marker.get(key)} {key} repository, this "
+                              f"render is {getattr(plan, key)}; a new version keeps the {key}")
+    names = sorted(r.name for r in rendered)
+    present = sorted(p.parent.name for p in out.glob("*/config.pbtxt"))
+    if present != names:
+        raise ConfigError(f"version: {out} serves models {present}, this render has {names}")
+    newest = max((v for m in names for v in version_dirs(out, m)), default=0)
+    if n <= newest:
+        raise ConfigError(f"version: {n} must be greater than {newest}, the newest version in "
+                          f"{out} (Triton serves the highest version)")
+    return marker
+
+
 def render_repository(
     engine_dir: Path,
     out: Path,
     settings: RepoSettings | None = None,
     progress: Progress | None = None,
+    version: int | None = None,
 ) -> Path:
     """Render the model repository for the engine in ``engine_dir`` into ``out``.
 
-    ``out`` must be new, empty, or a repository rendered earlier (which is replaced).
+    ``version`` None: ``out`` must be new, empty, or a repository rendered earlier (which is
+    replaced), and every model gets version 1. ``version`` N: ``out`` is a repository
+    rendered earlier; version N of every model is added beside the versions there (N above
+    all of them), and the configs are replaced to describe it. Triton's default version
+    policy serves the highest version only, and an old version's loaded instances keep the
+    files they loaded until their requests finish (docs/deploy.md, "Zero-loss model updates").
     Raises ConfigError (bad settings for this engine) or RepositoryError.
     """
     say = progress or (lambda _m: None)
     settings = settings or RepoSettings()
     engine_dir, out = Path(engine_dir), Path(out)
+    if version is not None and (isinstance(version, bool) or version < 1):
+        raise ConfigError(f"version: must be 1 or more, got {version!r}")
     manifest = read_manifest(engine_dir)
     missing = manifest.missing_files(engine_dir)
     if missing:
@@ -509,29 +562,37 @@ def render_repository(
             f"{engine_dir}: engine files missing or changed since the build: "
             f"{', '.join(missing[:5])}; rebuild with --force"
         )
-    check_output_dir(out, MARKER, "a rendered repository")
-    plan = plan_render(manifest, out, settings)
-    say(f"rendering {plan.target} repository")
+    adding = version is not None
+    if not adding:
+        check_output_dir(out, MARKER, "a rendered repository")
+    n = version or 1
+    plan = plan_render(manifest, out, settings, n)
+    say(f"rendering {plan.target} repository" + (f", version {n}" if adding else ""))
     rendered = render_configs(manifest, plan, settings)
+    old_marker = _check_add_version(out, plan, rendered) if adding else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.rendering-", dir=out.parent))
     try:
         code: list[str] = []
+        vdir = str(n)
         for r in rendered:
-            (work / r.name / "1").mkdir(parents=True, exist_ok=True)
+            (work / r.name / vdir).mkdir(parents=True, exist_ok=True)
             (work / r.name / "config.pbtxt").write_text(r.text, encoding="utf-8")
             folder = LAYOUT_TEMPLATES[plan.layout][r.name]
             if plan.target == "cpu" or folder not in _NOT_PYTHON_ON_GPU:
-                code += _copy_model_code(folder, r.name, work)
+                code += _copy_model_code(folder, r.name, work, n)
         if plan.target == "gpu" and plan.layout == C.LAYOUT_LLMAPI:
-            (work / C.LLM / "1" / C.LLMAPI_MODEL_YAML).write_text(
+            (work / C.LLM / vdir / C.LLMAPI_MODEL_YAML).write_text(
                 llmapi_model_yaml(engine_dir, plan, settings), encoding="utf-8")
         say("copying tokenizer")
-        _copy_tokenizer(engine_dir, manifest, work / TOKENIZER_SUBDIR)
+        _copy_tokenizer(engine_dir, manifest, work / tokenizer_subdir(n))
         if plan.copy_engine:
             say("copying engine")
-            _copy_engine(engine_dir, manifest, work / ENGINE_SUBDIR)
+            _copy_engine(engine_dir, manifest, work / engine_subdir(n))
+        versions = dict(old_marker.get("versions", {"1": old_marker.get("engine_cache_key")})
+                        if old_marker else {})
+        versions[vdir] = manifest.cache_key
         marker = {
             "target": plan.target,
             "layout": plan.layout,
@@ -540,16 +601,45 @@ def render_repository(
             "engine_ref": plan.engine_ref,
             "engine_copied": plan.copy_engine,
             "model_code": code,
+            "version": n,
+            "versions": versions,
             "settings": {k: v for k, v in asdict(settings).items() if k != "extra_llm_parameters"}
             | {"extra_llm_parameters": dict(settings.extra_llm_parameters)},
         }
         (work / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n",
                                    encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
+        if adding:
+            _add_version(work, out, [r.name for r in rendered], vdir)
+        else:
+            if out.exists():
+                shutil.rmtree(out)
+            work.rename(out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    say(f"wrote {out}")
+    say(f"wrote {out}" + (f" (version {n} added)" if adding else ""))
     return out
+
+
+def _add_version(work: Path, out: Path, models: list[str], vdir: str) -> None:
+    """Move version ``vdir`` of every model into ``out``, then swap each config and the marker.
+
+    The version folders go first (Triton ignores a version until a load asks for it); each
+    config.pbtxt and the marker are replaced by rename, so a reader sees the old file or the
+    new one, never half of either. A failure while moving the folders takes the moved ones
+    back out, leaving ``out`` as it was.
+    """
+    moved: list[Path] = []
+    try:
+        for m in models:
+            target = out / m / vdir
+            (work / m / vdir).rename(target)
+            moved.append(target)
+    except BaseException:
+        for t in moved:
+            shutil.rmtree(t, ignore_errors=True)
+        raise
+    for m in models:
+        os.replace(work / m / "config.pbtxt", out / m / "config.pbtxt")
+    os.replace(work / MARKER, out / MARKER)
+    shutil.rmtree(work, ignore_errors=True)

@@ -16,7 +16,9 @@ the repository's content (only when ``repo`` is not a directory). What it checks
   reverse; Python models' ``streaming`` parameter against their transaction policy; on a
   streaming CPU repository postprocessing has no dynamic batching and one instance (so that it
   sees cancelled streams);
-* the Python models: ``1/model.py`` exists, parameters parse (:mod:`tritonllm.settings`);
+* the Python models: ``N/model.py`` exists for the newest version N (the one Triton serves and
+  the configs describe; older version folders may stay), parameters parse
+  (:mod:`tritonllm.settings`);
 * the engine: files present, its kind matches the LLM backend, and ``max_batch_size`` and the
   input/sequence limits in the configs do not exceed the engine's (``manifest.json``);
 * the tokenizer: present where ``tokenizer_dir`` says; end/pad ids agree with its
@@ -46,7 +48,6 @@ from tritonllm.settings import (
 )
 
 CONFIG = "config.pbtxt"
-MODEL_PY = "1/model.py"
 _PLACEHOLDER = re.compile(r"\$\{[^}]*\}|\{\{.*?\}\}|\{%.*?%\}")
 _PARAM_KEY = re.compile(r"parameter '([^']+)'")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
@@ -84,6 +85,13 @@ class _Model:
     @property
     def is_python(self) -> bool:
         return str(self.config.backend) == "python"
+
+
+def _newest(model_dir: Path) -> str:
+    """The version folder Triton serves (the highest; the configs describe it), "1" if none."""
+    from tritonllm.builders.repository import version_dirs
+
+    return str(max(version_dirs(model_dir.parent, model_dir.name), default=1))
 
 
 def _dims(values: Any) -> list[int]:
@@ -163,7 +171,8 @@ class _Validator:
             return None
         if self.layout == C.LAYOUT_LLMAPI and str(llm.config.backend) == "python":
             # NVIDIA's llmapi model on a GPU is configured by its model.yaml
-            return "gpu" if (llm.path / "1" / C.LLMAPI_MODEL_YAML).is_file() else "cpu"
+            return "gpu" if (llm.path / _newest(llm.path) / C.LLMAPI_MODEL_YAML).is_file() \
+                else "cpu"
         return {"tensorrtllm": "gpu", "python": "cpu"}.get(str(llm.config.backend))
 
     # --- per model ---------------------------------------------------------------------------
@@ -187,8 +196,9 @@ class _Validator:
                   or llmapi_layout) and not m.is_python:
                 self.add(m.name, CONFIG, "backend", f"{m.config.backend!r}: expected \"python\"")
             if m.is_python:
-                if not (m.path / MODEL_PY).is_file():
-                    self.add(m.name, MODEL_PY, "file", "missing (a Python-backend model needs it)")
+                model_py = f"{_newest(m.path)}/model.py"  # the version Triton serves
+                if not (m.path / model_py).is_file():
+                    self.add(m.name, model_py, "file", "missing (a Python-backend model needs it)")
                 self.check_python_params(m)
             if m.name in C.CONTRACTS and self.target is not None:
                 self.check_contract(m)
@@ -480,9 +490,9 @@ class _Validator:
         release and a triton_config that agrees with config.pbtxt; ``model`` is a checkpoint."""
         from tritonllm.trtllm_release import load_model_yaml
 
-        file = f"1/{C.LLMAPI_MODEL_YAML}"
+        file = f"{_newest(llm.path)}/{C.LLMAPI_MODEL_YAML}"
         try:
-            args, triton = load_model_yaml(llm.path / "1" / C.LLMAPI_MODEL_YAML)
+            args, triton = load_model_yaml(llm.path / file)
         except ConfigError as e:
             self.add(C.LLM, file, "content", str(e).split(": ", 1)[-1])
             return

@@ -249,6 +249,16 @@ class AsyncLLMClient:
         return dict(await self._transport.metadata(model or self.model,
                                                    self._deadline(timeout)))
 
+    async def load_model(self, name: str,
+                         timeout: float | EllipsisType | None = DEFAULT) -> None:
+        """See :meth:`LLMClient.load_model`."""
+        await self._transport.control(name, "load", self._deadline(timeout))
+
+    async def unload_model(self, name: str,
+                           timeout: float | EllipsisType | None = DEFAULT) -> None:
+        """See :meth:`LLMClient.unload_model`."""
+        await self._transport.control(name, "unload", self._deadline(timeout))
+
     def _deadline(self, timeout: float | EllipsisType | None) -> float | None:
         resolved: float | None = resolve_timeout(timeout, self.timeout)
         return resolved

@@ -250,6 +250,23 @@ class LLMClient:
         """The model's metadata (name, versions, inputs, outputs) as JSON."""
         return dict(self._transport.metadata(model or self.model, self._deadline(timeout)))
 
+    def config(self, model: str | None = None,
+               timeout: float | EllipsisType | None = DEFAULT) -> dict[str, Any]:
+        """The model's configuration (Triton's ModelConfig) as JSON."""
+        return dict(self._transport.config(model or self.model, self._deadline(timeout)))
+
+    def load_model(self, name: str, timeout: float | EllipsisType | None = DEFAULT) -> None:
+        """Load (or reload, picking up new versions) ``name`` from the server's repository.
+
+        The server must run with ``--model-control-mode explicit``; otherwise a ClientError
+        says so. Returns once Triton has loaded it (its old version, if any, then drains).
+        """
+        self._transport.control(name, "load", self._deadline(timeout))
+
+    def unload_model(self, name: str, timeout: float | EllipsisType | None = DEFAULT) -> None:
+        """Unload ``name``; requests in flight on it finish first (Triton's unload)."""
+        self._transport.control(name, "unload", self._deadline(timeout))
+
     def _deadline(self, timeout: float | EllipsisType | None) -> float | None:
         resolved: float | None = resolve_timeout(timeout, self.timeout)
         return resolved

@@ -114,6 +114,7 @@ class SyncTransport(Protocol):
     def models(self, timeout: float | None) -> list[ModelStatus]: ...
     def metadata(self, model: str, timeout: float | None) -> dict[str, Any]: ...
     def config(self, model: str, timeout: float | None) -> dict[str, Any]: ...
+    def control(self, model: str, action: str, timeout: float | None) -> None: ...
     def close(self) -> None: ...
 
 
@@ -128,7 +129,18 @@ class AsyncTransport(Protocol):
     async def health(self, timeout: float | None) -> Health: ...
     async def models(self, timeout: float | None) -> list[ModelStatus]: ...
     async def metadata(self, model: str, timeout: float | None) -> dict[str, Any]: ...
+    async def control(self, model: str, action: str, timeout: float | None) -> None: ...
     async def close(self) -> None: ...
+
+
+def control_error(model: str, action: str, err: ClientError) -> ClientError:
+    """A load/unload refusal, saying what the server needs when it is the control mode."""
+    text = str(err)
+    if "explicit model load / unload is not allowed" in text or "polling is enabled" in text:
+        return type(err)(f"{action} {model}: the server does not take model control requests "
+                         "(start it with --model-control-mode explicit): " + text,
+                         status=err.status)
+    return type(err)(f"{action} {model}: {text}", status=err.status)
 
 
 def _deadline_error(spec: RequestSpec, timeout: float | None) -> Timeout:
@@ -414,6 +426,12 @@ class GrpcTransport:
     def config(self, model: str, timeout: float | None) -> dict[str, Any]:
         return dict(self._unary("get_model_config", model, as_json=True, timeout=timeout))
 
+    def control(self, model: str, action: str, timeout: float | None) -> None:
+        try:
+            self._unary(f"{action}_model", model, timeout=timeout)
+        except ClientError as e:
+            raise control_error(model, action, e) from e
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -574,6 +592,12 @@ class AioGrpcTransport:
     async def metadata(self, model: str, timeout: float | None) -> dict[str, Any]:
         return dict(await self._unary("get_model_metadata", model, as_json=True,
                                       timeout=timeout))
+
+    async def control(self, model: str, action: str, timeout: float | None) -> None:
+        try:
+            await self._unary(f"{action}_model", model, timeout=timeout)
+        except ClientError as e:
+            raise control_error(model, action, e) from e
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -737,6 +761,13 @@ class HttpTransport:
     def config(self, model: str, timeout: float | None) -> dict[str, Any]:
         return dict(self._json(f"/v2/models/{urllib.parse.quote(model)}/config", None, timeout))
 
+    def control(self, model: str, action: str, timeout: float | None) -> None:
+        try:
+            self._json(f"/v2/repository/models/{urllib.parse.quote(model)}/{action}", {},
+                       timeout)
+        except ClientError as e:
+            raise control_error(model, action, e) from e
+
     def close(self) -> None:
         """Nothing to close: one connection per call."""
 
@@ -772,6 +803,9 @@ class ThreadedTransport:
 
     async def metadata(self, model: str, timeout: float | None) -> dict[str, Any]:
         return await asyncio.to_thread(self._sync.metadata, model, timeout)
+
+    async def control(self, model: str, action: str, timeout: float | None) -> None:
+        await asyncio.to_thread(self._sync.control, model, action, timeout)
 
     async def close(self) -> None:
         self._sync.close()

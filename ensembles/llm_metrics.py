@@ -177,11 +177,18 @@ class LLMMetrics:
 
 class TritonMetricFactory:
     """A :class:`MetricFactory` over the Python backend's custom metrics API, labelled with
-    the model's name. ``pb_utils`` is the stub's ``triton_python_backend_utils``; build this
-    in ``initialize`` (``pb_utils.MetricFamily`` exists once the stub runs the model)."""
+    the model's name and version (as Triton's own ``nv_inference_*`` metrics are).
+    ``pb_utils`` is the stub's ``triton_python_backend_utils``; build this in ``initialize``
+    (``pb_utils.MetricFamily`` exists once the stub runs the model).
 
-    def __init__(self, pb_utils: Any, model: str) -> None:
-        self._labels = {"model": model}
+    The version label is needed, not decoration: while a new version loads, the old one still
+    runs, and Triton 2.51 hands two versions' metrics of the same name and labels the same
+    prometheus child, counted per family object. The old version's delete then frees the
+    child the new version keeps updating (a use-after-free in tritonserver: heap corruption,
+    aborts, hung requests, seen while swapping versions under load)."""
+
+    def __init__(self, pb_utils: Any, model: str, version: str | int = 1) -> None:
+        self._labels = {"model": model, "version": str(version)}
         self._family = pb_utils.MetricFamily
         self._kinds = {"gauge": self._family.GAUGE, "counter": self._family.COUNTER}
 

@@ -100,7 +100,11 @@ def find_tokenizer(tokenizer: Path | None, repo: Path | None) -> Path:
     if tokenizer is not None:
         return tokenizer
     if repo is not None:
-        path = Path(repo) / REPO_TOKENIZER
+        from tritonllm.builders.repository import tokenizer_subdir, version_dirs
+
+        # the version Triton serves (the highest)
+        newest = max(version_dirs(Path(repo), REPO_TOKENIZER.parts[0]), default=1)
+        path = Path(repo) / tokenizer_subdir(newest)
         if not path.is_dir():
             raise ConfigError(f"--repo: {repo} has no {REPO_TOKENIZER} (not rendered by "
                               "tritonllm repo?); pass --tokenizer DIR")

@@ -115,12 +115,14 @@ RELOAD_WINDOW_S = 600.0
 
 @dataclass(frozen=True)
 class StubProcess:
-    """One ``triton_python_backend_stub``: its pid, model (the model directory's name) and
-    instance (``<model>_<group>_<index>``), from its command line."""
+    """One ``triton_python_backend_stub``: its pid, model (the model directory's name),
+    instance (``<model>_<group>_<index>``) and version (the version folder), from its
+    command line."""
 
     pid: int
     model: str
     instance: str
+    version: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,8 @@ def stub_processes(pgid: int, proc: Path = Path("/proc")) -> dict[int, StubProce
         model_py = Path(argv[1].decode(errors="replace"))
         instance = argv[8].decode(errors="replace")
         pid = int(entry.name)
-        found[pid] = StubProcess(pid, model_py.parent.parent.name, instance)
+        found[pid] = StubProcess(pid, model_py.parent.parent.name, instance,
+                                 model_py.parent.name)
     return found
 
 
@@ -357,8 +360,13 @@ class Supervisor:
 
     def __init__(self, admin: TritonAdmin, pgid: int, say: Callable[[str], None], *,
                  is_running: Callable[[], bool], load_timeout: float,
-                 max_reloads: int = MAX_RELOADS, reload_window_s: float = RELOAD_WINDOW_S) -> None:
+                 max_reloads: int = MAX_RELOADS, reload_window_s: float = RELOAD_WINDOW_S,
+                 watch_stubs: bool = True) -> None:
         self.admin, self.pgid, self.say = admin, pgid, say
+        # With explicit model control the clients load and unload models (a version swap
+        # retires every old stub while the new version loads): reloading models behind their
+        # back would fight them, so the stub watch is off and recovery is theirs.
+        self.watch_stubs = watch_stubs
         self.is_running = is_running
         self.load_timeout = load_timeout
         self.max_reloads, self.reload_window_s = max_reloads, reload_window_s
@@ -392,6 +400,8 @@ class Supervisor:
         configs = {m: c for m in models if (c := self.admin.config(m)) is not None}
         self.entry = entry_models(configs)
         self._known = stub_processes(self.pgid)
+        if not self.watch_stubs:
+            return
         self._thread = threading.Thread(target=self._watch, name="tritonllm-supervisor",
                                         daemon=True)
         self._thread.start()
@@ -422,13 +432,36 @@ class Supervisor:
         now = self._current()
         dead = [DeadStub(s, describe_status(pid)) for pid, s in self._known.items()
                 if pid not in now]
+        replaced = {s.model for pid, s in now.items() if pid not in self._known}
         self._known = now
+        if dead:
+            dead = self._crashed(dead, replaced)
         if not dead or self._stop.is_set() or not self.is_running():
             return []
         for model in sorted({d.stub.model for d in dead}):
             self._recover(model, [d for d in dead if d.stub.model == model])
         self._known = self._current()
         return dead
+
+    def _crashed(self, dead: list[DeadStub], replaced: set[str]) -> list[DeadStub]:
+        """The stubs that died on their own, not by a (re)load or unload someone asked for.
+
+        A client's load of a new version (``tritonllm models load``, explicit model control)
+        starts the new version's stubs, then ends the old version's once its requests are
+        done; an unload ends them. Neither is a crash: a stub whose model got new stubs in the
+        same look, or whose version is no longer READY, was retired by Triton. A crashed stub's
+        version stays READY (Triton 2.51 does not notice) and nothing replaces it.
+        """
+        dead = [d for d in dead if d.stub.model not in replaced]
+        if not dead:
+            return []
+        rows = self.admin.index()
+        if rows is None:  # cannot tell: treat as crashed, as before
+            return dead
+        ready = {(str(r.get("name")), str(r.get("version"))) for r in rows
+                 if r.get("state") == "READY"}
+        return [d for d in dead if not d.stub.version
+                or (d.stub.model, d.stub.version) in ready]
 
     def _current(self) -> dict[int, StubProcess]:
         """The live stubs, less those of replaced model versions (their teardown may still

@@ -105,8 +105,8 @@ class FakeStubs:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.pgid: int | None = None
 
-    def start(self, model: str, instance: str) -> int:
-        script = self.root / model / "1" / "model.py"
+    def start(self, model: str, instance: str, version: str = "1") -> int:
+        script = self.root / model / version / "model.py"
         script.parent.mkdir(parents=True, exist_ok=True)
         script.write_text("import time\ntime.sleep(600)\n")
         argv = [str(self.root / STUB_NAME), str(script), "region", "1", "1", "1", "lib", "0",
@@ -154,6 +154,8 @@ class FakeAdmin:
     def index(self) -> list[dict[str, Any]] | None:
         if self.states is not None:
             return [_row(name, state) for name, state in self.states.items()]
+        if not self.rows:
+            return None  # not scripted: the watch cannot tell, and treats a death as a crash
         return self.rows.pop(0) if len(self.rows) > 1 else self.rows[0]
 
     def metrics(self) -> MetricsSnapshot | None:
@@ -183,6 +185,36 @@ def test_stub_processes_name_model_and_instance(stubs: FakeStubs) -> None:
     assert {(p, s.model, s.instance) for p, s in found.items()} == {
         (a, "tensorrt_llm_bls", "tensorrt_llm_bls_0_0"), (b, "preprocessing",
                                                           "preprocessing_0_1")}
+
+
+def test_a_version_swap_is_not_a_crash(stubs: FakeStubs) -> None:
+    """A client's load of version 2 starts new stubs, then retires version 1's: no reload."""
+    admin = FakeAdmin(stubs)
+    admin.states = {"tensorrt_llm": "READY"}
+    old = stubs.start("tensorrt_llm", "tensorrt_llm_0_0", version="1")
+    assert stubs.pgid is not None
+    sup = Supervisor(admin, stubs.pgid, lambda _m: None,  # type: ignore[arg-type]
+                     is_running=lambda: True, load_timeout=10)
+    sup._known = stub_processes(stubs.pgid)
+    stubs.start("tensorrt_llm", "tensorrt_llm_0_0", version="2")  # the new version loads
+    os.kill(old, signal.SIGKILL)  # ... and the old one's stub ends
+    _wait_gone(old)
+    assert sup.check_stubs() == [] and admin.calls == []
+    # later, with no new stub in that look: the version Triton no longer serves is not READY
+    v2 = stubs.start("tensorrt_llm", "tensorrt_llm_0_1", version="2")
+    sup._known = stub_processes(stubs.pgid)
+    admin.states = None
+    admin.rows = [[{"name": "tensorrt_llm", "version": "2", "state": "READY"}]]
+    gone = stubs.start("tensorrt_llm", "tensorrt_llm_0_2", version="1")
+    sup._known = stub_processes(stubs.pgid)
+    os.kill(gone, signal.SIGKILL)
+    _wait_gone(gone)
+    assert sup.check_stubs() == [] and admin.calls == []
+    # a stub of the served version that dies with nothing replacing it is a crash
+    os.kill(v2, signal.SIGKILL)
+    _wait_gone(v2)
+    assert [d.stub.pid for d in sup.check_stubs()] == [v2]
+    assert ("load", "tensorrt_llm") in admin.calls
 
 
 def test_describe_status_of_a_zombie(stubs: FakeStubs) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -164,14 +165,8 @@ def health_cmd(url: str, protocol: str | None, headers: dict[str, str], ssl: boo
         sys.exit(1)
 
 
-@click.command("models")
-@connection_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def models_cmd(url: str, protocol: str | None, headers: dict[str, str], ssl: bool,
-               root_certificates: str | None, timeout: float, as_json: bool) -> None:
-    """List the server's models and their states."""
-    with _client(url, "ensemble", protocol, headers, ssl, root_certificates, timeout) as client:
-        rows = client.models()
+def _list_models(client: Any, as_json: bool) -> None:
+    rows = client.models()
     if as_json:
         _echo_json({"models": [{"name": m.name, "version": m.version, "state": m.state,
                                 "reason": m.reason} for m in rows]})
@@ -181,3 +176,77 @@ def models_cmd(url: str, protocol: str | None, headers: dict[str, str], ssl: boo
     for m in rows:
         reason = f"  ({m.reason})" if m.reason else ""
         click.echo(f"{m.name:<{width}}  {m.version or '-':<7}  {m.state or '-'}{reason}")
+
+
+@click.group("models", invoke_without_command=True)
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def models_cmd(ctx: click.Context, url: str, protocol: str | None, headers: dict[str, str],
+               ssl: bool, root_certificates: str | None, timeout: float, as_json: bool) -> None:
+    """List the server's models and their states; `load` / `unload` them."""
+    if ctx.invoked_subcommand is None:
+        with _client(url, "ensemble", protocol, headers, ssl, root_certificates,
+                     timeout) as client:
+            _list_models(client, as_json)
+
+
+@models_cmd.command("list")
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def models_list_cmd(url: str, protocol: str | None, headers: dict[str, str], ssl: bool,
+                    root_certificates: str | None, timeout: float, as_json: bool) -> None:
+    """List the server's models, their versions and states."""
+    with _client(url, "ensemble", protocol, headers, ssl, root_certificates, timeout) as client:
+        _list_models(client, as_json)
+
+
+def _ready_versions(rows: list[Any], name: str) -> str:
+    ready = sorted({m.version for m in rows if m.name == name and m.state == "READY"
+                    and m.version}, key=lambda v: int(v) if v.isdigit() else 0)
+    return ", ".join(ready) or "none"
+
+
+def _control(action: str, models: tuple[str, ...], url: str, protocol: str | None,
+             headers: dict[str, str], ssl: bool, root_certificates: str | None,
+             timeout: float) -> None:
+    from tritonllm.client import ClientError
+    from tritonllm.client._control import LoadStep, load_plan
+
+    with _client(url, "ensemble", protocol, headers, ssl, root_certificates, timeout) as client:
+        names = list(dict.fromkeys(models)) or sorted({m.name for m in client.models()})
+        if not names:
+            raise ClientError(f"load: the repository of {url} has no models")
+        plan = load_plan({n: client.config(n) for n in names}) if len(names) > 1 \
+            else [LoadStep(names[0])]
+        if action == "unload":  # callers first, so none is left calling an unloaded model
+            plan = [LoadStep(n) for s in reversed(plan) for n in (s.model, *s.with_steps[::-1])]
+        for step in plan:  # with ensemble steps: callees first, then the ensemble once
+            t0 = time.perf_counter()
+            getattr(client, f"{action}_model")(step.model)
+            took = time.perf_counter() - t0
+            rows = client.models()
+            for name in (*step.with_steps, step.model):
+                how = f" (with {step.model})" if name != step.model else ""
+                click.echo(f"{action}ed {name}{how} in {took:.1f}s; READY versions: "
+                           f"{_ready_versions(rows, name)}")
+
+
+@models_cmd.command("load")
+@click.argument("models", nargs=-1)
+@connection_options
+def models_load_cmd(models: tuple[str, ...], **conn: Any) -> None:
+    """Load (or reload: a new version replaces the served one) MODELS; none: all of them.
+
+    The server must run with --model-control-mode explicit. Models are loaded after the
+    models they call, so a version swap keeps every request answered.
+    """
+    _control("load", models, **conn)
+
+
+@models_cmd.command("unload")
+@click.argument("models", nargs=-1, required=True)
+@connection_options
+def models_unload_cmd(models: tuple[str, ...], **conn: Any) -> None:
+    """Unload MODELS (their requests in flight finish first)."""
+    _control("unload", models, **conn)

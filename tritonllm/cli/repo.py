@@ -136,7 +136,11 @@ def _parse_kv(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
           "of copying it.")
 @_setting("server_repo_path", "Where tritonserver sees this repository, e.g. /models "
           "(GPU gpt_model_path is absolute).")
-def repo_cmd(engine_dir: Path, out: Path, **options: Any) -> None:
+@click.option("--version", "version", type=click.IntRange(min=1),
+              help="Add version N of every model beside the versions in --out (a repository "
+                   "rendered earlier; N above them) instead of replacing it; then "
+                   "`tritonllm models load` swaps the served version.")
+def repo_cmd(engine_dir: Path, out: Path, version: int | None, **options: Any) -> None:
     """Render a Triton model repository for the engine in ENGINE_DIR into --out."""
     from tritonllm.builders.repository import render_repository
     from tritonllm.builders.validate import validate_repository
@@ -146,8 +150,12 @@ def repo_cmd(engine_dir: Path, out: Path, **options: Any) -> None:
         chosen.pop("extra_llm_parameters", None)
     settings = RepoSettings(**chosen)
     with progress_line() as say:
-        render_repository(engine_dir, out, settings, progress=say)
+        render_repository(engine_dir, out, settings, progress=say, version=version)
     marker = json.loads((out / ".tritonllm-repo.json").read_text(encoding="utf-8"))
+    if version is not None:
+        click.echo(f"added version {version} to {out} (versions: "
+                   f"{', '.join(sorted(marker['versions'], key=int))}); load it: tritonllm "
+                   "models load --url URL (the server needs --model-control-mode explicit)")
     click.echo(f"rendered {marker['target']} {marker['layout']}-layout repository in {out} "
                f"(engine {'copied' if marker['engine_copied'] else 'at ' + marker['engine_ref']})")
     problems = validate_repository(out)

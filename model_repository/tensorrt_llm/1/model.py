@@ -40,7 +40,8 @@ class TritonPythonModel:
                 "tensorrt_llm: parameter 'streaming' disagrees with model_transaction_policy")
         tokenizer = load_tokenizer(p.engine_dir)
         self.service = build_service(p, tokenizer, read_special_ids(p.engine_dir, tokenizer))
-        self.metrics = LLMMetrics(TritonMetricFactory(pb_utils, args["model_name"]))
+        self.metrics = LLMMetrics(TritonMetricFactory(pb_utils, args["model_name"],
+                                                        args["model_version"]))
         self.metrics.start(self.service, METRICS_PERIOD_S)
 
     def execute(self, requests: list[Any]) -> None:

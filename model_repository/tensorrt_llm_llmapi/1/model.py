@@ -65,7 +65,8 @@ class TritonPythonModel:
         self.front, self.cancellations = local_front(
             pre, self.service, tokenizer, skip_special_tokens=p.skip_special_tokens,
             decoupled=p.streaming, max_words=p.max_words, max_word_bytes=p.max_word_bytes)
-        self.metrics = LLMMetrics(TritonMetricFactory(pb_utils, args["model_name"]))
+        self.metrics = LLMMetrics(TritonMetricFactory(pb_utils, args["model_name"],
+                                                        args["model_version"]))
         self.metrics.start(self.service, METRICS_PERIOD_S)
 
     def _initialize_llm_api(self, config: dict[str, Any], model_yaml: Path) -> None:
