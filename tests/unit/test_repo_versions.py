@@ -146,13 +146,13 @@ def test_a_new_version_keeps_target_layout_and_models(engines: dict[str, Path],
     repo = tmp_path / "repo"
     render_repository(engines["cpu"], repo)
     before = tree(repo)
-    with pytest.raises(ConfigError, match="version: .* cpu target repository"):
+    with pytest.raises(ConfigError, match=r"version: .* cpu target repository"):
         render_repository(engines["trtllm-legacy"], repo, version=2)
-    with pytest.raises(ConfigError, match="version: .* classic layout repository"):
+    with pytest.raises(ConfigError, match=r"version: .* classic layout repository"):
         render_repository(engines["cpu"], repo, RepoSettings(layout=C.LAYOUT_LLMAPI), version=2)
     assert tree(repo) == before
     shutil.rmtree(repo / C.LLMAPI)
-    with pytest.raises(ConfigError, match="version: .* serves models"):
+    with pytest.raises(ConfigError, match=r"version: .* serves models"):
         render_repository(engines["cpu"], repo, version=2)
 
 
