@@ -29,6 +29,7 @@ import pytest
 from tritonllm.client import (
     AsyncLLMClient,
     Cancelled,
+    ClientError,
     InvalidRequest,
     LLMClient,
     ModelNotFound,
@@ -435,6 +436,29 @@ def test_cli_generate_health_models(server: Any, client: LLMClient) -> None:
     assert r.returncode == 0 and "tensorrt_llm_bls" in r.stdout and "READY" in r.stdout
     r = cli("models", "--url", server.grpc_address, "--json")
     assert {m["name"] for m in json.loads(r.stdout)["models"]} >= set(MODELS)
+
+
+def test_model_control_needs_explicit_mode(server: Any) -> None:
+    """This server runs with model control mode none: load / unload are refused, clearly."""
+    for url in (server.grpc_address, server.url_http):
+        with LLMClient(url) as c:
+            for action in ("load", "unload"):
+                with pytest.raises(ClientError, match=rf"{action} ensemble: .*"
+                                   r"--model-control-mode explicit"):
+                    getattr(c, f"{action}_model")("ensemble")
+            assert {m.state for m in c.models() if m.name == "ensemble"} == {"READY"}
+
+    async def run() -> None:
+        async with AsyncLLMClient(server.grpc_address) as c:
+            with pytest.raises(ClientError, match="--model-control-mode explicit"):
+                await c.load_model("ensemble")
+
+    asyncio.run(run())
+    r = cli("models", "load", "ensemble", "--url", server.grpc_address)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: load ensemble: ") and "explicit" in r.stderr
+    r = cli("models", "list", "--url", server.grpc_address)
+    assert r.returncode == 0 and "tensorrt_llm_bls" in r.stdout
 
 
 # --- last: stop the module's server -------------------------------------------------------------
