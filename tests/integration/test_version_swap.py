@@ -141,8 +141,13 @@ def swap(tiny_model: Path, cpu_engine: Path, tmp_path_factory: pytest.TempPathFa
         stop.set()
         t_done = time.monotonic()
         index = LLMClient(url).models()
+        with LLMClient(srv.url_http, timeout=120) as http:  # HTTP, through the serve guard
+            http.load_model("tensorrt_llm_bls")  # unchanged: Triton keeps it as it is
+            http.unload_model("llmapi")
+            after_unload = http.models()
     return {"refs": refs, "calls": calls, "t_render": t_render, "t_load": marks["load"],
             "t_loaded": marks["loaded"], "index": index, "load_output": load_output,
+            "after_unload": after_unload,
             "timings": {"setup": t_serving - t_fixture, "render_v2": marks["load"] - t_render,
                         "load": marks["loaded"] - marks["load"],
                         "streaming": t_done - t_serving}}
@@ -193,3 +198,9 @@ def test_index_serves_version_2_only(swap: dict[str, Any]) -> None:
     for n in names:
         assert f"loaded {n} " in swap["load_output"]
         assert re.search(rf"loaded {n} .*READY versions: 2$", swap["load_output"], re.M)
+
+
+def test_load_and_unload_over_http(swap: dict[str, Any]) -> None:
+    states = {(m.name, m.version): m.state for m in swap["after_unload"]}
+    assert states[("tensorrt_llm_bls", "2")] == "READY"
+    assert states[("llmapi", "2")] != "READY"
