@@ -511,7 +511,8 @@ def version_dirs(repo: Path, model: str) -> list[int]:
         if d.is_dir() else []
 
 
-def _check_add_version(out: Path, plan: RenderPlan, rendered: list[RenderedModel]) -> dict:
+def _check_add_version(out: Path, plan: RenderPlan, rendered: list[RenderedModel]
+                       ) -> dict[str, Any]:
     """Rules for adding version N to the repository in ``out``; returns its marker."""
     n = plan.version
     if not (out / MARKER).is_file():
