@@ -71,6 +71,7 @@ def engine_subdir(version: int = 1) -> str:
 
 
 def tokenizer_subdir(version: int = 1) -> str:
+    """Where version ``version`` keeps the tokenizer the Python models load."""
     return f"{C.LLM}/{version}/tokenizer"
 
 
@@ -270,8 +271,6 @@ class RenderPlan:
     engine_ref: str  # what the LLM model's config names as its engine
     copy_engine: bool
     version: int = 1  # the version folder every model's files go in
-
-
 
 
 def plan_render(manifest: Manifest, out: Path, settings: RepoSettings,
