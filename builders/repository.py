@@ -624,22 +624,27 @@ def render_repository(
 def _add_version(work: Path, out: Path, models: list[str], vdir: str) -> None:
     """Move version ``vdir`` of every model into ``out``, then swap each config and the marker.
 
-    The version folders go first (Triton ignores a version until a load asks for it); each
-    config.pbtxt and the marker are replaced by rename, so a reader sees the old file or the
-    new one, never half of either. A failure while moving the folders takes the moved ones
-    back out, leaving ``out`` as it was.
+    The version folders go first (in explicit model control Triton ignores a version until a
+    load asks for it); each config.pbtxt and the marker are replaced by rename, so a reader
+    sees the old file or the new one, never half of either. A failure on the way puts the
+    configs replaced so far back and takes the moved folders out, leaving ``out`` as it was.
     """
     moved: list[Path] = []
+    swapped: list[str] = []
     try:
         for m in models:
             target = out / m / vdir
             (work / m / vdir).rename(target)
             moved.append(target)
+        for m in models:
+            shutil.copy2(out / m / "config.pbtxt", work / m / "config.pbtxt.old")
+            os.replace(work / m / "config.pbtxt", out / m / "config.pbtxt")
+            swapped.append(m)
+        os.replace(work / MARKER, out / MARKER)
     except BaseException:
+        for m in swapped:
+            os.replace(work / m / "config.pbtxt.old", out / m / "config.pbtxt")
         for t in moved:
             shutil.rmtree(t, ignore_errors=True)
         raise
-    for m in models:
-        os.replace(work / m / "config.pbtxt", out / m / "config.pbtxt")
-    os.replace(work / MARKER, out / MARKER)
     shutil.rmtree(work, ignore_errors=True)

@@ -185,6 +185,21 @@ def test_a_failure_midway_leaves_the_served_repository(engines: dict[str, Path],
         with pytest.raises(OSError, match="no space left"):
             render_repository(engines["cpu"], repo, version=2)
     assert tree(repo) == before
+    # ... or while replacing the configs, after three of them: those three are put back
+    real_replace, replaced = R.os.replace, []
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(dst).name == "config.pbtxt" and Path(dst).parent.parent == repo:
+            replaced.append(dst)
+            if len(replaced) == 4:
+                raise OSError("i/o error")
+        real_replace(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(R.os, "replace", replace)
+        with pytest.raises(OSError, match="i/o error"):
+            render_repository(engines["cpu"], repo, version=2)
+    assert tree(repo) == before
     assert all(R.version_dirs(repo, model) == [1] for model in C.LAYOUT_MODELS[C.LAYOUT_CLASSIC])
     assert not list(tmp_path.glob(".repo.rendering-*"))
     assert validate_repository(repo) == []
