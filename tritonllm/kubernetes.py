@@ -357,10 +357,10 @@ def render_manifests(d: Deployment, config_text: str) -> dict[str, Obj]:
 def dump(obj: Mapping[str, Any]) -> str:
     import yaml
 
-    class _Dumper(yaml.SafeDumper):
+    class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
         pass
 
-    def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    def _str(dumper: Any, value: str) -> Any:
         style = "|" if "\n" in value else None
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 

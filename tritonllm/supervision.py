@@ -360,13 +360,8 @@ class Supervisor:
 
     def __init__(self, admin: TritonAdmin, pgid: int, say: Callable[[str], None], *,
                  is_running: Callable[[], bool], load_timeout: float,
-                 max_reloads: int = MAX_RELOADS, reload_window_s: float = RELOAD_WINDOW_S,
-                 watch_stubs: bool = True) -> None:
+                 max_reloads: int = MAX_RELOADS, reload_window_s: float = RELOAD_WINDOW_S) -> None:
         self.admin, self.pgid, self.say = admin, pgid, say
-        # With explicit model control the clients load and unload models (a version swap
-        # retires every old stub while the new version loads): reloading models behind their
-        # back would fight them, so the stub watch is off and recovery is theirs.
-        self.watch_stubs = watch_stubs
         self.is_running = is_running
         self.load_timeout = load_timeout
         self.max_reloads, self.reload_window_s = max_reloads, reload_window_s
@@ -400,8 +395,6 @@ class Supervisor:
         configs = {m: c for m in models if (c := self.admin.config(m)) is not None}
         self.entry = entry_models(configs)
         self._known = stub_processes(self.pgid)
-        if not self.watch_stubs:
-            return
         self._thread = threading.Thread(target=self._watch, name="tritonllm-supervisor",
                                         daemon=True)
         self._thread.start()
