@@ -251,6 +251,10 @@ def llmapi_model_yaml(engine_dir: Path, plan: RenderPlan, settings: RepoSettings
             raise ConfigError(f"extra_llm_parameters: {key!r} is set by the build or its own "
                               "option; set that instead")
         args[key] = yaml.safe_load(raw)
+    # Iteration stats (LLM.get_stats()) feed our model's nv_trt_llm_* metrics
+    # (tritonllm.ensembles.llmapi_trtllm); --trtllm-param enable_iter_perf_stats=false turns
+    # them off.
+    args.setdefault("enable_iter_perf_stats", True)
     args[TRITON_CONFIG] = {"max_batch_size": 0, "decoupled": s.streaming,
                            "cancellation_check_period_ms": s.cancellation_check_period_ms}
     check_llm_args(args, "extra_llm_parameters (model.yaml)")

@@ -81,10 +81,10 @@ from tritonllm.ensembles.cancellation import CancellationPoller
 from tritonllm.ensembles.cpu_engine import (
     FINISH_ERROR,
     MAX_SEED,
-    EngineStats,
     EventCallback,
     TokenEvent,
 )
+from tritonllm.ensembles.engine_stats import EngineStats, Rejections
 from tritonllm.ensembles.requests import (
     RequestError,
     RequestLimits,
@@ -95,6 +95,7 @@ from tritonllm.ensembles.requests import (
 from tritonllm.ensembles.sampling import SamplingParams
 from tritonllm.ensembles.senders import ResponseSink
 from tritonllm.errors import TritonLLMError
+from tritonllm.metrics_catalog import REJECT_INVALID, REJECT_QUEUE_FULL
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,7 @@ class LLMService:
         self._early_stops: OrderedDict[str, float] = OrderedDict()
         # ``request_key`` of a request: this prefix + its engine id (unique across instances).
         self._key_prefix = f"tritonllm-{uuid.uuid4().hex[:12]}-"
+        self.rejections = Rejections()
 
     def submit(self, inputs: Mapping[str, npt.NDArray[Any]], sink: ResponseSink,
                request_id: str = "") -> None:
@@ -281,9 +283,13 @@ class LLMService:
         ``request_id`` (kept to match a later ``stop``) may have at most
         :data:`~tritonllm.settings.MAX_REQUEST_ID_BYTES` UTF-8 bytes.
         """
-        check_request_id(request_id)
-        req = to_llm_request(inputs, self.limits, self.default_exclude_input,
-                             self.default_streaming)
+        try:
+            check_request_id(request_id)
+            req = to_llm_request(inputs, self.limits, self.default_exclude_input,
+                                 self.default_streaming)
+        except RequestError:
+            self.rejections.count(REJECT_INVALID)
+            raise
         if req.stop_only:
             self._stop_by_id(request_id)
         if req.stop_only or (request_id and self._stopped_early(request_id)):
@@ -302,7 +308,11 @@ class LLMService:
         # another submit, and the request's own finish (on the engine thread, which takes
         # this lock; the engine never calls back under its own lock) cannot come first.
         with self._lock:
-            self._check_queue()
+            try:
+                self._check_queue()
+            except QueueFull:
+                self.rejections.count(REJECT_QUEUE_FULL)
+                raise
             rid = self.engine.submit(req.prompt, req.params, on_event, stream=req.streaming)
             key.append(np.array([[f"{self._key_prefix}{rid}".encode()]], dtype=np.object_))
             self._live[rid] = (sink, request_id)
@@ -403,6 +413,13 @@ class LLMService:
         as soon as the next one would, and carries them."""
         unsent = len(held.windows.ids) - held.windows.read + len(ev.token_ids)
         return bool(req.params.max_tokens - ev.output_tokens <= unsent)
+
+    def engine_stats(self) -> EngineStats:
+        return self.engine.stats()
+
+    def take_rejections(self) -> dict[str, int]:
+        """Requests refused since the previous call, by reason."""
+        return self.rejections.take()
 
     def take_max_send_ms(self) -> float:
         """The longest round of response sends since the previous call, in ms."""

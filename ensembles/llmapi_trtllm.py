@@ -24,8 +24,10 @@ Nothing here imports ``tensorrt_llm``: the adapter passes in ``LLM`` and ``Sampl
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -42,6 +44,7 @@ from tritonllm.contract import (
 )
 from tritonllm.contract import LLMAPI_IN as IN
 from tritonllm.contract import LLMAPI_OUT as OUT
+from tritonllm.ensembles.engine_stats import EngineStats, KvBlocks, Rejections, RequestLedger
 from tritonllm.ensembles.llmapi import LiveRequests, Outcome, flag, llmapi_outputs
 from tritonllm.ensembles.requests import (
     RequestError,
@@ -51,8 +54,11 @@ from tritonllm.ensembles.requests import (
     refuse_unsupported,
 )
 from tritonllm.ensembles.senders import ResponseSink
+from tritonllm.metrics_catalog import INFLIGHT_BATCHER, REJECT_INVALID, RUNTIME_MEMORY
 
+log = logging.getLogger(__name__)
 Arrays = Mapping[str, npt.NDArray[Any]]
+STATS_TIMEOUT_S = 0.5  # LLM.get_stats waits this long for the engine's stats
 UNSUPPORTED = unsupported_inputs(LLMAPI)
 PREFIX = "sampling_param_"
 #: The SamplingParams field each llmapi request input sets (its name without the prefix).
@@ -94,6 +100,9 @@ class LLMAPIEngineFront:
         self.decoupled = decoupled
         self.cancel_check_s = cancel_check_s
         self._live = LiveRequests()
+        self.ledger = RequestLedger()
+        self.rejections = Rejections()
+        self._iterations = IterationStats()
 
     @staticmethod
     def limits_for(vocab_size: int, end_id: int, pad_id: int, max_seq_len: int | None,
@@ -102,24 +111,36 @@ class LLMAPIEngineFront:
                                         default_max_tokens=LLMAPI_DEFAULT_MAX_TOKENS, **bounds)
 
     def run(self, inputs: Arrays, sink: ResponseSink, request_id: str = "") -> Outcome:
-        check_request_id(request_id)
-        if flag(inputs, IN.stop):
-            if not request_id:
-                raise RequestError(IN.stop, "needs the request id of the request to stop")
-            self.stop(request_id)
-            return Outcome.CANCELLED
-        kwargs, prompt, streaming = sampling_kwargs(inputs, self.limits)
-        if streaming and not self.decoupled:
-            raise RequestError(IN.streaming, "is only supported by a decoupled model "
-                                             "(model.yaml triton_config.decoupled)")
+        try:
+            check_request_id(request_id)
+            if flag(inputs, IN.stop):
+                if not request_id:
+                    raise RequestError(IN.stop, "needs the request id of the request to stop")
+                self.stop(request_id)
+                return Outcome.CANCELLED
+            kwargs, prompt, streaming = sampling_kwargs(inputs, self.limits)
+            if streaming and not self.decoupled:
+                raise RequestError(IN.streaming, "is only supported by a decoupled model "
+                                                 "(model.yaml triton_config.decoupled)")
+        except RequestError:
+            self.rejections.count(REJECT_INVALID)
+            raise
         flags = frozenset(f for f in LLMAPI_FLAGGED_OUTPUTS.values() if flag(inputs, f))
         result = self.llm.generate_async(prompt, sampling_params=self.sampling_params(**kwargs),
                                          streaming=streaming)
-        with self._live.running(request_id, result.abort):
-            return self._relay(result, flags, sink)
+        key = object()  # this request, in the ledger
+        self.ledger.started(key, 0)
+        reason = FINISH_CANCELLED
+        try:
+            with self._live.running(request_id, result.abort):
+                outcome, reason = self._relay(result, flags, sink, key)
+                return outcome
+        finally:
+            self.ledger.finished(key, reason)
 
-    def _relay(self, result: Iterable[Any], flags: frozenset[str], sink: ResponseSink
-               ) -> Outcome:
+    def _relay(self, result: Iterable[Any], flags: frozenset[str], sink: ResponseSink,
+               key: object) -> tuple[Outcome, str]:
+        """Send each output; returns the outcome and the request's finish reason."""
         checked = time.monotonic()
         text = ""
         for output in result:
@@ -128,12 +149,14 @@ class LLMAPIEngineFront:
                 checked = now
                 if sink.is_cancelled():
                     result.abort()  # type: ignore[attr-defined]
-                    return Outcome.CANCELLED
+                    return Outcome.CANCELLED, FINISH_CANCELLED
             done = bool(getattr(output, "finished", False))
             first = output.outputs[0]
+            self.ledger.tokens(key, len(first.token_ids or ()),
+                               prompt_tokens=len(output.prompt_token_ids or ()))
             reason = str(first.finish_reason) if done and first.finish_reason else LLMAPI_NONE
             if reason == FINISH_CANCELLED and sink.is_cancelled():
-                return Outcome.CANCELLED
+                return Outcome.CANCELLED, FINISH_CANCELLED
             counts = {OUT.num_input_tokens: len(output.prompt_token_ids or ()),
                       OUT.num_output_tokens: len(first.token_ids or ())} if done else None
             cum = first.cumulative_logprob if done and LLMAPI_FLAGGED_OUTPUTS[
@@ -144,14 +167,95 @@ class LLMAPIEngineFront:
             sink.send(llmapi_outputs(text, flags, reason, stop,
                                      None if cum is None else float(cum), counts), final=done)
             if done:
-                return Outcome.SENT
+                return Outcome.SENT, reason
         # The results ended without a finished output: the request still gets its final one.
         sink.send(llmapi_outputs(text, flags, LLMAPI_NONE, LLMAPI_NONE), final=True)
-        return Outcome.SENT
+        return Outcome.SENT, LLMAPI_NONE
+
+    # ---- the metrics' StatsSource (tritonllm.ensembles.llm_metrics) ----------------------
+
+    def engine_stats(self) -> EngineStats:
+        """The engine's latest iteration stats (``LLM.get_stats``, with
+        ``enable_iter_perf_stats``), and the requests relayed here since the previous call."""
+        get_stats = getattr(self.llm, "get_stats", None)
+        if get_stats is not None:
+            try:
+                self._iterations.read(get_stats(timeout=STATS_TIMEOUT_S))
+            except Exception as e:  # stats are best effort: serving goes on without them
+                log.warning("LLM.get_stats failed: %s", e)
+        return self._iterations.stats(self.ledger)
+
+    def take_max_send_ms(self) -> float:
+        return 0.0  # the CPU engine's quantity (sends on the engine thread); none here
+
+    def take_rejections(self) -> dict[str, int]:
+        return self.rejections.take()
 
     def stop(self, request_id: str) -> int:
         """Abort every live request with this id; returns how many there were."""
         return self._live.stop(request_id)
 
 
-__all__ = ["SAMPLING_FIELDS", "LLMAPIEngineFront", "sampling_kwargs"]
+class IterationStats:
+    """TensorRT-LLM's iteration stats (the dicts ``LLM.get_stats()`` returns, keys as
+    ``tensorrt_llm/metrics/collector.py`` reads them: ``numActiveRequests``,
+    ``maxNumActiveRequests``, ``iter``, ``timestamp``, ``*MemUsage``, ``kvCacheStats``,
+    ``inflightBatchingStats``) as an :class:`EngineStats`. The latest iteration wins; an
+    engine that reports nothing leaves the gauges at their last values."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, Any] = {}
+
+    def read(self, iterations: Iterable[Any]) -> None:
+        for it in iterations:
+            if isinstance(it, str):  # some releases return JSON strings
+                import json
+
+                it = json.loads(it)
+            if isinstance(it, dict):
+                self.last = it
+
+    def stats(self, ledger: RequestLedger) -> EngineStats:
+        it = self.last
+        kv = it.get("kvCacheStats") or {}
+        ifb = it.get("inflightBatchingStats") or {}
+        active = int(it.get("numActiveRequests", 0))
+        blocks = None
+        if "maxNumBlocks" in kv:
+            blocks = KvBlocks(int(kv["maxNumBlocks"]), int(kv.get("usedNumBlocks", 0)),
+                              int(kv.get("tokensPerBlock", 0)),
+                              reused=int(kv["reusedBlocks"]) if "reusedBlocks" in kv else None)
+        series: dict[tuple[str, str], float] = {}
+        for key, value in (("cpuMemUsage", "cpu"), ("gpuMemUsage", "gpu"),
+                           ("pinnedMemUsage", "pinned")):
+            if key in it:
+                series[RUNTIME_MEMORY, value] = float(it[key])
+        for key, value in (("numCtxTokens", "total_context_tokens"),
+                           ("microBatchId", "micro_batch_id"),
+                           ("numPausedRequests", "paused_requests")):
+            if key in ifb:
+                series[INFLIGHT_BATCHER, value] = float(ifb[key])
+        return EngineStats(
+            active=active, waiting=0, requests_total=0,
+            generated_tokens_total=ledger.generated_tokens_total, steps=int(it.get("iter", 0)),
+            max_step_ms=0.0, kv_cache_usage=blocks.fraction if blocks else 0.0,
+            pipeline_requests=active, scheduled=int(ifb.get("numScheduledRequests", 0)),
+            context=int(ifb.get("numContextRequests", 0)),
+            max_requests=int(it.get("maxNumActiveRequests", 0)),
+            last_step_unix_s=_timestamp(it.get("timestamp")),
+            prompt_tokens_total=ledger.prompt_tokens_total, kv_blocks=blocks,
+            finished=ledger.take_finished(), series=series)
+
+
+def _timestamp(value: Any) -> float:
+    """TensorRT-LLM's iteration timestamp (``"%m-%d-%Y %H:%M:%S.%f"``, local time, the format
+    the C++ backend parsed) as Unix seconds; 0.0 when absent or unreadable."""
+    if not isinstance(value, str):
+        return 0.0
+    try:
+        return datetime.strptime(value, "%m-%d-%Y %H:%M:%S.%f").timestamp()
+    except ValueError:
+        return 0.0
+
+
+__all__ = ["SAMPLING_FIELDS", "IterationStats", "LLMAPIEngineFront", "sampling_kwargs"]

@@ -249,7 +249,7 @@ async def ttfts(address: str, model: str, prompt: str, load: int, probes: int,
 class StallSampler:
     """Polls the served model's per-period worst step/send/execute() gauges; keeps the max."""
 
-    from tritonllm.ensembles.llm_metrics import EXECUTE_MAX_MS, SEND_MAX_MS, STEP_MAX_MS
+    from tritonllm.metrics_catalog import EXECUTE_MAX_MS, SEND_MAX_MS, STEP_MAX_MS
 
     GAUGES = (STEP_MAX_MS, SEND_MAX_MS, EXECUTE_MAX_MS)
 

@@ -12,11 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from tritonllm import contract as C
-from tritonllm.ensembles.llm_metrics import (
-    ACTIVE_REQUESTS,
-    GENERATED_TOKENS_TOTAL,
-    WAITING_REQUESTS,
-)
+from tritonllm import metrics_catalog as MC
 from tritonllm.metrics_rules import QUEUE_COMPUTE_RATIO
 
 __all__ = ["DASHBOARD_UID", "DATASOURCE_UID", "dashboard"]
@@ -35,9 +31,10 @@ _PANELS: tuple[tuple[str, str, str, list[str]], ...] = (
     ("Pending requests (Triton queue)", "short", "{{model}}",
      ["sum by (model) (nv_inference_pending_request_count)"]),
     ("Generated tokens per second", "short", "{{instance}}",
-     [f"sum by (instance) (rate({GENERATED_TOKENS_TOTAL}[1m]))"]),
+     [f"sum by (instance) (rate({MC.GENERATION_TOKENS}[1m]))"]),
     ("Engine requests: active and waiting", "short", "{{__name__}}",
-     [f"sum({ACTIVE_REQUESTS})", f"sum({WAITING_REQUESTS})"]),
+     [f"sum({MC.series(MC.REQUEST_METRICS, 'active')})",
+      f"sum({MC.series(MC.REQUEST_METRICS, 'waiting')})"]),
     (f"Mean request latency, {C.ENSEMBLE} (ms)", "ms", "{{instance}}",
      [f'sum by (instance) (rate(nv_inference_request_duration_us{{model="{C.ENSEMBLE}"}}[1m]))'
       f' / clamp_min(sum by (instance) (rate(nv_inference_request_success{{model="{C.ENSEMBLE}"}}'

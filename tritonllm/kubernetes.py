@@ -201,7 +201,7 @@ def _service_monitor(d: Deployment) -> Obj:
 
 def _prometheus_rule(d: Deployment) -> Obj:
     return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-            "metadata": _meta(d, d.name), "spec": {"groups": rule_groups()}}
+            "metadata": _meta(d, d.name), "spec": {"groups": rule_groups(job=d.name)}}
 
 
 def _hpa(d: Deployment) -> Obj:

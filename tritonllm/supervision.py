@@ -33,8 +33,8 @@ client-facing models (those no ensemble step or other model's parameters name: `
 versions", gRPC NOT_FOUND; the guard answers HTTP with 503) while its requests in flight run to
 their end on the models below, which stay loaded. The drain ends when those models are unloaded
 or when nothing has moved for ``QUIET_S``: no request queued or decoding (the
-``BUSY_GAUGES``) and no ``nv_inference_*`` / ``tritonllm_*`` counter changed. (Waiting for the
-unload alone is not enough: Triton 2.51 keeps a model referenced while a client's gRPC stream
+``BUSY_GAUGES``, ``TRTLLM_BUSY``) and no Triton or LLM metric (``ACTIVITY_PREFIXES``) changed.
+(Waiting for the unload alone is not enough: Triton 2.51 keeps a model referenced while a client's gRPC stream
 that used it stays open, even idle.) It ends at ``timeout`` in any case.
 
 Shared memory. The Python backend names its regions ``<prefix><uuid>`` in ``/dev/shm``; a
@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritonllm.ensembles.llm_metrics import ACTIVE_REQUESTS, WAITING_REQUESTS
+from tritonllm.metrics_catalog import PENDING_REQUESTS, REQUEST_METRICS
 
 __all__ = [
     "ADMIN_HEADER",
@@ -100,11 +100,12 @@ DRAIN_POLL_S = 0.25
 QUIET_S = 1.0  # nothing moved this long: nothing is in flight (the CPU LLM's gauges: 0.25 s)
 HELD_AFTER_S = 10.0  # an unloading Python model none of whose stubs went: held (see unload_all)
 STUBLESS_HELD_AFTER_S = 1.0  # the same for a model without stubs (an ensemble)
-BUSY_GAUGES = ("nv_inference_pending_request_count", ACTIVE_REQUESTS, WAITING_REQUESTS)
-# The GPU target's tensorrtllm backend: requests it holds (its "max" sample is a capacity).
-TRTLLM_BUSY = re.compile(r'^nv_trt_llm_request_metrics\{.*request_type="(active|scheduled|'
+BUSY_GAUGES = (PENDING_REQUESTS,)
+# The LLM model (ours on both targets, the GPU's C++ backend): requests it holds (its "max"
+# sample is a capacity).
+TRTLLM_BUSY = re.compile(rf'^{REQUEST_METRICS}\{{.*request_type="(active|scheduled|'
                          r'context|waiting)"')
-ACTIVITY_PREFIXES = ("nv_inference_", "tritonllm_", "nv_trt_llm_request_metrics")
+ACTIVITY_PREFIXES = ("nv_inference_", "tritonllm_", "nv_trt_llm_", "nv_llm_", "trtllm_")
 MAX_RELOADS = 3
 RELOAD_WINDOW_S = 600.0
 
