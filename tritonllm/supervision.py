@@ -34,8 +34,8 @@ versions", gRPC NOT_FOUND; the guard answers HTTP with 503) while its requests i
 their end on the models below, which stay loaded. The drain ends when those models are unloaded
 or when nothing has moved for ``QUIET_S``: no request queued or decoding (the
 ``BUSY_GAUGES``, ``TRTLLM_BUSY``) and no Triton or LLM metric (``ACTIVITY_PREFIXES``) changed.
-(Waiting for the unload alone is not enough: Triton 2.51 keeps a model referenced while a client's gRPC stream
-that used it stays open, even idle.) It ends at ``timeout`` in any case.
+(Waiting for the unload alone is not enough: Triton 2.51 keeps a model referenced while a
+client's gRPC stream that used it stays open, even idle.) It ends at ``timeout`` in any case.
 
 Shared memory. The Python backend names its regions ``<prefix><uuid>`` in ``/dev/shm``; a
 server that is killed leaves them behind. Each server gets its own prefix
