@@ -46,8 +46,9 @@ MAX_SEED = 2**32 - 1
 
 
 #: Tokens per KV cache block of OpenVINO GenAI's paged cache on CPU (2026.4; the GPU plugin's
-#: are 16). Measured: with 1 GiB of f32 cache for the tiny test model, six prompts of 40..90
-#: tokens used 15 / 65,536 blocks, the sum of ceil((prompt + 1) / 32).
+#: are 16). Measured (tests/integration/test_engine_stats.py): with 1 GiB of f32 cache for the
+#: tiny test model the pool is 65,536 blocks, and live sequences use the sum of
+#: ceil((prompt + generated - 1) / 32) blocks (the newest token is not cached yet).
 CPU_BLOCK_TOKENS = 32
 #: Bytes per cached value, per KV precision whose blocks hold nothing but values (u8 and u4
 #: blocks also hold per-group scales: their block size is not reported).

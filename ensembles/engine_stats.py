@@ -169,7 +169,9 @@ class RequestLedger:
 
 class Rejections:
     """Requests refused, by reason (:data:`~tritonllm.metrics_catalog.REJECTED`'s label values);
-    thread-safe."""
+    thread-safe. The model adapters count what ``submit`` / ``run`` refused:
+    they see each refusal once, where a front that validates before the engine would hide
+    some from the engine and pass others through it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -184,3 +186,4 @@ class Rejections:
         with self._lock:
             counts, self._counts = self._counts, {}
         return counts
+

@@ -95,7 +95,6 @@ from tritonllm.ensembles.requests import (
 from tritonllm.ensembles.sampling import SamplingParams
 from tritonllm.ensembles.senders import ResponseSink
 from tritonllm.errors import TritonLLMError
-from tritonllm.metrics_catalog import REJECT_INVALID, REJECT_QUEUE_FULL
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +273,8 @@ class LLMService:
         self._early_stops: OrderedDict[str, float] = OrderedDict()
         # ``request_key`` of a request: this prefix + its engine id (unique across instances).
         self._key_prefix = f"tritonllm-{uuid.uuid4().hex[:12]}-"
+        #: Requests refused, counted by the model adapter (which sees every refusal once, also
+        #: those of a front that validates before this service; see Rejections).
         self.rejections = Rejections()
 
     def submit(self, inputs: Mapping[str, npt.NDArray[Any]], sink: ResponseSink,
@@ -283,13 +284,9 @@ class LLMService:
         ``request_id`` (kept to match a later ``stop``) may have at most
         :data:`~tritonllm.settings.MAX_REQUEST_ID_BYTES` UTF-8 bytes.
         """
-        try:
-            check_request_id(request_id)
-            req = to_llm_request(inputs, self.limits, self.default_exclude_input,
-                                 self.default_streaming)
-        except RequestError:
-            self.rejections.count(REJECT_INVALID)
-            raise
+        check_request_id(request_id)
+        req = to_llm_request(inputs, self.limits, self.default_exclude_input,
+                             self.default_streaming)
         if req.stop_only:
             self._stop_by_id(request_id)
         if req.stop_only or (request_id and self._stopped_early(request_id)):
@@ -308,11 +305,7 @@ class LLMService:
         # another submit, and the request's own finish (on the engine thread, which takes
         # this lock; the engine never calls back under its own lock) cannot come first.
         with self._lock:
-            try:
-                self._check_queue()
-            except QueueFull:
-                self.rejections.count(REJECT_QUEUE_FULL)
-                raise
+            self._check_queue()
             rid = self.engine.submit(req.prompt, req.params, on_event, stream=req.streaming)
             key.append(np.array([[f"{self._key_prefix}{rid}".encode()]], dtype=np.object_))
             self._live[rid] = (sink, request_id)

@@ -54,7 +54,7 @@ from tritonllm.ensembles.requests import (
     refuse_unsupported,
 )
 from tritonllm.ensembles.senders import ResponseSink
-from tritonllm.metrics_catalog import INFLIGHT_BATCHER, REJECT_INVALID, RUNTIME_MEMORY
+from tritonllm.metrics_catalog import INFLIGHT_BATCHER, RUNTIME_MEMORY
 
 log = logging.getLogger(__name__)
 Arrays = Mapping[str, npt.NDArray[Any]]
@@ -101,7 +101,7 @@ class LLMAPIEngineFront:
         self.cancel_check_s = cancel_check_s
         self._live = LiveRequests()
         self.ledger = RequestLedger()
-        self.rejections = Rejections()
+        self.rejections = Rejections()  # counted by the model adapter, as the CPU model's
         self._iterations = IterationStats()
 
     @staticmethod
@@ -111,20 +111,16 @@ class LLMAPIEngineFront:
                                         default_max_tokens=LLMAPI_DEFAULT_MAX_TOKENS, **bounds)
 
     def run(self, inputs: Arrays, sink: ResponseSink, request_id: str = "") -> Outcome:
-        try:
-            check_request_id(request_id)
-            if flag(inputs, IN.stop):
-                if not request_id:
-                    raise RequestError(IN.stop, "needs the request id of the request to stop")
-                self.stop(request_id)
-                return Outcome.CANCELLED
-            kwargs, prompt, streaming = sampling_kwargs(inputs, self.limits)
-            if streaming and not self.decoupled:
-                raise RequestError(IN.streaming, "is only supported by a decoupled model "
-                                                 "(model.yaml triton_config.decoupled)")
-        except RequestError:
-            self.rejections.count(REJECT_INVALID)
-            raise
+        check_request_id(request_id)
+        if flag(inputs, IN.stop):
+            if not request_id:
+                raise RequestError(IN.stop, "needs the request id of the request to stop")
+            self.stop(request_id)
+            return Outcome.CANCELLED
+        kwargs, prompt, streaming = sampling_kwargs(inputs, self.limits)
+        if streaming and not self.decoupled:
+            raise RequestError(IN.streaming, "is only supported by a decoupled model "
+                                             "(model.yaml triton_config.decoupled)")
         flags = frozenset(f for f in LLMAPI_FLAGGED_OUTPUTS.values() if flag(inputs, f))
         result = self.llm.generate_async(prompt, sampling_params=self.sampling_params(**kwargs),
                                          streaming=streaming)

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from tritonllm import metrics_catalog as MC
+
 TIMEOUT = 120
 
 
@@ -72,10 +74,13 @@ class Stream:
         self.client.close()
 
 
-def metric(server: Any, name: str) -> float:
+def metric(server: Any, name: str, value: str | None = None) -> float:
+    """The sum of a metric's samples; ``value``: only the series of that value of the family's
+    own label (``metric(server, MC.REQUEST_METRICS, "active")``)."""
     body = urllib.request.urlopen(server.url_metrics, timeout=10).read().decode()
+    label = f'{MC.family(name).label}="{value}"' if value is not None else ""
     values = [float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-              if line.startswith(name + "{")]
+              if line.startswith(name + "{") and label in line]
     return sum(values)
 
 
@@ -90,13 +95,11 @@ def wait_engine_idle(server: Any, tokens_at_least: float = 0) -> None:
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (
-            metric(server, "tritonllm_generated_tokens_total") < tokens_at_least
-            or metric(server, "tritonllm_active_requests")
-            or metric(server, "tritonllm_waiting_requests")):
+            metric(server, MC.GENERATION_TOKENS) < tokens_at_least
+            or metric(server, MC.REQUEST_METRICS, "active")):
         time.sleep(0.1)
-    assert metric(server, "tritonllm_generated_tokens_total") >= tokens_at_least
-    assert metric(server, "tritonllm_active_requests") == 0
-    assert metric(server, "tritonllm_waiting_requests") == 0
+    assert metric(server, MC.GENERATION_TOKENS) >= tokens_at_least
+    assert metric(server, MC.REQUEST_METRICS, "active") == 0  # held: running or waiting
 
 
 def stop_by_id(server: Any, request_ids: list[str]) -> None:

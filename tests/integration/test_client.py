@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tritonllm import metrics_catalog as MC
 from tritonllm.client import (
     AsyncLLMClient,
     Cancelled,
@@ -252,15 +253,15 @@ def test_deadline_is_timeout(client: LLMClient, server: Any) -> None:
 def engine_load(server: Any) -> float:
     """Requests decoding or waiting in the CPU engine (its metrics, refreshed every 0.25 s)."""
     body = urllib.request.urlopen(server.url_metrics, timeout=10).read().decode()
-    names = ("tritonllm_active_requests{", "tritonllm_waiting_requests{")
+    active = MC.series(MC.REQUEST_METRICS, "active").rstrip("}")  # held: running or waiting
     return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if line.startswith(names))
+               if line.startswith(MC.REQUEST_METRICS + "{") and active.split("{")[1] in line)
 
 
 def generated_tokens(server: Any) -> float:
     body = urllib.request.urlopen(server.url_metrics, timeout=10).read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if line.startswith("tritonllm_generated_tokens_total{"))
+               if line.startswith(MC.GENERATION_TOKENS + "{"))
 
 
 def wait_idle(server: Any, timeout: float = 30.0, tokens_at_least: float = 0) -> float:

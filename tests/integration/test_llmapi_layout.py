@@ -46,6 +46,7 @@ from test_serving import (  # noqa: F401
     test_wrong_batch_shape_is_refused,
 )
 
+from tritonllm import metrics_catalog as MC
 from tritonllm.contract import BLS, ENSEMBLE, LAYOUT_LLMAPI, LLM
 
 pytestmark = pytest.mark.integration
@@ -91,7 +92,7 @@ def test_a_cancel_alone_frees_the_engine(server: Any, model: str) -> None:
 
     long = 1000
     wait_engine_idle(server)
-    before = metric(server, "tritonllm_generated_tokens_total")
+    before = metric(server, MC.GENERATION_TOKENS)
     clients, started = [], []
     for i in range(6):
         got_one = threading.Event()
@@ -107,7 +108,7 @@ def test_a_cancel_alone_frees_the_engine(server: Any, model: str) -> None:
         c.stop_stream(cancel_requests=True)
         c.close()
     wait_engine_idle(server, tokens_at_least=before + len(clients))
-    generated = metric(server, "tritonllm_generated_tokens_total") - before
+    generated = metric(server, MC.GENERATION_TOKENS) - before
     assert generated < len(clients) * long * 0.8, generated
 
 

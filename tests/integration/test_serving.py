@@ -21,6 +21,8 @@ from served import metric as _metric
 from served import stop_by_id as _stop_by_id
 from served import wait_engine_idle as _wait_engine_idle
 
+from tritonllm import metrics_catalog as MC
+
 pytestmark = pytest.mark.integration
 
 
@@ -113,7 +115,7 @@ def test_cancelled_streams_free_the_engine(server: Any, model: str) -> None:
 
     long = 1000
     _wait_engine_idle(server)
-    before = _metric(server, "tritonllm_generated_tokens_total")
+    before = _metric(server, MC.GENERATION_TOKENS)
     clients, started = [], []
     for i in range(10):
         got_one = threading.Event()
@@ -132,7 +134,7 @@ def test_cancelled_streams_free_the_engine(server: Any, model: str) -> None:
     for c in clients:
         c.close()
     _wait_engine_idle(server, tokens_at_least=before + len(clients))  # their first tokens
-    generated = _metric(server, "tritonllm_generated_tokens_total") - before
+    generated = _metric(server, MC.GENERATION_TOKENS) - before
     # Run out, they would make exactly 10 * long tokens. How many fewer depends on how fast
     # the tiny model decodes (a second or so for `long`) against how soon the stops land on
     # a busy 2-core runner, so the bound asks for a clear cut, not for a latency.

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 from served import TIMEOUT
 
+from tritonllm import metrics_catalog as MC
+
 pytestmark = pytest.mark.integration
 
 MODELS = ["ensemble", "tensorrt_llm_bls"]
@@ -173,13 +175,13 @@ def _cancelled_after_first_token(server: Any, n: int, start: Any) -> float:
     from served import metric, wait_engine_idle
 
     wait_engine_idle(server)
-    before = metric(server, "tritonllm_generated_tokens_total")
+    before = metric(server, MC.GENERATION_TOKENS)
     first: queue.Queue[int] = queue.Queue()
     cancels = [start(i, partial(first.put, i)) for i in range(n)]
     for _ in range(n):
         cancels[first.get(timeout=TIMEOUT)]()
     wait_engine_idle(server, tokens_at_least=before + n)  # a refresh that saw the first tokens
-    return metric(server, "tritonllm_generated_tokens_total") - before
+    return metric(server, MC.GENERATION_TOKENS) - before
 
 
 def _grpc_stream(server: Any, model: str, i: int, on_first: Any) -> Any:

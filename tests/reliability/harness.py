@@ -29,6 +29,7 @@ from typing import Any
 import numpy.typing as npt
 
 from tritonllm import contract as C
+from tritonllm import metrics_catalog as MC
 
 STUB = "triton_python_backend_stub"
 SHM_DIR = Path("/dev/shm")
@@ -180,13 +181,21 @@ def http_post(url: str, body: bytes, content_type: str = "application/json",
         return 0, str(e).encode()
 
 
+#: The LLM model's requests held (running or waiting): NVIDIA's request_type="active".
+ENGINE_HELD = MC.series(MC.REQUEST_METRICS, "active")
+
+
 def metric(server: Any, name: str) -> float:
-    """The sum of a Prometheus metric's samples on the server's metrics endpoint."""
+    """The sum of a Prometheus metric's samples on the server's metrics endpoint; ``name`` may
+    be a selector with labels (``ENGINE_HELD``)."""
     status, body = http_get(server.url_metrics)
     if status != 200:
         raise AssertionError(f"GET {server.url_metrics}: {status} {body[:200]!r}")
+    base, _, labels = name.partition("{")
+    wanted = [p for p in labels.rstrip("}").split(",") if p]
     return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
+               if (line.startswith(base + "{") or line.startswith(base + " "))
+               and all(p in line for p in wanted))
 
 
 def wait_engine_idle(server: Any, timeout: float = 60) -> float:
@@ -194,8 +203,7 @@ def wait_engine_idle(server: Any, timeout: float = 60) -> float:
     refreshed every 0.25 s: server-side state, nothing of ours to wait on); the seconds it
     took. AssertionError after ``timeout``."""
     start = time.monotonic()
-    while metric(server, "tritonllm_active_requests") or metric(server,
-                                                                 "tritonllm_waiting_requests"):
+    while metric(server, ENGINE_HELD):
         if time.monotonic() - start > timeout:
             raise AssertionError(f"the engine is still busy after {timeout:g}s")
         time.sleep(0.05)  # polling a server-side gauge

@@ -37,6 +37,7 @@ import pytest
 from bad_inputs import http_body, matrix
 from harness import (
     ALL_MODELS,
+    ENGINE_HELD,
     MODELS,
     Served,
     Snapshot,
@@ -161,8 +162,7 @@ def test_soak_memory_stays_bounded(bounded: Served, tmp_path: Path) -> None:
         idle_s: float | None = wait_engine_idle(server, timeout=60)
     except AssertionError:
         idle_s = None
-        tally.problem(f"the engine still reports {metric(server, 'tritonllm_active_requests')} "
-                      f"active and {metric(server, 'tritonllm_waiting_requests')} waiting "
+        tally.problem(f"the engine still holds {metric(server, ENGINE_HELD)} "
                       "requests 60 s after the load stopped; a new request: "
                       + _try(lambda: grpc_c.generate("after", 4, timeout=20).text))
     sampling.set()

@@ -166,4 +166,5 @@ def test_grafana_provisioning_points_at_the_dashboard() -> None:
     shipped = json.loads((DOCKER / "grafana/dashboards/tritonllm.json").read_text())
     assert shipped == dashboard()
     for panel in shipped["panels"]:
-        assert panel["datasource"]["uid"] == DATASOURCE_UID and panel["targets"]
+        if panel["type"] != "row":  # rows hold no queries (test_dashboard.py checks the rest)
+            assert panel["datasource"]["uid"] == DATASOURCE_UID and panel["targets"]

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from tritonllm.ensembles import llm_service
-from tritonllm.ensembles.cpu_engine import EngineStats, EventCallback, TokenEvent
+from tritonllm.ensembles.cpu_engine import EventCallback, TokenEvent
+from tritonllm.ensembles.engine_stats import EngineStats
 from tritonllm.ensembles.llm_service import Engine, LLMService
 from tritonllm.ensembles.requests import RequestLimits
 from tritonllm.ensembles.sampling import SamplingParams
@@ -44,7 +45,7 @@ class ScriptedEngine:
     def stats(self) -> EngineStats:
         return EngineStats(active=len(self.callbacks), waiting=0, requests_total=0,
                            generated_tokens_total=0, steps=0, max_step_ms=0.0,
-                           kv_cache_usage=0.0, pipeline_requests=0, ttft_ms=[])
+                           kv_cache_usage=0.0, pipeline_requests=0)
 
     def close(self, timeout: float = 10.0) -> None:
         pass

@@ -32,7 +32,7 @@ METRICS = """\
 # HELP nv_inference_count Number of inferences
 nv_inference_count{model="ensemble",version="1"} 12
 nv_inference_pending_request_count{model="tensorrt_llm",version="1"} 1
-tritonllm_active_requests{model="tensorrt_llm"} 2
+nv_trt_llm_request_metrics{model="tensorrt_llm",request_type="waiting",version="1"} 2
 tritonllm_step_max_ms{model="tensorrt_llm"} 31.5
 nv_cpu_utilization 0.5
 nv_trt_llm_request_metrics{model="tensorrt_llm",request_type="max",version="1"} 64
@@ -45,7 +45,7 @@ def test_metrics_snapshot_counts_work_in_flight_and_ignores_per_period_gauges() 
     assert snap.busy == 7
     names = [name.split("{")[0] for name, _ in snap.samples]
     assert names == ["nv_inference_count", "nv_inference_pending_request_count",
-                     "tritonllm_active_requests", "nv_trt_llm_request_metrics",
+                     "nv_trt_llm_request_metrics", "nv_trt_llm_request_metrics",
                      "nv_trt_llm_request_metrics"]
     assert MetricsSnapshot.parse(METRICS.replace("31.5", "0")) == snap
 

@@ -24,6 +24,7 @@ from tritonllm.ensembles.llm_service import QueueFull
 from tritonllm.ensembles.requests import RequestError
 from tritonllm.ensembles.senders import TritonSink
 from tritonllm.ensembles.tokenization import load_tokenizer, read_special_ids
+from tritonllm.metrics_catalog import REJECT_INVALID, REJECT_QUEUE_FULL
 from tritonllm.settings import CpuLLMParams
 
 METRICS_PERIOD_S = 0.25
@@ -52,8 +53,10 @@ class TritonPythonModel:
             try:
                 self.service.submit(inputs, sink, request.request_id())
             except RequestError as e:
+                self.service.rejections.count(REJECT_INVALID)
                 sink.fail(str(e), pb_utils.TritonError.INVALID_ARG)
             except QueueFull as e:
+                self.service.rejections.count(REJECT_QUEUE_FULL)
                 sink.fail(str(e), pb_utils.TritonError.UNAVAILABLE)
         self.metrics.executed((time.perf_counter() - t0) * 1000)
         return None

@@ -34,6 +34,7 @@ from tritonllm.ensembles.processing import Preprocessor
 from tritonllm.ensembles.requests import RequestError
 from tritonllm.ensembles.senders import TritonSink
 from tritonllm.ensembles.tokenization import Tokenization, load_tokenizer, read_special_ids
+from tritonllm.metrics_catalog import GPU, REJECT_INVALID, REJECT_QUEUE_FULL
 from tritonllm.settings import CpuLLMAPIParams, PreprocessingParams
 
 METRICS_PERIOD_S = 0.25
@@ -46,6 +47,9 @@ class TritonPythonModel:
         model_yaml = Path(__file__).with_name(LLMAPI_MODEL_YAML)
         if model_yaml.is_file():
             self._initialize_llm_api(config, model_yaml)
+            self.metrics = LLMMetrics(TritonMetricFactory(pb_utils, args["model_name"],
+                                                            args["model_version"]), GPU)
+            self.metrics.start(self.front, METRICS_PERIOD_S)
             return
         p = CpuLLMAPIParams.from_triton_parameters(
             config.get("parameters"), model_dir=Path(args["model_repository"]))
@@ -65,6 +69,7 @@ class TritonPythonModel:
         self.front, self.cancellations = local_front(
             pre, self.service, tokenizer, skip_special_tokens=p.skip_special_tokens,
             decoupled=p.streaming, max_words=p.max_words, max_word_bytes=p.max_word_bytes)
+        self.source: Any = self.service
         self.metrics = LLMMetrics(TritonMetricFactory(pb_utils, args["model_name"],
                                                         args["model_version"]))
         self.metrics.start(self.service, METRICS_PERIOD_S)
@@ -94,8 +99,8 @@ class TritonPythonModel:
         self.front = LLMAPIEngineFront(llm, SamplingParams, limits, decoupled=decoupled,
                                        cancel_check_s=period)
         self.llm = llm
+        self.source = self.front
         self.service = None
-        self.metrics = None
         self.cancellations = None
 
     def _serve(self, request: Any) -> None:
@@ -105,8 +110,10 @@ class TritonPythonModel:
             if self.front.run(inputs, sink, request.request_id()) is Outcome.CANCELLED:
                 sink.fail(CANCELLED_MESSAGE, pb_utils.TritonError.CANCELLED)
         except RequestError as e:
+            self.source.rejections.count(REJECT_INVALID)
             sink.fail(str(e), pb_utils.TritonError.INVALID_ARG)
         except QueueFull as e:
+            self.source.rejections.count(REJECT_QUEUE_FULL)
             sink.fail(str(e), pb_utils.TritonError.UNAVAILABLE)
         except Exception as e:  # report, never leave a request without its final response
             sink.fail(f"tensorrt_llm: {e}", pb_utils.TritonError.INTERNAL)
@@ -115,17 +122,18 @@ class TritonPythonModel:
         t0 = time.perf_counter()
         for request in requests:
             threading.Thread(target=self._serve, args=(request,), daemon=True).start()
-        if self.metrics is not None:
-            self.metrics.executed((time.perf_counter() - t0) * 1000)
+        self.metrics.executed((time.perf_counter() - t0) * 1000)
         return None
 
     def finalize(self) -> None:
         """As the classic model's: stop the metrics thread, finish every request, and delete
         the custom metrics while the stub is whole (see model_repository/tensorrt_llm)."""
+        stopped = self.metrics.stop(METRICS_JOIN_S)
         if self.service is None:  # GPU: the LLM API engine
             self.llm.shutdown()
+            if stopped:
+                self.metrics.close()
             return
-        stopped = self.metrics.stop(METRICS_JOIN_S)
         self.cancellations.close()
         self.service.close()
         if not stopped:
