@@ -30,7 +30,7 @@ from tritonllm.kubernetes import (
     render_manifests,
     termination_grace_s,
 )
-from tritonllm.metrics_rules import QUEUE_COMPUTE_RATIO, rule_groups
+from tritonllm.metrics_rules import QUEUE_COMPUTE_RATIO, alerts, records, rule_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_FILE = ROOT / "docker" / "tritonllm.yaml"
@@ -233,7 +233,7 @@ def test_a_changed_deployment_file_rolls_the_pods() -> None:
 
 
 def test_autoscalers_scale_on_the_recorded_signal(manifests: dict[str, Any]) -> None:
-    recorded = {r["record"] for g in rule_groups() for r in g["rules"]}
+    recorded = {r["record"] for g in rule_groups() for r in g["rules"] if "record" in r}
     assert QUEUE_COMPUTE_RATIO in recorded
     hpa = _by_kind(manifests, "HorizontalPodAutoscaler")
     (metric,) = hpa["spec"]["metrics"]
@@ -247,7 +247,9 @@ def test_autoscalers_scale_on_the_recorded_signal(manifests: dict[str, Any]) -> 
     assert QUEUE_COMPUTE_RATIO in so["spec"]["triggers"][0]["metadata"]["query"]
     assert so["spec"]["scaleTargetRef"]["name"] == hpa["spec"]["scaleTargetRef"]["name"]
     pr = _by_kind(manifests, "PrometheusRule")
-    assert pr["spec"]["groups"] == rule_groups()
+    # The operator names a ServiceMonitor's scrape job after the Service: up{job=...} reads it.
+    assert pr["spec"]["groups"] == rule_groups(job=_by_kind(manifests, "Service")["metadata"][
+        "name"])
     # The rule selects the LLM model by the contract's name.
     assert f'model="{C.LLM}"' in pr["spec"]["groups"][0]["rules"][0]["expr"]
 
@@ -259,7 +261,7 @@ def test_promtool_accepts_the_rules(tmp_path: Path, manifests: dict[str, Any]) -
     r = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "1 rules found" in r.stdout
+    assert f"{len(records()) + len(alerts())} rules found" in r.stdout
     bad = tmp_path / "bad.yml"
     bad.write_text(yaml.safe_dump({"groups": [{"name": "x", "rules": [
         {"record": QUEUE_COMPUTE_RATIO, "expr": "rate(nv_inference_queue_duration_us[1m]"}]}]}))
