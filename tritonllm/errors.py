@@ -15,6 +15,8 @@ the classes defined here, then those defined next to the code that raises them (
     ├── ServingError            tritonserver as tritonllm runs it (tritonllm.server) failed:
     │                           no binary, a busy port, a model that did not load, not ready in
     │                           time, died while serving, or did not stop cleanly
+    ├── ScrapeError             a metrics endpoint that cannot be read: refused, timed out, an
+    │                           HTTP error status, or not Prometheus text (names the URL)
     ├── BrokenInstall           an installed package cannot work here (tritonllm.environment)
     ├── RequestError            one request to a served model is invalid; names the field
     │                           (tritonllm.ensembles.requests; also a ValueError)
@@ -26,6 +28,8 @@ the classes defined here, then those defined next to the code that raises them (
     ├── ToolError               perf_analyzer or genai-perf is missing or failed
     │                           (tritonllm.perf.drivers)
     ├── LoadError               a benchmark load could not be generated (tritonllm.perf.loadgen)
+    ├── PrometheusError         the local Prometheus of an observed run could not start or
+    │                           answer (tritonllm.perf.observe)
     └── ClientError             a request the client could not complete: its own tree, with
                                 InvalidRequest, Unavailable, Timeout, ... and ServerError (the
                                 server failed the request), is drawn in tritonllm.client._errors
@@ -79,3 +83,9 @@ class ServingError(TritonLLMError):
 
     Not :class:`tritonllm.client.ServerError`, which is a request a running server failed.
     """
+
+
+class ScrapeError(TritonLLMError):
+    """A Prometheus metrics endpoint (Triton's ``/metrics``) that could not be read: the
+    connection failed or timed out, it answered an HTTP error, or the page is not Prometheus
+    text. The message names the URL and the cause (:mod:`tritonllm.metrics_view`)."""

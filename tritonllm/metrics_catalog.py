@@ -34,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from tritonllm.contract import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP
+
 __all__ = [
     "CATALOG",
     "CPU",
@@ -244,9 +246,9 @@ CATALOG: tuple[Family, ...] = (
            meaning="From the request reaching the LLM model to its last token."),
     Family(REQUEST_FINISHED, "counter", "Count of successfully processed requests.", "requests",
            TRTLLM_SERVE, _OURS, label=FINISHED_REASON, values=(
-               _v("stop", "ended on an end id or a stop sequence"),
-               _v("length", "reached max_tokens"),
-               _v("cancelled", "cancelled or stopped by the client"))),
+               _v(FINISH_STOP, "ended on an end id or a stop sequence"),
+               _v(FINISH_LENGTH, "reached max_tokens"),
+               _v(FINISH_CANCELLED, "cancelled or stopped by the client"))),
     Family(PROMPT_TOKENS, "counter", "Cumulative number of prompt (input) tokens processed.",
            "tokens", TRTLLM_SERVE, _OURS),
     Family(GENERATION_TOKENS, "counter",

@@ -104,21 +104,24 @@ def _group(by: tuple[str, ...]) -> str:
     return f" by ({', '.join(by)})" if by else ""
 
 
-def queue_compute_ratio_expr(model: str = C.LLM, by: tuple[str, ...] = BY) -> str:
+def queue_compute_ratio_expr(model: str = C.LLM, by: tuple[str, ...] = BY,
+                             window: str = WINDOW) -> str:
     sel = f'{{model="{model}"}}'
     g = _group(by)
-    return (f"sum{g} (rate({QUEUE_DURATION}{sel}[{WINDOW}]))\n"
-            f"  / clamp_min(sum{g} (rate({COMPUTE_DURATION}{sel}[{WINDOW}])), 1)")
+    return (f"sum{g} (rate({QUEUE_DURATION}{sel}[{window}]))\n"
+            f"  / clamp_min(sum{g} (rate({COMPUTE_DURATION}{sel}[{window}])), 1)")
 
 
-def _quantile(q: float, histogram: str, by: tuple[str, ...]) -> str:
-    """The q-quantile of a histogram over the last minute (NaN while nothing finished)."""
+def _quantile(q: float, histogram: str, by: tuple[str, ...], window: str) -> str:
+    """The q-quantile of a histogram over the window (NaN while nothing finished)."""
     return (f"histogram_quantile({q}, sum by ({', '.join(('le', *by))}) "
-            f'(rate({histogram}_bucket{{model="{C.LLM}"}}[{WINDOW}])))')
+            f'(rate({histogram}_bucket{{model="{C.LLM}"}}[{window}])))')
 
 
-def records(by: tuple[str, ...] = BY) -> tuple[Record, ...]:
-    """The recording rules, per ``by`` (a pod in a cluster, an instance in compose)."""
+def records(by: tuple[str, ...] = BY, window: str = WINDOW) -> tuple[Record, ...]:
+    """The recording rules, per ``by`` (a pod in a cluster, an instance in compose).
+    ``window``: the rate window of all but the error ratio (a test's short run takes a shorter
+    one; the expressions are otherwise the same)."""
     g = _group(by)
     llm = f'{{model="{C.LLM}"}}'
     entry = f'{{model=~"{"|".join(ENTRY_MODELS)}"}}'
@@ -126,18 +129,22 @@ def records(by: tuple[str, ...] = BY) -> tuple[Record, ...]:
     failures = f"sum{g} (rate({MC.REQUEST_FAILURE}{entry}[{ERROR_WINDOW}]))"
     successes = f"sum{g} (rate({MC.REQUEST_SUCCESS}{entry}[{ERROR_WINDOW}]))"
     return (
-        Record(QUEUE_COMPUTE_RATIO, queue_compute_ratio_expr(by=by),
+        Record(QUEUE_COMPUTE_RATIO, queue_compute_ratio_expr(by=by, window=window),
                "Triton queue time / compute time of the LLM model: the autoscaling signal"),
-        Record(TTFT_P50, _quantile(0.5, MC.TTFT, by), "median time to first token, last minute"),
-        Record(TTFT_P99, _quantile(0.99, MC.TTFT, by), "p99 time to first token, last minute"),
-        Record(ITL_P50, _quantile(0.5, MC.TPOT, by),
+        Record(TTFT_P50, _quantile(0.5, MC.TTFT, by, window),
+               "median time to first token (in the LLM model)"),
+        Record(TTFT_P99, _quantile(0.99, MC.TTFT, by, window),
+               "p99 time to first token (in the LLM model)"),
+        Record(ITL_P50, _quantile(0.5, MC.TPOT, by, window),
                "median inter-token latency (per request: decode time / (tokens - 1))"),
-        Record(ITL_P99, _quantile(0.99, MC.TPOT, by), "p99 inter-token latency"),
-        Record(E2E_P50, _quantile(0.5, MC.E2E, by), "median request latency in the LLM model"),
-        Record(E2E_P99, _quantile(0.99, MC.E2E, by), "p99 request latency in the LLM model"),
-        Record(TOKENS_PER_S, f"sum{g} (rate({MC.GENERATION_TOKENS}{llm}[{WINDOW}]))",
+        Record(ITL_P99, _quantile(0.99, MC.TPOT, by, window), "p99 inter-token latency"),
+        Record(E2E_P50, _quantile(0.5, MC.E2E, by, window),
+               "median request latency in the LLM model"),
+        Record(E2E_P99, _quantile(0.99, MC.E2E, by, window),
+               "p99 request latency in the LLM model"),
+        Record(TOKENS_PER_S, f"sum{g} (rate({MC.GENERATION_TOKENS}{llm}[{window}]))",
                "generated tokens per second"),
-        Record(REQUESTS_PER_S, f"sum{g} (rate({MC.REQUEST_FINISHED}{llm}[{WINDOW}]))",
+        Record(REQUESTS_PER_S, f"sum{g} (rate({MC.REQUEST_FINISHED}{llm}[{window}]))",
                "requests finished per second (any finish reason)"),
         Record(KV_CACHE_USED, f"max{g} ({fraction})", "fraction of the KV cache in use"),
         Record(ERROR_RATIO, f"{failures}\n  / clamp_min({successes} + {failures}, 1e-9)",
@@ -189,11 +196,11 @@ def alerts(by: tuple[str, ...] = BY, job: str = COMPOSE_JOB,
 
 
 def rule_groups(by: tuple[str, ...] = BY, job: str = COMPOSE_JOB,
-                t: Thresholds = Thresholds()) -> list[dict[str, Any]]:
+                t: Thresholds = Thresholds(), window: str = WINDOW) -> list[dict[str, Any]]:
     """The ``groups:`` of a Prometheus rule file (and of a PrometheusRule's spec)."""
     return [
         {"name": RULE_GROUP,
-         "rules": [{"record": r.record, "expr": r.expr} for r in records(by)]},
+         "rules": [{"record": r.record, "expr": r.expr} for r in records(by, window)]},
         {"name": ALERT_GROUP,
          "rules": [{"alert": a.alert, "expr": a.expr, "for": a.for_,
                     "labels": {"severity": a.severity},

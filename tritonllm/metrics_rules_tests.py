@@ -254,8 +254,8 @@ def _recorded_test() -> dict[str, Any]:
         *_histogram(MC.TTFT, {0.08: 90, 0.1: 8, 0.25: 2}, **llm),
         # 1200 generated tokens a second; requests finish 3/s on a stop, 1/s on the length.
         _counter(MC.GENERATION_TOKENS, 1200, **llm),
-        _counter(MC.REQUEST_FINISHED, 3, finished_reason="stop", **llm),
-        _counter(MC.REQUEST_FINISHED, 1, finished_reason="length", **llm),
+        _counter(MC.REQUEST_FINISHED, 3, finished_reason=C.FINISH_STOP, **llm),
+        _counter(MC.REQUEST_FINISHED, 1, finished_reason=C.FINISH_LENGTH, **llm),
         # KV cache: the larger fraction of two versions (0.25, 0.5) -> 0.5; block counts are
         # not fractions.
         _gauge(MC.KV_CACHE_BLOCKS, 0.25, kv_cache_block_type="fraction", **llm),
