@@ -1,6 +1,6 @@
 """Write the generated files under docker/: the example manifests (docker/k8s, from
 docker/tritonllm.yaml), the compose stack's Prometheus rules and their promtool tests, and the
-Grafana dashboard.
+Grafana dashboard; and the generated tables of docs/observability.md.
 
     python scripts/render_deploy_files.py          # write
     python scripts/render_deploy_files.py --check  # exit 1 if any file is stale (a unit test)
@@ -18,6 +18,7 @@ from tritonllm.deployment import load_deployment
 from tritonllm.kubernetes import dump, write_manifests
 from tritonllm.metrics_rules import rule_groups
 from tritonllm.metrics_rules_tests import COMPOSE_BY, promtool_tests
+from tritonllm.observability_docs import render_page
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -39,13 +40,17 @@ def generated() -> dict[str, str]:
         "# promtool test rules docker/prometheus/rules.test.yml\n"
         + dump(promtool_tests("rules.yml")))
     files["grafana/dashboards/tritonllm.json"] = json.dumps(dashboard(), indent=2) + "\n"
-    return files
+    out = {f"docker/{rel}": text for rel, text in files.items()}
+    # The tables of docs/observability.md (the prose around them is written by hand).
+    page = ROOT / "docs" / "observability.md"
+    out["docs/observability.md"] = render_page(page.read_text("utf-8"))
+    return out
 
 
 def main(argv: list[str]) -> int:
     stale = []
     for rel, text in generated().items():
-        path = DOCKER / rel
+        path = ROOT / rel
         if "--check" in argv:
             if not path.is_file() or path.read_text("utf-8") != text:
                 stale.append(rel)
@@ -53,7 +58,7 @@ def main(argv: list[str]) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     if stale:
-        print(f"stale under docker/: {', '.join(stale)}; run python scripts/render_deploy_files.py")
+        print(f"stale: {', '.join(stale)}; run python scripts/render_deploy_files.py")
         return 1
     return 0
 
