@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tritonllm import __version__
 from tritonllm.builders.base import Progress, check_output_dir, get_builder
-from tritonllm.builders.checkpoint import CheckpointInfo, inspect_checkpoint
+from tritonllm.builders.checkpoint import CHAT_TEMPLATE_FILES, CheckpointInfo, inspect_checkpoint
 from tritonllm.builders.manifest import (
     MANIFEST,
     Manifest,
@@ -29,7 +29,7 @@ from tritonllm.builders.settings import BuildSettings
 from tritonllm.errors import RepositoryError
 
 TOKENIZER_EXTRA = ("tokenizer_config.json", "special_tokens_map.json", "merges.txt",
-                   "generation_config.json", "config.json")
+                   "generation_config.json", "config.json", *CHAT_TEMPLATE_FILES)
 
 
 @dataclass(frozen=True)

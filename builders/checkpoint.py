@@ -29,6 +29,10 @@ SUPPORTED_ARCHITECTURES: dict[str, str] = {
 }
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+#: Where a tokenizer's chat template lives besides tokenizer_config.json: transformers 5 saves it
+#: as chat_template.jinja; chat_template.json is the processors' legacy file. Copied with the
+#: tokenizer, and part of the checkpoint's digest.
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HASH_CHUNK = 1 << 20
 
@@ -223,7 +227,8 @@ def inspect_checkpoint(
     inputs = sorted(
         {*weights, *tok_files, "config.json"}
         | {n for n in ("tokenizer_config.json", "generation_config.json",
-                       "special_tokens_map.json", "merges.txt", "model.safetensors.index.json")
+                       "special_tokens_map.json", "merges.txt", "model.safetensors.index.json",
+                       *CHAT_TEMPLATE_FILES)
            if (root / n).is_file()}
     )
     prev = previous_digests or {}

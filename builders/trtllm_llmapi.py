@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tritonllm.builders.base import EngineBuilder, Progress, register, run_logged
-from tritonllm.builders.checkpoint import CheckpointInfo
+from tritonllm.builders.checkpoint import CHAT_TEMPLATE_FILES, CheckpointInfo
 from tritonllm.builders.manifest import EngineLimits
 from tritonllm.builders.settings import BuildSettings
 from tritonllm.builders.trtllm import (
@@ -58,7 +58,8 @@ ARCHITECTURES = frozenset({"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCa
                            "Phi3ForCausalLM"})
 #: Checkpoint files copied beside the weights (the tokenizer's come from CheckpointInfo).
 _CONFIG_FILES = ("config.json", "generation_config.json", "tokenizer_config.json",
-                 "special_tokens_map.json", "merges.txt", "model.safetensors.index.json")
+                 "special_tokens_map.json", "merges.txt", "model.safetensors.index.json",
+                 *CHAT_TEMPLATE_FILES)
 
 
 def llm_args(settings: BuildSettings, info: CheckpointInfo,

@@ -72,6 +72,19 @@ class Stream(Iterator[Delta]):
     def attempts(self) -> int:
         return self._exchange.attempts if self._exchange is not None else 0
 
+    @property
+    def input_tokens(self) -> int | None:
+        """The prompt's token count as the server reported it so far (None: not yet, or the
+        model reports none); kept after the stream was left early."""
+        ex = self._exchange
+        return ex.assembly.input_tokens if ex is not None else None
+
+    @property
+    def output_tokens(self) -> int | None:
+        """Tokens generated so far, as the server reported them (see input_tokens)."""
+        ex = self._exchange
+        return ex.assembly.output_tokens if ex is not None else None
+
     def __iter__(self) -> Stream:
         return self
 

@@ -44,6 +44,7 @@ from tritonllm.contract import (
 )
 from tritonllm.contract import LLMAPI_IN as IN
 from tritonllm.contract import LLMAPI_OUT as OUT
+from tritonllm.ensembles.cpu_engine import FINISH_ERROR
 from tritonllm.ensembles.engine_stats import EngineStats, KvBlocks, Rejections, RequestLedger
 from tritonllm.ensembles.llmapi import LiveRequests, Outcome, flag, llmapi_outputs
 from tritonllm.ensembles.requests import (
@@ -126,7 +127,7 @@ class LLMAPIEngineFront:
                                          streaming=streaming)
         key = object()  # this request, in the ledger
         self.ledger.started(key, 0)
-        reason = FINISH_CANCELLED
+        reason = FINISH_ERROR  # the relay failed: an error response, not a finish
         try:
             with self._live.running(request_id, result.abort):
                 outcome, reason = self._relay(result, flags, sink, key)

@@ -55,7 +55,7 @@ _FAKE_ENGINE_FILES = {
         "openvino_tokenizer.bin", "openvino_detokenizer.xml", "openvino_detokenizer.bin")},
 }
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "generation_config.json", "config.json")
+                   "chat_template.jinja", "generation_config.json", "config.json")
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,8 @@ the classes defined here, then those defined next to the code that raises them (
     ├── BrokenInstall           an installed package cannot work here (tritonllm.environment)
     ├── RequestError            one request to a served model is invalid; names the field
     │                           (tritonllm.ensembles.requests; also a ValueError)
+    ├── ChatTemplateError       a chat template failed on one conversation, with the template's
+    │                           message (tritonllm.openai.chat_template; the front answers 400)
     ├── QueueFull               the engine's wait queue is full (tritonllm.ensembles.llm_service)
     ├── UpstreamError           a model called over BLS refused a request, with its code
     │                           (tritonllm.ensembles.bls_calls)

@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 Kind = Literal["gauge", "counter", "histogram"]
-Target = Literal["cpu", "gpu", "gpu-legacy"]
+Target = Literal["cpu", "gpu", "gpu-legacy", "openai"]
 
 #: Our CPU ``tensorrt_llm`` model (OpenVINO GenAI), either layout.
 CPU: Target = "cpu"
@@ -61,9 +61,15 @@ CPU: Target = "cpu"
 GPU: Target = "gpu"
 #: NVIDIA's C++ ``tensorrtllm`` backend (legacy engines, NGC images up to 26.07).
 GPU_LEGACY: Target = "gpu-legacy"
+#: The OpenAI-compatible front (``tritonllm openai``, its own ``/metrics``): per API request,
+#: labelled ``model`` = the served model name (no ``version``).
+OPENAI: Target = "openai"
 TARGETS: tuple[Target, ...] = (CPU, GPU, GPU_LEGACY)
 _ALL = frozenset(TARGETS)
 _OURS = frozenset((CPU, GPU))
+_OURS_AND_FRONT = frozenset((CPU, GPU, OPENAI))
+_FRONT = frozenset((OPENAI,))
+_EVERY = frozenset((*TARGETS, OPENAI))  # a label value's default: wherever its family is
 _GPU_ONLY = frozenset((GPU, GPU_LEGACY))
 
 #: Sources of the names (the files that define them).
@@ -96,7 +102,7 @@ class Value:
 
     name: str
     meaning: str
-    targets: frozenset[Target] = _ALL
+    targets: frozenset[Target] = _EVERY
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,7 @@ class Family:
     meaning: str = ""
 
     def values_for(self, target: Target) -> tuple[str, ...]:
-        return tuple(v.name for v in self.values if target in v.targets)
+        return tuple(v.name for v in self.values if target in v.targets & self.targets)
 
     def value(self, name: str) -> Value:
         for v in self.values:
@@ -125,7 +131,7 @@ class Family:
         raise KeyError(f"{self.name} has no {self.label}={name!r}")
 
 
-def _v(name: str, meaning: str, targets: frozenset[Target] = _ALL) -> Value:
+def _v(name: str, meaning: str, targets: frozenset[Target] = _EVERY) -> Value:
     return Value(name, meaning, targets)
 
 
@@ -153,7 +159,9 @@ E2E = "trtllm_e2e_request_latency_seconds"
 REQUEST_FINISHED = "trtllm_request_success_total"
 PROMPT_TOKENS = "trtllm_prompt_tokens_total"
 GENERATION_TOKENS = "trtllm_generation_tokens_total"
+REQUEST_ERRORS = "trtllm_request_error_total"
 # ours
+OPENAI_REQUESTS = "tritonllm_openai_requests_total"
 REJECTED = "tritonllm_requests_rejected_total"
 STEP_MAX_MS = "tritonllm_step_max_ms"
 SEND_MAX_MS = "tritonllm_send_max_ms"
@@ -235,27 +243,44 @@ CATALOG: tuple[Family, ...] = (
            buckets=TOKEN_LEN_BUCKETS),
     # ---- trtllm-serve's names, for what the C++ backend never exported ----
     Family(TTFT, "histogram", "Histogram of time to first token in seconds.", "s", TRTLLM_SERVE,
-           _OURS, buckets=TTFT_BUCKETS,
-           meaning="From the request reaching the LLM model to its first generated token."),
+           _OURS_AND_FRONT, buckets=TTFT_BUCKETS,
+           meaning="From the request reaching the LLM model to its first generated token (the "
+                   "OpenAI front: from the API request to its first text)."),
     Family(TPOT, "histogram", "Histogram of time per output token in seconds.", "s",
-           TRTLLM_SERVE, _OURS, buckets=TPOT_BUCKETS,
+           TRTLLM_SERVE, _OURS_AND_FRONT, buckets=TPOT_BUCKETS,
            meaning="Per request: (last token - first token) / (output tokens - 1), the "
                    "inter-token latency genai-perf reports; requests of one token have none."),
     Family(E2E, "histogram", "Histogram of end to end request latency in seconds.", "s",
-           TRTLLM_SERVE, _OURS, buckets=E2E_BUCKETS,
+           TRTLLM_SERVE, _OURS_AND_FRONT, buckets=E2E_BUCKETS,
            meaning="From the request reaching the LLM model to its last token."),
     Family(REQUEST_FINISHED, "counter", "Count of successfully processed requests.", "requests",
-           TRTLLM_SERVE, _OURS, label=FINISHED_REASON, values=(
+           TRTLLM_SERVE, _OURS_AND_FRONT, label=FINISHED_REASON, values=(
                _v(FINISH_STOP, "ended on an end id or a stop sequence"),
                _v(FINISH_LENGTH, "reached max_tokens"),
                _v(FINISH_CANCELLED, "cancelled or stopped by the client"))),
     Family(PROMPT_TOKENS, "counter", "Cumulative number of prompt (input) tokens processed.",
-           "tokens", TRTLLM_SERVE, _OURS),
+           "tokens", TRTLLM_SERVE, _OURS_AND_FRONT),
     Family(GENERATION_TOKENS, "counter",
            "Cumulative number of generation (output) tokens produced.", "tokens", TRTLLM_SERVE,
-           _OURS, meaning="Counted as the engine produces them, so rate() is the model's "
+           _OURS_AND_FRONT, meaning="Counted as the engine produces them, so rate() is the model's "
                           "output tokens/s also while requests are still running."),
+    Family(REQUEST_ERRORS, "counter", "Total request errors, labeled by HTTP status code.",
+           "requests", TRTLLM_SERVE, _FRONT, label="http_code", values=tuple(
+               _v(str(code), meaning, _FRONT) for code, meaning in (
+                   ("400", "a bad parameter (named in the error)"),
+                   ("401", "a missing or wrong API key"),
+                   ("404", "an unknown model or route"),
+                   ("413", "a request body over the size limit"),
+                   ("429", "the server's queue is full (Retry-After)"),
+                   ("500", "the server failed the request"),
+                   ("503", "the server or model is unavailable"),
+                   ("504", "the request's deadline passed")))),
     # ---- ours ----
+    Family(OPENAI_REQUESTS, "counter", "API requests answered by the OpenAI front", "requests",
+           OURS, _FRONT, label="route", values=tuple(
+               _v(r, f"requests to {r}", _FRONT) for r in (
+                   "/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
+                   "/metrics"))),
     Family(REJECTED, "counter", "Requests the LLM model refused", "requests", OURS, _OURS,
            label=REJECT_REASON, values=(
                _v(REJECT_INVALID, "a bad input (INVALID_ARG, the field named)"),

@@ -3,9 +3,10 @@
 There is no model hub on CI runners or in air-gapped clusters, so tests and the demo make their
 own model: a randomly initialised ``LlamaForCausalLM`` and a byte-level BPE tokenizer trained on a
 small generated corpus that mixes ASCII with multi-byte UTF-8 (accents, CJK, emoji), so byte pieces
-that split characters across tokens really occur. The output is what ``save_pretrained`` writes
-(``config.json``, ``model.safetensors``, ``generation_config.json``, ``tokenizer.json``,
-``tokenizer_config.json``, ``special_tokens_map.json``) and loads with ``AutoTokenizer`` and
+that split characters across tokens really occur. The tokenizer has a chat template
+(:data:`CHAT_TEMPLATE`), so the model is a chat model too. The output is what ``save_pretrained``
+writes (``config.json``, ``model.safetensors``, ``generation_config.json``, ``tokenizer.json``,
+``tokenizer_config.json``, ``chat_template.jinja``) and loads with ``AutoTokenizer`` and
 ``AutoModelForCausalLM``. The same seed gives byte-identical weights and tokenizer.
 """
 
@@ -21,6 +22,24 @@ from tritonllm.errors import ConfigError
 
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 SPECIAL_TOKENS = [UNK, BOS, EOS, PAD]  # ids 0..3, in this order
+
+#: The tiny tokenizer's chat template: ChatML's layout (``<|im_start|>role``, a newline, the
+#: content), with the EOS token ending each turn instead of ChatML's ``<|im_end|>``, so that a
+#: finished assistant turn is the end id the engine stops on and the vocabulary stays the
+#: trained one (``<|im_start|>`` is plain text here). BOS first; a role other than system, user
+#: or assistant fails the render; ``add_generation_prompt`` opens the assistant's turn.
+CHAT_TEMPLATE = r"""{{ bos_token }}
+{%- for message in messages %}
+    {%- if message['role'] not in ('system', 'user', 'assistant') %}
+        {{- raise_exception("unknown role '" ~ message['role'] ~ "': this template knows "
+                            ~ "system, user and assistant") }}
+    {%- endif %}
+    {{- '<|im_start|>' ~ message['role'] ~ '\n' ~ (message['content'] or '') ~ eos_token ~ '\n' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"""
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,7 @@ def make_tiny_model(
         tokenizer_object=raw, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK
     )
     tokenizer.model_max_length = spec.max_position_embeddings
+    tokenizer.chat_template = CHAT_TEMPLATE  # save_pretrained writes it to chat_template.jinja
     tokenizer.save_pretrained(out)
     _pin_tokenizer_class(out / "tokenizer_config.json")
     vocab = len(tokenizer)

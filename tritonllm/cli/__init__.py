@@ -8,6 +8,7 @@
     ├── client               generate, health, models
     ├── perf                 perf (and perf compare)
     ├── metrics              metrics (a live view of one server's LLM metrics)
+    ├── openai_front         openai (the OpenAI-compatible API)
     ├── deploy               launch (the containers' entrypoint), deploy k8s
     └── demo                 demo
 
@@ -30,6 +31,7 @@ from tritonllm.cli.client import generate_cmd, health_cmd, models_cmd
 from tritonllm.cli.demo import demo_cmd
 from tritonllm.cli.deploy import deploy_cmd, launch_cmd
 from tritonllm.cli.metrics import metrics_cmd
+from tritonllm.cli.openai_front import openai_cmd
 from tritonllm.cli.perf import perf_cmd
 from tritonllm.cli.repo import repo_cmd, validate_cmd
 from tritonllm.cli.serve import serve_cmd
@@ -39,7 +41,7 @@ __all__ = ["main"]
 
 COMMANDS: tuple[click.Command, ...] = (
     make_tiny_model_cmd, build_cmd, repo_cmd, validate_cmd, serve_cmd, generate_cmd, health_cmd,
-    models_cmd, perf_cmd, metrics_cmd, demo_cmd, launch_cmd, deploy_cmd,
+    models_cmd, perf_cmd, metrics_cmd, openai_cmd, demo_cmd, launch_cmd, deploy_cmd,
 )
 
 

@@ -1,0 +1,176 @@
+"""The OpenAI-compatible HTTP front: FastAPI routes over :class:`~tritonllm.openai.serving.
+OpenAIServing`.
+
+Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``,
+``GET /v1/models/{id}``, ``GET /health`` (200 only while the Triton model is ready; open),
+``GET /metrics`` (:mod:`tritonllm.openai.metrics`).
+
+API keys: when keys are configured (:func:`load_api_keys`: a file, or the environment; never
+argv), every route but ``/health`` needs ``Authorization: Bearer <key>``; the key is compared
+in constant time against each configured key and never logged. Errors are OpenAI's JSON shape
+with the status the SDK maps onto its exception types (400 BadRequestError, 401
+AuthenticationError, 404 NotFoundError, 429 RateLimitError, 5xx APIStatusError).
+
+Bodies: at most :data:`MAX_BODY_BYTES` (413 beyond), JSON objects only (400 otherwise).
+
+FastAPI is imported at module level (it reads the routes' annotations from this module's
+globals); the CLI imports this module only inside its command.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from tritonllm.errors import ConfigError
+from tritonllm.openai.metrics import CONTENT_TYPE
+from tritonllm.openai.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    OpenAIError,
+    error_body,
+    now,
+    parse_request,
+)
+
+__all__ = ["API_KEYS_ENV", "MAX_BODY_BYTES", "create_app", "load_api_keys"]
+
+#: Environment variable with the API keys (comma-separated), when no --api-key-file is given.
+API_KEYS_ENV = "TRITONLLM_OPENAI_API_KEYS"
+MAX_BODY_BYTES = 16 * 2**20
+OPEN_ROUTES = frozenset({"/health"})
+
+
+def load_api_keys(key_file: Path | None, environ: Mapping[str, str] = os.environ
+                  ) -> tuple[bytes, ...]:
+    """The configured API keys: one per line of ``key_file`` (blank lines and ``#`` comments
+    skipped), else :data:`API_KEYS_ENV` split on commas; empty: no key needed."""
+    if key_file is not None:
+        try:
+            lines = key_file.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise ConfigError(f"--api-key-file: cannot read {key_file}: {e.strerror}") from None
+        keys = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+        if not keys:
+            raise ConfigError(f"--api-key-file: {key_file} holds no key")
+    else:
+        keys = [k.strip() for k in environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
+    return tuple(k.encode() for k in keys)
+
+
+def _authorized(header: str | None, keys: Iterable[bytes]) -> bool:
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    given = token.strip().encode()
+    ok = False
+    for key in keys:  # every key is compared: the time does not say which one matched
+        ok |= hmac.compare_digest(given, key)
+    return ok
+
+
+def create_app(serving: Any, *, api_keys: tuple[bytes, ...] = (), ready: Any = None,
+               metrics: Any = None) -> Any:
+    """The ASGI app. ``serving``: an :class:`~tritonllm.openai.serving.OpenAIServing`;
+    ``ready``: ``async () -> bool`` (the Triton model is ready); ``metrics``: a
+    :class:`~tritonllm.openai.metrics.FrontMetrics`."""
+    app = FastAPI(title="tritonllm OpenAI-compatible API", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    def error(e: OpenAIError) -> Any:
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        path = request.url.path
+        if api_keys and path not in OPEN_ROUTES and not _authorized(
+                request.headers.get("authorization"), api_keys):
+            response = error(OpenAIError(
+                401, "Incorrect or missing API key: send Authorization: Bearer <key>",
+                code="invalid_api_key"))
+        else:
+            response = await call_next(request)
+        if metrics is not None:
+            metrics.request(path, response.status_code)
+        return response
+
+    @app.exception_handler(OpenAIError)
+    async def openai_error(_request: Request, e: OpenAIError) -> Any:
+        return error(e)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, e: HTTPException) -> Any:
+        kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(e.detail), kind), status_code=e.status_code)
+
+    async def body(request: Request) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            raise OpenAIError(413, f"the request body is over {MAX_BODY_BYTES} bytes")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_BODY_BYTES:
+                raise OpenAIError(413, f"the request body is over {MAX_BODY_BYTES} bytes")
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise OpenAIError(400, f"the request body is not valid JSON: {e}") from None
+
+    async def generate(request: Request, chat: bool) -> Any:
+        if chat:
+            req = parse_request(ChatCompletionRequest, await body(request))
+            prep = serving.prepare_chat(req)
+            echo = False
+        else:
+            req = parse_request(CompletionRequest, await body(request))
+            prep = serving.prepare_completion(req)
+            echo = req.echo
+        if not req.stream:
+            return JSONResponse(await serving.run(prep, chat=chat, echo=echo))
+        events = await serving.stream(prep, chat=chat, echo=echo,
+                                      include_usage=req.include_usage)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        return await generate(request, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        return await generate(request, chat=False)
+
+    def model_card() -> dict[str, Any]:
+        return {"id": serving.served_name, "object": "model", "created": now(),
+                "owned_by": "tritonllm"}
+
+    @app.get("/v1/models")
+    async def models() -> Any:
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> Any:
+        serving.check_model(model_id)
+        return model_card()
+
+    @app.get("/health")
+    async def health() -> Any:
+        ok = await ready() if ready is not None else True
+        return JSONResponse({"status": "ok" if ok else "unavailable"},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Any:
+        data = metrics.exposition() if metrics is not None else b""
+        return Response(data, media_type=CONTENT_TYPE)
+
+    return app

@@ -1,0 +1,87 @@
+"""The front as ``tritonllm openai`` assembles and runs it: client, chat template, app, uvicorn."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FrontOptions", "make_app", "run"]
+
+
+@dataclass(frozen=True)
+class FrontOptions:
+    """Everything ``tritonllm openai`` takes (the CLI's options; one place for their defaults).
+
+    ``url``: Triton's gRPC address; ``model``: the Triton model requests go to (``ensemble``,
+    ``tensorrt_llm_bls``, or an llmapi model); ``served_name``: the name clients use
+    (default: ``model``); ``tokenizer``: the model's tokenizer directory (its chat template and
+    special tokens); ``chat_template``: a Jinja file that replaces the tokenizer's;
+    ``api_keys``: accepted keys (empty: no key needed); ``timeout``: seconds one Triton request
+    may take.
+    """
+
+    url: str = "localhost:8001"
+    model: str = "ensemble"
+    served_name: str | None = None
+    tokenizer: Path | None = None
+    chat_template: Path | None = None
+    api_keys: tuple[bytes, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 9000
+    timeout: float = 600.0
+    default_max_tokens: int = 16  # OpenAI's completions default when max_tokens is omitted
+
+
+def _renderer(o: FrontOptions) -> Callable[[list[dict[str, Any]]], str] | None:
+    if o.tokenizer is None and o.chat_template is None:
+        return None
+    from tritonllm.openai.chat_template import ChatTemplate
+
+    if o.tokenizer is None:
+        from tritonllm.errors import ConfigError
+
+        raise ConfigError("--chat-template needs the model's tokenizer too (--tokenizer or "
+                          "--repo): its special tokens fill the template")
+    template = ChatTemplate.from_tokenizer_dir(o.tokenizer, override=o.chat_template)
+
+    def render(messages: list[dict[str, Any]]) -> str:
+        return template.strip_bos(template.render(messages, add_generation_prompt=True))
+
+    return render
+
+
+def make_app(o: FrontOptions) -> tuple[Any, Any]:
+    """``(app, client)``: the ASGI app and the client it uses (close it when done)."""
+    from tritonllm.client import AsyncLLMClient, ClientError, RetryPolicy
+    from tritonllm.openai.app import create_app
+    from tritonllm.openai.metrics import FrontMetrics
+    from tritonllm.openai.serving import OpenAIServing
+
+    render = _renderer(o)
+    served = o.served_name or o.model
+    # No retries once text may have been streamed is the client's own rule; a retry of a
+    # request refused before any text (server restarting, queue full) is the right thing here.
+    client = AsyncLLMClient(o.url, model=o.model, timeout=o.timeout,
+                            retry=RetryPolicy(attempts=2))
+    metrics = FrontMetrics(served)
+    serving = OpenAIServing(client, served, render_chat=render,
+                            default_max_tokens=o.default_max_tokens, observe=metrics)
+
+    async def ready() -> bool:
+        try:
+            statuses = await client.models(timeout=5)
+        except ClientError:
+            return False
+        return any(s.name == o.model and s.state == "READY" for s in statuses)
+
+    return create_app(serving, api_keys=o.api_keys, ready=ready, metrics=metrics), client
+
+
+def run(o: FrontOptions, log_level: str = "warning") -> None:
+    """Serve until Ctrl-C / SIGTERM (uvicorn's handling: in-flight requests finish)."""
+    import uvicorn
+
+    app, _client = make_app(o)
+    uvicorn.run(app, host=o.host, port=o.port, log_level=log_level, access_log=False)
