@@ -22,6 +22,7 @@ docstring for why).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -29,6 +30,8 @@ from typing import Any, Protocol
 from tritonllm import metrics_catalog as MC
 from tritonllm.ensembles.engine_stats import COUNTED_REASONS, EngineStats
 from tritonllm.metrics_catalog import CATALOG, TRITON, Family, Kind, Target
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "LLMMetrics",
@@ -182,7 +185,10 @@ class LLMMetrics:
 
         def run() -> None:
             while not self._stop.wait(period_s):
-                self.update(source)
+                try:
+                    self.update(source)
+                except Exception:  # one bad update must not end the metrics for good
+                    log.exception("updating the LLM metrics failed")
 
         self._thread = threading.Thread(target=run, daemon=True, name="tritonllm-metrics")
         self._thread.start()

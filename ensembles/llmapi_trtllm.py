@@ -180,7 +180,13 @@ class LLMAPIEngineFront:
                 self._iterations.read(get_stats(timeout=STATS_TIMEOUT_S))
             except Exception as e:  # stats are best effort: serving goes on without them
                 log.warning("LLM.get_stats failed: %s", e)
-        return self._iterations.stats(self.ledger)
+        try:
+            return self._iterations.stats(self.ledger)
+        except (TypeError, ValueError, AttributeError) as e:  # a value of an unexpected type
+            log.warning("TensorRT-LLM iteration stats not understood (%s): %s", e,
+                        self._iterations.last)
+            self._iterations.last = {}
+            return self._iterations.stats(self.ledger)
 
     def take_max_send_ms(self) -> float:
         return 0.0  # the CPU engine's quantity (sends on the engine thread); none here

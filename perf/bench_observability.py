@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         png = plot(run, out / "observability.png",
                    f"{model}: {args.concurrency} streams of {args.input_tokens} + "
                    f"{args.output_tokens} tokens for {args.duration:g} s, {os.cpu_count()} "
-                   f"cores, 1 s scrapes, rate window {args.window}")
+                   f"cores, {SCRAPE_S:g} s scrapes, rate window {args.window}")
         say(f"wrote {out / 'observability.json'} and {png}")
         if args.docs:
             DOCS_PNG.parent.mkdir(parents=True, exist_ok=True)
