@@ -226,9 +226,18 @@ def observed_run(prom: LocalPrometheus, grpc_address: str, tokenizer_dir: Path, 
                           window_s + 30 * prom.scrape_s)
     assert after is not None
     step = prom.scrape_s
-    series = {name: prom.query_range(name, start - window_s, time.time(), step)
-              for name in (ratio, R.TOKENS_PER_S, R.TTFT_P99, R.ITL_P99,
-                           MC.series(MC.REQUEST_METRICS, "active", model="tensorrt_llm"))}
+    names = (ratio, R.TOKENS_PER_S, R.TTFT_P99, R.ITL_P99,
+             MC.series(MC.REQUEST_METRICS, "active", model="tensorrt_llm"))
+    # The ratio falls at once when the load's last increase leaves the rate window; poll until
+    # the range query's step grid has a point past that fall, so the series shows it too.
+    deadline = time.monotonic() + 10 * step
+    while True:
+        series = {name: prom.query_range(name, start - window_s, time.time(), step)
+                  for name in names}
+        last = series[ratio][-1][1] if series[ratio] else None
+        if (last is not None and last <= idle + 1e-9) or time.monotonic() > deadline:
+            break
+        time.sleep(step / 2)
     peak = max((v for _, v in series[ratio]), default=0.0)
     span = f"{max(1, round(end - start))}s"
     llm = 'model="tensorrt_llm"'

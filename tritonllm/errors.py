@@ -32,6 +32,8 @@ the classes defined here, then those defined next to the code that raises them (
     ├── LoadError               a benchmark load could not be generated (tritonllm.perf.loadgen)
     ├── PrometheusError         the local Prometheus of an observed run could not start or
     │                           answer (tritonllm.perf.observe)
+    ├── OpenAIError             an OpenAI API request the front answers with an error: its
+    │                           HTTP status and OpenAI's error body (tritonllm.openai.protocol)
     └── ClientError             a request the client could not complete: its own tree, with
                                 InvalidRequest, Unavailable, Timeout, ... and ServerError (the
                                 server failed the request), is drawn in tritonllm.client._errors

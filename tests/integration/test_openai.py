@@ -56,8 +56,9 @@ class Front:
         self.log = log
         cmd = [sys.executable, "-m", "tritonllm", "openai", "--url", grpc_address,
                "--model", MODEL, "--repo", str(repo), "--port", str(self.port), *extra]
-        self.proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **(env or {})})
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -292,7 +293,10 @@ def test_a_client_that_disconnects_mid_stream_frees_the_engine_slot(front: Front
     deadline = time.monotonic() + 30
     while _engine_active(server) == 0 and time.monotonic() < deadline:  # the request runs
         time.sleep(0.05)
-    conn.sock.close()  # the HTTP client goes away mid-stream
+    import socket
+
+    conn.sock.shutdown(socket.SHUT_RDWR)  # the HTTP client goes away mid-stream
+    resp.close()
     conn.close()
     deadline = time.monotonic() + 30
     while _engine_active(server) and time.monotonic() < deadline:

@@ -263,7 +263,8 @@ def test_a_template_in_tokenizer_config_is_read_as_transformers_reads_it(
 
 def test_the_processors_legacy_file_is_read(tiny_model: Path, tmp_path: Path) -> None:
     d = tokenizer_copy(tiny_model, tmp_path / "legacy")
-    (d / LEGACY_CHAT_TEMPLATE_FILE).write_text(json.dumps({"chat_template": "legacy {{ bos_token }}"}))
+    legacy = {"chat_template": "legacy {{ bos_token }}"}
+    (d / LEGACY_CHAT_TEMPLATE_FILE).write_text(json.dumps(legacy))
     ours = ChatTemplate.from_tokenizer_dir(d)
     assert ours.where == str(d / LEGACY_CHAT_TEMPLATE_FILE)
     assert ours.render([]) == "legacy <s>"
@@ -281,7 +282,7 @@ def test_a_template_that_does_not_compile_is_a_config_error(tiny_model: Path,
 
 
 def test_raise_exception_is_a_chat_template_error() -> None:
-    with pytest.raises(ChatTemplateError, match="^no$"):
+    with pytest.raises(ChatTemplateError, match=r"^no$"):
         ChatTemplate("{{ raise_exception('no') }}").render([])
 
 
@@ -293,7 +294,7 @@ def test_raise_exception_is_a_chat_template_error() -> None:
     "{{ cycler.__init__.__globals__ }}",
 ])
 def test_render_failures_are_chat_template_errors(source: str) -> None:
-    with pytest.raises(ChatTemplateError, match="^the chat template failed: "):
+    with pytest.raises(ChatTemplateError, match=r"^the chat template failed: "):
         ChatTemplate(source).render([{"role": "user", "content": "x"}])
 
 
@@ -325,3 +326,21 @@ def test_strip_bos_only_when_the_tokenizer_adds_one(tiny_model: Path, hf: Any) -
     assert ours.strip_bos(text) == text
     assert server_ids(no_bos, ours.strip_bos(text)) == hf_ids(no_bos, messages,
                                                               add_generation_prompt=True)
+
+
+def test_the_template_travels_with_the_tokenizer(tiny_model: Path, tmp_path: Path,
+                                                 fake_engine: Any,
+                                                 template: ChatTemplate) -> None:
+    # checkpoint -> engine dir: copied with the tokenizer, and part of the checkpoint's digest
+    # (a new template is a new build); engine dir -> repository: the tokenizer folder.
+    from tritonllm.builders.build import TOKENIZER_EXTRA
+    from tritonllm.builders.checkpoint import inspect_checkpoint
+    from tritonllm.builders.repository import TOKENIZER_SUBDIR, render_repository
+
+    assert CHAT_TEMPLATE_FILE in TOKENIZER_EXTRA
+    assert CHAT_TEMPLATE_FILE in inspect_checkpoint(tiny_model).files
+    repo = render_repository(fake_engine(tmp_path / "engine", "cpu"), tmp_path / "repo")
+    served = ChatTemplate.from_tokenizer_dir(repo / TOKENIZER_SUBDIR)
+    assert served.sources == template.sources
+    messages = CONVERSATIONS["multi-turn"]
+    assert served.prompt(messages) == template.prompt(messages)

@@ -25,6 +25,10 @@ FIELD_NAMES = frozenset(
     | {f.name for f in dataclasses.fields(SamplingParams)}
     | {k.removeprefix("sampling.") for fields in C.REQUEST_FIELDS.values() for k in fields})
 
+#: OpenAI's request parameters that share a name with a tensor of the contract.
+_OPENAI_PARAMS = frozenset({"max_tokens", "temperature", "top_p", "seed", "stop",
+                            "presence_penalty", "frequency_penalty", "stream"})
+
 #: Literals equal to a tensor name that are something else, per file (reason first).
 NOT_TENSORS: dict[str, tuple[str, frozenset[str]]] = {
     "ensembles/requests.py": ("request-model field names (GenerationRequest, SamplingParams)",
@@ -42,6 +46,12 @@ NOT_TENSORS: dict[str, tuple[str, frozenset[str]]] = {
     "client/_async.py": ("a method name in a TypeError message", frozenset({"stream"})),
     "client/_sync.py": ("a method name in a TypeError message", frozenset({"stream"})),
     "perf/loadgen.py": ("a keyword of AsyncLLMClient.stream", frozenset({"min_tokens"})),
+    "tritonllm/openai/protocol.py": ("OpenAI API parameter names (and the client keywords "
+                                     "they become)", _OPENAI_PARAMS),
+    "tritonllm/openai/serving.py": ("OpenAI API parameter and response field names",
+                                    frozenset({"max_tokens", "temperature", "top_p", "seed",
+                                               "stop", "presence_penalty",
+                                               "frequency_penalty", "finish_reason"})),
     "perf/metrics.py": ("a key of the JSON report's request record",
                         frozenset({"finish_reason"})),
     "perf/prompts.py": ("the tokenizer output's key; keys of the --dataset JSONL format",

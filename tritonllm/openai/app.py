@@ -78,12 +78,13 @@ def _authorized(header: str | None, keys: Iterable[bytes]) -> bool:
 
 
 def create_app(serving: Any, *, api_keys: tuple[bytes, ...] = (), ready: Any = None,
-               metrics: Any = None) -> Any:
+               metrics: Any = None, lifespan: Any = None) -> Any:
     """The ASGI app. ``serving``: an :class:`~tritonllm.openai.serving.OpenAIServing`;
     ``ready``: ``async () -> bool`` (the Triton model is ready); ``metrics``: a
-    :class:`~tritonllm.openai.metrics.FrontMetrics`."""
+    :class:`~tritonllm.openai.metrics.FrontMetrics`; ``lifespan``: FastAPI's (the server's
+    startup/shutdown)."""
     app = FastAPI(title="tritonllm OpenAI-compatible API", docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url=None, lifespan=lifespan)
 
     def error(e: OpenAIError) -> Any:
         return JSONResponse(e.body(), status_code=e.status, headers=e.headers)

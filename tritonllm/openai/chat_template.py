@@ -152,10 +152,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def read_templates(path: Path) -> tuple[dict[str, str], Path] | None:
+def read_templates(path: str | Path) -> tuple[dict[str, str], Path] | None:
     """The chat templates saved with the tokenizer in directory ``path``, name -> source
     (``default`` for the unnamed one), and the file they came from; None when it has none.
     The order of the module docstring; raises ConfigError for an unreadable file."""
+    path = Path(path)
     templates: dict[str, str] = {}
     jinja_file = path / CHAT_TEMPLATE_FILE
     if jinja_file.is_file():
@@ -190,7 +191,7 @@ def read_templates(path: Path) -> tuple[dict[str, str], Path] | None:
 def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
     # The preprocessing model's own probe (tritonllm.ensembles.tokenization): what does encoding
     # with add_special_tokens=True put before the text?
-    probe = list(tokenizer("", add_special_tokens=True)["input_ids"])
+    probe = list(tokenizer("", add_special_tokens=True).input_ids)
     bos_id = tokenizer.bos_token_id
     return bool(probe) and bos_id is not None and int(probe[0]) == int(bos_id)
 

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tritonllm.errors import TritonLLMError
+
 __all__ = [
     "ACCEPTED",
     "MAX_N",
@@ -87,7 +89,7 @@ REFUSED: dict[str, str] = {
 }
 
 
-class OpenAIError(Exception):
+class OpenAIError(TritonLLMError):
     """An error the front answers with: HTTP ``status`` and OpenAI's error body."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +52,11 @@ def _renderer(o: FrontOptions) -> Callable[[list[dict[str, Any]]], str] | None:
     return render
 
 
-def make_app(o: FrontOptions) -> tuple[Any, Any]:
-    """``(app, client)``: the ASGI app and the client it uses (close it when done)."""
+def make_app(o: FrontOptions) -> Any:
+    """The ASGI app. Its client is made when the app starts (in uvicorn's event loop: a gRPC
+    asyncio channel belongs to the loop it was made in) and closed when it stops."""
+    from contextlib import asynccontextmanager
+
     from tritonllm.client import AsyncLLMClient, ClientError, RetryPolicy
     from tritonllm.openai.app import create_app
     from tritonllm.openai.metrics import FrontMetrics
@@ -61,27 +64,37 @@ def make_app(o: FrontOptions) -> tuple[Any, Any]:
 
     render = _renderer(o)
     served = o.served_name or o.model
-    # No retries once text may have been streamed is the client's own rule; a retry of a
-    # request refused before any text (server restarting, queue full) is the right thing here.
-    client = AsyncLLMClient(o.url, model=o.model, timeout=o.timeout,
-                            retry=RetryPolicy(attempts=2))
     metrics = FrontMetrics(served)
-    serving = OpenAIServing(client, served, render_chat=render,
+    serving = OpenAIServing(None, served, render_chat=render,
                             default_max_tokens=o.default_max_tokens, observe=metrics)
 
-    async def ready() -> bool:
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        # One retry of a request refused before any text (a server restarting, a stub being
+        # reloaded); the client never retries once text may have reached the caller.
+        serving.client = AsyncLLMClient(o.url, model=o.model, timeout=o.timeout,
+                                        retry=RetryPolicy(attempts=2))
         try:
-            statuses = await client.models(timeout=5)
+            yield
+        finally:
+            await serving.client.close()
+
+    async def ready() -> bool:
+        if serving.client is None:
+            return False
+        try:
+            statuses = await serving.client.models(timeout=5)
         except ClientError:
             return False
         return any(s.name == o.model and s.state == "READY" for s in statuses)
 
-    return create_app(serving, api_keys=o.api_keys, ready=ready, metrics=metrics), client
+    return create_app(serving, api_keys=o.api_keys, ready=ready, metrics=metrics,
+                      lifespan=lifespan)
 
 
 def run(o: FrontOptions, log_level: str = "warning") -> None:
     """Serve until Ctrl-C / SIGTERM (uvicorn's handling: in-flight requests finish)."""
     import uvicorn
 
-    app, _client = make_app(o)
+    app = make_app(o)
     uvicorn.run(app, host=o.host, port=o.port, log_level=log_level, access_log=False)

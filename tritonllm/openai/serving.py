@@ -39,7 +39,7 @@ from tritonllm.client import (
     Timeout,
     Unavailable,
 )
-from tritonllm.contract import FINISH_LENGTH, FINISH_STOP
+from tritonllm.contract import ENSEMBLE_IN, FINISH_LENGTH, FINISH_STOP
 from tritonllm.ensembles.stops import StopStrings
 from tritonllm.errors import TritonLLMError
 from tritonllm.openai.protocol import (
@@ -54,9 +54,10 @@ __all__ = ["ChoiceResult", "OpenAIServing", "api_error"]
 
 #: A tensor name in a server message -> the OpenAI parameter it came from.
 _PARAMS = {
-    "max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p",
-    "seed": "seed", "stop_words": "stop", "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty", "text_input": "prompt",
+    ENSEMBLE_IN.max_tokens: "max_tokens", ENSEMBLE_IN.temperature: "temperature",
+    ENSEMBLE_IN.top_p: "top_p", ENSEMBLE_IN.seed: "seed", ENSEMBLE_IN.stop_words: "stop",
+    ENSEMBLE_IN.presence_penalty: "presence_penalty",
+    ENSEMBLE_IN.frequency_penalty: "frequency_penalty", ENSEMBLE_IN.text_input: "prompt",
 }
 RETRY_AFTER_S = 1
 
@@ -110,7 +111,7 @@ class Prepared:
 class OpenAIServing:
     """The routes' logic over one client and one served model."""
 
-    def __init__(self, client: AsyncLLMClient, served_name: str, *,
+    def __init__(self, client: AsyncLLMClient | None, served_name: str, *,
                  render_chat: Callable[[list[dict[str, Any]]], str] | None,
                  default_max_tokens: int = 16, observe: Any = None) -> None:
         self.client = client
@@ -134,6 +135,9 @@ class OpenAIServing:
         matcher = StopStrings(stops) if stops else None
         limit = max_tokens if max_tokens is not None else self.default_max_tokens
         options = {k: v for k, v in sampling.items() if v is not None}
+        if self.client is None:
+            raise OpenAIError(503, "the front is starting: no Triton client yet",
+                              type="service_unavailable")
         stream = self.client.stream(prompt, limit, **options)
         async with stream:
             async for delta in stream:
