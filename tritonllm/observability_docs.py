@@ -32,7 +32,7 @@ def _where(targets: frozenset[MC.Target], target: MC.Target) -> str:
 
 def metrics_table() -> str:
     head = ("| name | type | labels (besides `model`, `version`) | meaning | CPU | GPU (ours) "
-            "| GPU legacy |\n|---|---|---|---|:-:|:-:|:-:|")
+            "| GPU legacy | OpenAI front |\n|---|---|---|---|:-:|:-:|:-:|:-:|")
     rows = [head]
     for f in MC.CATALOG:
         meaning = f.meaning or f.help
@@ -43,12 +43,13 @@ def metrics_table() -> str:
             labels = f"`{f.label}`"
         rows.append(f"| `{f.name}` | {f.kind} | {labels} | {_cell(meaning)} | "
                     f"{_where(f.targets, MC.CPU)} | {_where(f.targets, MC.GPU)} | "
-                    f"{_where(f.targets, MC.GPU_LEGACY)} |")
+                    f"{_where(f.targets, MC.GPU_LEGACY)} | {_where(f.targets, MC.OPENAI)} |")
         for v in f.values:
             rows.append(f"| | | `{f.label}=\"{v.name}\"` | {_cell(v.meaning)} | "
                         f"{_where(v.targets & f.targets, MC.CPU)} | "
                         f"{_where(v.targets & f.targets, MC.GPU)} | "
-                        f"{_where(v.targets & f.targets, MC.GPU_LEGACY)} |")
+                        f"{_where(v.targets & f.targets, MC.GPU_LEGACY)} | "
+                        f"{_where(v.targets & f.targets, MC.OPENAI)} |")
     sources = sorted({f.source for f in MC.CATALOG})
     rows.append("")
     rows.append("Where the names come from: " + "; ".join(sources) + ".")
