@@ -18,7 +18,7 @@ from tritonllm.deployment import load_deployment
 from tritonllm.kubernetes import dump, write_manifests
 from tritonllm.metrics_rules import rule_groups
 from tritonllm.metrics_rules_tests import COMPOSE_BY, promtool_tests
-from tritonllm.observability_docs import render_page
+from tritonllm.observability_docs import PAGES, render_page
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -41,9 +41,9 @@ def generated() -> dict[str, str]:
         + dump(promtool_tests("rules.yml")))
     files["grafana/dashboards/tritonllm.json"] = json.dumps(dashboard(), indent=2) + "\n"
     out = {f"docker/{rel}": text for rel, text in files.items()}
-    # The tables of docs/observability.md (the prose around them is written by hand).
-    page = ROOT / "docs" / "observability.md"
-    out["docs/observability.md"] = render_page(page.read_text("utf-8"))
+    # The tables of the docs (the prose around them is written by hand).
+    for page, sections in PAGES.items():
+        out[page] = render_page((ROOT / page).read_text("utf-8"), sections, page)
     return out
 
 

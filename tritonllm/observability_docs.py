@@ -1,8 +1,10 @@
-"""The generated parts of ``docs/observability.md``: tables from the catalog, the rules and the
-dashboard, so the page cannot drift from what is exported, recorded, alerted on and shown.
+"""The generated parts of the docs: tables from the code they describe, so a page cannot drift
+from it. ``docs/observability.md``: the metric catalog, the recording rules, the alerts and the
+dashboard's queries; ``docs/openai.md``: the OpenAI front's parameter table.
 
-Each part sits between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` in the page;
-``scripts/render_deploy_files.py`` rewrites them (``--check``: fails when stale).
+Each part sits between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` in its page
+(:data:`PAGES`); ``scripts/render_deploy_files.py`` rewrites them (``--check``: fails when
+stale).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from tritonllm import metrics_catalog as MC
 from tritonllm import metrics_rules as R
 
-__all__ = ["SECTIONS", "render_page"]
+__all__ = ["PAGES", "SECTIONS", "render_page"]
 
 _YES, _NO = "yes", "—"
 
@@ -87,21 +89,38 @@ def panels_table() -> str:
     return "\n".join(rows)
 
 
-#: name -> renderer of one generated part.
+def openai_parameters_table() -> str:
+    from tritonllm.openai.protocol import ACCEPTED, REFUSED, SUPPORTED
+
+    rows = ["| parameter | here |", "|---|---|"]
+    rows += [f"| `{k}` | {_cell(v)} |" for k, v in SUPPORTED.items()]
+    rows += [f"| `{k}` | accepted, no effect: {_cell(v)} |" for k, v in ACCEPTED.items()]
+    rows += [f"| `{k}` | **400**: {_cell(v)} |" for k, v in REFUSED.items()]
+    rows += ["| anything else | **400** `unknown parameter`, naming it |"]
+    return "\n".join(rows)
+
+
+#: name -> renderer of one generated part of docs/observability.md.
 SECTIONS: dict[str, Callable[[], str]] = {
     "metrics": metrics_table,
     "records": records_table,
     "alerts": alerts_table,
     "panels": panels_table,
 }
+#: page (relative to the repository root) -> its generated parts.
+PAGES: dict[str, dict[str, Callable[[], str]]] = {
+    "docs/observability.md": SECTIONS,
+    "docs/openai.md": {"parameters": openai_parameters_table},
+}
 
 
-def render_page(text: str) -> str:
+def render_page(text: str, sections: dict[str, Callable[[], str]] = SECTIONS,
+                page: str = "docs/observability.md") -> str:
     """``text`` with every generated part rewritten (KeyError for a part the page lacks)."""
-    for name, render in SECTIONS.items():
+    for name, render in sections.items():
         pattern = re.compile(rf"(<!-- generated: {name} -->\n).*?(<!-- end: {name} -->)", re.S)
         if not pattern.search(text):
-            raise KeyError(f"docs/observability.md has no '<!-- generated: {name} -->' part")
+            raise KeyError(f"{page} has no '<!-- generated: {name} -->' part")
         body = render()
 
         def fill(m: re.Match[str], body: str = body) -> str:

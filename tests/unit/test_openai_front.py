@@ -36,12 +36,12 @@ class ScriptedStream:
     """Deltas of one scripted request (a stand-in for tritonllm.client.AsyncStream)."""
 
     def __init__(self, pieces: list[str], error: Exception | None, prompt_tokens: int,
-                 reason: str) -> None:
+                 reason: str, counts: bool = True) -> None:
         self.pieces, self.error = pieces, error
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.completion: Completion | None = None
-        self._prompt, self._reason = prompt_tokens, reason
+        self._prompt, self._reason, self._counts = prompt_tokens, reason, counts
         self.closed = False
 
     async def __aenter__(self) -> ScriptedStream:
@@ -56,36 +56,37 @@ class ScriptedStream:
     async def _gen(self) -> AsyncIterator[Delta]:
         if self.error is not None:
             raise self.error
-        self.input_tokens = self._prompt
+        self.input_tokens = self._prompt if self._counts else None
         for i, p in enumerate(self.pieces):
-            self.output_tokens = i + 1
-            yield Delta(p, 0.0, i, None, i + 1)
+            self.output_tokens = i + 1 if self._counts else None
+            yield Delta(p, 0.0, i, None, self.output_tokens)
         self.completion = Completion("".join(self.pieces), self._reason, self._prompt,
                                      len(self.pieces), "r", Timings(0.0, 0.0, 0.0))
 
 
 class ScriptedClient:
     def __init__(self, pieces: list[str] | None = None, error: Exception | None = None,
-                 reason: str = "length") -> None:
+                 reason: str = "length", counts: bool = True) -> None:
         self.pieces = pieces if pieces is not None else ["Hel", "lo", " wo", "rld"]
-        self.error, self.reason = error, reason
+        self.error, self.reason, self.counts = error, reason, counts
         self.calls: list[tuple[str, int, dict[str, Any]]] = []
         self.streams: list[ScriptedStream] = []
 
     def stream(self, prompt: str, max_tokens: int, **options: Any) -> ScriptedStream:
         self.calls.append((prompt, max_tokens, options))
-        s = ScriptedStream(self.pieces, self.error, len(prompt.split()), self.reason)
+        s = ScriptedStream(self.pieces, self.error, len(prompt.split()), self.reason,
+                           self.counts)
         self.streams.append(s)
         return s
 
 
-def make(client: ScriptedClient, keys: tuple[bytes, ...] = ()) -> Any:
+def make(client: ScriptedClient, keys: tuple[bytes, ...] = (), count: Any = None) -> Any:
     import openai
     from starlette.testclient import TestClient
 
     serving = OpenAIServing(client, MODEL,  # type: ignore[arg-type]
                             render_chat=lambda msgs: " | ".join(m["content"] for m in msgs),
-                            observe=FrontMetrics(MODEL))
+                            observe=FrontMetrics(MODEL), count_tokens=count)
     app = create_app(serving, api_keys=keys, metrics=serving.observe)
     http = TestClient(app)
     return openai.OpenAI(base_url="http://testserver/v1", api_key="k", http_client=http,
@@ -209,3 +210,17 @@ def test_api_keys_from_a_file_or_the_environment(tmp_path: Any) -> None:
     assert http.get("/v1/models").status_code == 401
     assert http.get("/v1/models", headers={"Authorization": "Bearer key-one"}).status_code \
         == 200
+
+
+def test_usage_falls_back_to_the_fronts_tokenizer_for_a_model_without_counts() -> None:
+    """NVIDIA's models report no token counts: the front counts (here: characters)."""
+    counted: list[tuple[str, bool]] = []
+
+    def count(text: str, prompt: bool) -> int:
+        counted.append((text, prompt))
+        return len(text) + (1 if prompt else 0)
+
+    sdk, _ = make(ScriptedClient(counts=False, reason="stop"), count=count)
+    r = sdk.completions.create(model=MODEL, prompt="abc", max_tokens=9)
+    assert r.usage.prompt_tokens == 4 and r.usage.completion_tokens == len("Hello world")
+    assert counted == [("abc", True), ("Hello world", False)]

@@ -34,22 +34,36 @@ class FrontOptions:
     default_max_tokens: int = 16  # OpenAI's completions default when max_tokens is omitted
 
 
-def _renderer(o: FrontOptions) -> Callable[[list[dict[str, Any]]], str] | None:
-    if o.tokenizer is None and o.chat_template is None:
-        return None
-    from tritonllm.openai.chat_template import ChatTemplate
+def _tokenizer_parts(o: FrontOptions) -> tuple[
+        Callable[[list[dict[str, Any]]], str] | None, Callable[[str, bool], int] | None]:
+    """``(render_chat, count_tokens)`` from the model's tokenizer (None without one)."""
+    from tritonllm.errors import ConfigError
 
     if o.tokenizer is None:
-        from tritonllm.errors import ConfigError
+        if o.chat_template is not None:
+            raise ConfigError("--chat-template needs the model's tokenizer too (--tokenizer or "
+                              "--repo): its special tokens fill the template")
+        return None, None
+    from tritonllm.ensembles.tokenization import load_tokenizer
+    from tritonllm.openai.chat_template import ChatTemplate
 
-        raise ConfigError("--chat-template needs the model's tokenizer too (--tokenizer or "
-                          "--repo): its special tokens fill the template")
-    template = ChatTemplate.from_tokenizer_dir(o.tokenizer, override=o.chat_template)
+    tokenizer = load_tokenizer(o.tokenizer)
+
+    def count(text: str, prompt: bool) -> int:
+        return len(tokenizer(text, add_special_tokens=prompt).input_ids)
+
+    try:
+        template = ChatTemplate.from_tokenizer_dir(o.tokenizer, override=o.chat_template,
+                                                   tokenizer=tokenizer)
+    except ConfigError:
+        if o.chat_template is not None:
+            raise
+        return None, count  # a model without a chat template: completions only
 
     def render(messages: list[dict[str, Any]]) -> str:
         return template.strip_bos(template.render(messages, add_generation_prompt=True))
 
-    return render
+    return render, count
 
 
 def make_app(o: FrontOptions) -> Any:
@@ -62,10 +76,10 @@ def make_app(o: FrontOptions) -> Any:
     from tritonllm.openai.metrics import FrontMetrics
     from tritonllm.openai.serving import OpenAIServing
 
-    render = _renderer(o)
+    render, count = _tokenizer_parts(o)
     served = o.served_name or o.model
     metrics = FrontMetrics(served)
-    serving = OpenAIServing(None, served, render_chat=render,
+    serving = OpenAIServing(None, served, render_chat=render, count_tokens=count,
                             default_max_tokens=o.default_max_tokens, observe=metrics)
 
     @asynccontextmanager

@@ -12,7 +12,8 @@ client, :class:`tritonllm.client.AsyncLLMClient`. A choice:
   nothing that may turn out to be one is streamed); the server's own ``stop_words`` match ids,
   which catch the stop strings the model spells as they tokenize alone;
 * reports ``usage`` from the server's token counts (``return_num_input_tokens`` /
-  ``_output_tokens``), and its ``finish_reason``: the server's ``stop`` / ``length``, or ``stop``
+  ``_output_tokens``; from the front's tokenizer where a model reports none), and its
+  ``finish_reason``: the server's ``stop`` / ``length``, or ``stop``
   when a stop string ended it here.
 
 Leaving a stream (the HTTP client went away: Starlette cancels the response's task) leaves every
@@ -113,12 +114,21 @@ class OpenAIServing:
 
     def __init__(self, client: AsyncLLMClient | None, served_name: str, *,
                  render_chat: Callable[[list[dict[str, Any]]], str] | None,
-                 default_max_tokens: int = 16, observe: Any = None) -> None:
+                 default_max_tokens: int = 16, observe: Any = None,
+                 count_tokens: Callable[[str, bool], int] | None = None) -> None:
         self.client = client
+        self.count_tokens = count_tokens
         self.served_name = served_name
         self.render_chat = render_chat
         self.default_max_tokens = default_max_tokens
         self.observe = observe  # tritonllm.openai.metrics.FrontMetrics (or None)
+
+    def _count(self, reported: int | None, text: str, prompt: bool) -> int:
+        """The server's token count; where it reports none (NVIDIA's models), the front's
+        tokenizer's: the prompt as preprocessing encodes it, the completion re-tokenized."""
+        if reported is not None:
+            return reported
+        return self.count_tokens(text, prompt) if self.count_tokens is not None else 0
 
     def check_model(self, model: str) -> None:
         if model != self.served_name:
@@ -163,8 +173,8 @@ class OpenAIServing:
                         result.text += rest
                         emit(("text", index, rest))
             done = stream.completion
-            result.prompt_tokens = stream.input_tokens or 0
-            result.completion_tokens = stream.output_tokens or 0
+            result.prompt_tokens = self._count(stream.input_tokens, prompt, True)
+            result.completion_tokens = self._count(stream.output_tokens, result.text, False)
         if result.finish_reason is None:
             reason = done.finish_reason if done is not None else None
             if reason in (FINISH_STOP, FINISH_LENGTH):
