@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import queue
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,6 +75,23 @@ class Stream:
     def close(self) -> None:
         self.client.stop_stream()
         self.client.close()
+
+
+@contextmanager
+def served_repository(engine: Path, where: Path, settings: Any = None) -> Iterator[Any]:
+    """The engine's repository (default RepoSettings) rendered into ``where/repo`` and served
+    on free ports; the server has ``.repo``, its log is ``where/tritonserver.log``."""
+    from tritonllm.builders.repository import render_repository
+    from tritonllm.server import ServerOptions, TritonServer
+    from tritonllm.settings import RepoSettings
+
+    repo = where / "repo"
+    render_repository(engine, repo, settings or RepoSettings())
+    with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
+                                    startup_timeout=300,
+                                    log_file=where / "tritonserver.log")) as srv:
+        srv.repo = repo
+        yield srv
 
 
 def metric(server: Any, name: str, value: str | None = None) -> float:

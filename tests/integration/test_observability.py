@@ -51,16 +51,9 @@ TTFT_BUCKET_SLACK_MS = 20.0
 
 @pytest.fixture(scope="module")
 def server(cpu_engine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tritonllm.builders.repository import render_repository
-    from tritonllm.server import ServerOptions, TritonServer
-    from tritonllm.settings import RepoSettings
+    from served import served_repository
 
-    repo = tmp_path_factory.mktemp("observed") / "repo"
-    render_repository(cpu_engine, repo, RepoSettings())
-    with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
-                                    startup_timeout=300,
-                                    log_file=repo.parent / "tritonserver.log")) as srv:
-        srv.repo = repo
+    with served_repository(cpu_engine, tmp_path_factory.mktemp("observed")) as srv:
         yield srv
 
 
