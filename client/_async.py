@@ -20,6 +20,7 @@ from tritonllm.client._logic import (
     Exchange,
     RequestSpec,
     check_contract,
+    connection,
     model_input_names,
     parse_outputs,
     parse_url,
@@ -189,20 +190,31 @@ class AsyncLLMClient:
     def __init__(self, url: str = "localhost:8001", model: str = "ensemble", *,
                  protocol: str | None = None, headers: Mapping[str, str] | None = None,
                  ssl: bool = False, root_certificates: str | None = None,
+                 certificate_chain: str | None = None, private_key: str | None = None,
+                 inference_key: Any = None, admin_key: Any = None,
                  timeout: float | None = 60.0, retry: RetryPolicy | None = None,
                  contract: str = AUTO) -> None:
         self.endpoint = parse_url(url, protocol, ssl)
+        self._connection = conn = connection(
+            self.endpoint, headers, root_certificates=root_certificates,
+            certificate_chain=certificate_chain, private_key=private_key,
+            inference_key=inference_key, admin_key=admin_key)
         self.model = model
         self.contract = check_contract(contract)
         self.timeout = timeout
         self.retry = retry if retry is not None else RetryPolicy()
-        self._transport: AsyncTransport = make_async_transport(self.endpoint, headers,
-                                                               root_certificates)
+        self._transport: AsyncTransport = make_async_transport(self.endpoint, conn.headers,
+                                                               conn.tls)
         # Stops go out on a thread of their own with a blocking transport (see ._stop).
-        self._stopper = Stopper(lambda: make_sync_transport(self.endpoint, headers,
-                                                            root_certificates),
+        self._stopper = Stopper(lambda: make_sync_transport(self.endpoint, conn.headers,
+                                                            conn.tls),
                                 owns_transport=True)
         self._inputs: dict[str, frozenset[str] | None] = {}
+
+    def __repr__(self) -> str:
+        e = self.endpoint
+        return (f"AsyncLLMClient({e.protocol}{'s' if e.ssl else ''}://{e.address}, "
+                f"model={self.model!r}, keys={list(self._connection.keys)!r})")
 
     def stream(self, prompt: str, max_tokens: int = 64, *, request_id: str | None = None,
                timeout: float | EllipsisType | None = DEFAULT, model: str | None = None,

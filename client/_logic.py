@@ -102,6 +102,7 @@ __all__ = [
     "build_request",
     "check_contract",
     "check_sampling",
+    "connection",
     "contract_for",
     "detect_contract",
     "new_request_id",
@@ -712,3 +713,38 @@ class Exchange:
     def completion(self) -> Completion:
         end = self.end if self.end is not None else self.assembly.start
         return self.assembly.completion(end, max(1, self.attempts))
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What both clients make of their connection arguments: the headers every call sends
+    (the caller's plus the key headers, see :func:`tritonllm.security.auth_headers`) and the
+    TLS files. Its ``repr`` names the keys' sources, never their values."""
+
+    headers: Mapping[str, str]
+    tls: Any  # tritonllm.client._transport.ClientTls
+    keys: tuple[Any, ...] = ()  # the Secrets, for repr and masking
+
+    def __repr__(self) -> str:
+        return f"Connection(keys={list(self.keys)!r}, tls={self.tls!r})"
+
+
+def connection(endpoint: Endpoint, headers: Mapping[str, str] | None, *,
+               root_certificates: str | None, certificate_chain: str | None,
+               private_key: str | None, inference_key: Any, admin_key: Any) -> Connection:
+    """``inference_key`` / ``admin_key``: a :class:`tritonllm.security.Secret` or a string."""
+    from tritonllm.client._transport import ClientTls
+    from tritonllm.security import Secret, auth_headers
+
+    if (certificate_chain is None) != (private_key is None):
+        raise ValueError("certificate_chain and private_key go together (mutual TLS)")
+
+    def secret(value: Any, what: str) -> Any:
+        return value if value is None or isinstance(value, Secret) else Secret(str(value), what)
+
+    inference = secret(inference_key, "inference_key argument")
+    admin = secret(admin_key, "admin_key argument")
+    merged = {**(headers or {}), **auth_headers(endpoint.protocol, admin=admin,
+                                                inference=inference)}
+    tls = ClientTls(root_certificates, certificate_chain, private_key)
+    return Connection(merged, tls, tuple(k for k in (inference, admin) if k is not None))

@@ -20,6 +20,7 @@ from tritonllm.client._logic import (
     Exchange,
     RequestSpec,
     check_contract,
+    connection,
     model_input_names,
     parse_outputs,
     parse_url,
@@ -174,27 +175,43 @@ class LLMClient:
 
     ``url``: ``host:port`` or ``grpc://host:port`` (gRPC), ``http(s)://host:port`` (HTTP);
     ``protocol`` overrides the scheme. ``model``: ``ensemble``, ``tensorrt_llm_bls``,
-    ``llmapi`` or any model with one of their contracts. ``headers`` go with every call (auth
-    for restricted endpoints). ``timeout``: the default deadline of every call, seconds (None:
-    none). ``retry``: see :class:`RetryPolicy`. ``contract``: ``"auto"`` (each model's from its
-    metadata), ``"classic"`` (ensemble / BLS) or ``"llmapi"`` (NVIDIA's llmapi model); see
-    "Contracts" in :mod:`tritonllm.client._logic`.
+    ``llmapi`` or any model with one of their contracts. ``headers`` go with every call.
+    ``inference_key`` / ``admin_key`` (a :class:`tritonllm.security.Secret` or a string):
+    the keys of a server started with them (``tritonllm serve --inference-key-file`` /
+    ``--admin-key-file``), sent as its restriction headers; never shown in ``repr``. TLS:
+    ``ssl`` (or an ``https://`` / ``grpcs://`` URL) with ``root_certificates`` (the CA's PEM
+    file), plus ``certificate_chain`` and ``private_key`` for mutual TLS. ``timeout``: the
+    default deadline of every call, seconds (None: none). ``retry``: see
+    :class:`RetryPolicy`. ``contract``: ``"auto"`` (each model's from its metadata),
+    ``"classic"`` (ensemble / BLS) or ``"llmapi"`` (NVIDIA's llmapi model); see "Contracts"
+    in :mod:`tritonllm.client._logic`.
     """
 
     def __init__(self, url: str = "localhost:8001", model: str = "ensemble", *,
                  protocol: str | None = None, headers: Mapping[str, str] | None = None,
                  ssl: bool = False, root_certificates: str | None = None,
+                 certificate_chain: str | None = None, private_key: str | None = None,
+                 inference_key: Any = None, admin_key: Any = None,
                  timeout: float | None = 60.0, retry: RetryPolicy | None = None,
                  contract: str = AUTO) -> None:
         self.endpoint = parse_url(url, protocol, ssl)
+        self._connection = conn = connection(
+            self.endpoint, headers, root_certificates=root_certificates,
+            certificate_chain=certificate_chain, private_key=private_key,
+            inference_key=inference_key, admin_key=admin_key)
         self.model = model
         self.contract = check_contract(contract)
         self.timeout = timeout
         self.retry = retry if retry is not None else RetryPolicy()
-        self._transport: SyncTransport = make_sync_transport(self.endpoint, headers,
-                                                             root_certificates)
+        self._transport: SyncTransport = make_sync_transport(self.endpoint, conn.headers,
+                                                             conn.tls)
         self._stopper = Stopper(lambda: self._transport)
         self._inputs: dict[str, frozenset[str] | None] = {}
+
+    def __repr__(self) -> str:
+        e = self.endpoint
+        return (f"LLMClient({e.protocol}{'s' if e.ssl else ''}://{e.address}, "
+                f"model={self.model!r}, keys={list(self._connection.keys)!r})")
 
     # -- generation ----------------------------------------------------------------------------
     def stream(self, prompt: str, max_tokens: int = 64, *, request_id: str | None = None,

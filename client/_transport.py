@@ -48,6 +48,7 @@ import urllib.parse
 import urllib.request
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http.client import HTTPException
 from typing import Any, Protocol
 
@@ -196,8 +197,20 @@ def _grpc_inputs(grpcclient: Any, spec: RequestSpec) -> list[Any]:
     return inputs
 
 
-def _grpc_options(endpoint: Endpoint, root_certificates: str | None) -> dict[str, Any]:
-    return {"url": endpoint.address, "ssl": endpoint.ssl, "root_certificates": root_certificates}
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS files of a client (PEM paths): the CA that signed the server's certificate, and for
+    mutual TLS the client's own certificate chain and key."""
+
+    root_certificates: str | None = None
+    certificate_chain: str | None = None
+    private_key: str | None = None
+
+
+def _grpc_options(endpoint: Endpoint, tls: ClientTls | None) -> dict[str, Any]:
+    t = tls or ClientTls()
+    return {"url": endpoint.address, "ssl": endpoint.ssl, "root_certificates": t.root_certificates,
+            "certificate_chain": t.certificate_chain, "private_key": t.private_key}
 
 
 # --- gRPC, sync -------------------------------------------------------------------------------
@@ -342,13 +355,13 @@ class GrpcTransport:
     """Sync gRPC: pooled ``tritonclient.grpc`` clients, one request per stream at a time."""
 
     def __init__(self, endpoint: Endpoint, headers: Mapping[str, str] | None = None,
-                 root_certificates: str | None = None) -> None:
+                 tls: ClientTls | None = None) -> None:
         import grpc
         import tritonclient.grpc as grpcclient
 
         self._grpc = grpc
         self._g = grpcclient
-        self._opts = _grpc_options(endpoint, root_certificates)
+        self._opts = _grpc_options(endpoint, tls)
         self._headers = dict(headers) if headers else None
         self._control = self._new_client()
         self._idle: list[_PooledStream] = []
@@ -526,7 +539,7 @@ class AioGrpcTransport:
     """Asyncio gRPC: one ``ModelStreamInfer`` call per request on a shared channel."""
 
     def __init__(self, endpoint: Endpoint, headers: Mapping[str, str] | None = None,
-                 root_certificates: str | None = None) -> None:
+                 tls: ClientTls | None = None) -> None:
         import grpc
         import tritonclient.grpc as grpcclient
         import tritonclient.grpc.aio as aioclient
@@ -534,8 +547,7 @@ class AioGrpcTransport:
         self._grpc = grpc
         self._g = grpcclient
         self._headers = dict(headers) if headers else None
-        self._client = aioclient.InferenceServerClient(
-            **_grpc_options(endpoint, root_certificates))
+        self._client = aioclient.InferenceServerClient(**_grpc_options(endpoint, tls))
         self._gone = asyncio.Event()  # set when the connection goes, then replaced
         self._watcher: asyncio.Task[None] | None = None
 
@@ -707,12 +719,15 @@ class HttpTransport:
     """Sync HTTP over the standard library: Triton's generate extension for inference."""
 
     def __init__(self, endpoint: Endpoint, headers: Mapping[str, str] | None = None,
-                 root_certificates: str | None = None) -> None:
+                 tls: ClientTls | None = None) -> None:
         self._base = endpoint.base_url
         self._headers = dict(headers or {})
         self._context = None
         if endpoint.ssl:
-            self._context = ssl_lib.create_default_context(cafile=root_certificates)
+            t = tls or ClientTls()
+            self._context = ssl_lib.create_default_context(cafile=t.root_certificates)
+            if t.certificate_chain is not None:
+                self._context.load_cert_chain(t.certificate_chain, t.private_key)
 
     def _open(self, path: str, body: dict[str, Any] | None, timeout: float | None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -812,14 +827,14 @@ class ThreadedTransport:
 
 
 def make_sync_transport(endpoint: Endpoint, headers: Mapping[str, str] | None,
-                        root_certificates: str | None) -> SyncTransport:
+                        tls: ClientTls | None) -> SyncTransport:
     if endpoint.protocol == "http":
-        return HttpTransport(endpoint, headers, root_certificates)
-    return GrpcTransport(endpoint, headers, root_certificates)
+        return HttpTransport(endpoint, headers, tls)
+    return GrpcTransport(endpoint, headers, tls)
 
 
 def make_async_transport(endpoint: Endpoint, headers: Mapping[str, str] | None,
-                         root_certificates: str | None) -> AsyncTransport:
+                         tls: ClientTls | None) -> AsyncTransport:
     if endpoint.protocol == "http":
-        return ThreadedTransport(HttpTransport(endpoint, headers, root_certificates))
-    return AioGrpcTransport(endpoint, headers, root_certificates)
+        return ThreadedTransport(HttpTransport(endpoint, headers, tls))
+    return AioGrpcTransport(endpoint, headers, tls)

@@ -12,18 +12,20 @@ import asyncio
 import datetime as _dt
 import platform
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tritonllm import __version__
 from tritonllm.contract import ENSEMBLE_IN
+from tritonllm.errors import ConfigError
 from tritonllm.perf.loadgen import Backend, Progress, RequestSpec, count_output_tokens, run_point
 from tritonllm.perf.metrics import RequestRecord, Summary, summarize
 from tritonllm.perf.prompts import Prompt, Tokenizer, draw_lengths, load_dataset, make_prompts
 from tritonllm.perf.scenario import LoadPoint, Scenario
 
-__all__ = ["PointResult", "RequestPlan", "RunResult", "build_requests", "run_ours"]
+__all__ = ["BACKENDS", "PointResult", "RequestPlan", "RunResult", "build_requests", "run_ours"]
 
 FORMAT = "tritonllm-perf/1"
 
@@ -133,21 +135,47 @@ async def run_points(backend: Backend, scenario: Scenario, plan: RequestPlan,
     return results
 
 
-def run_ours(scenario: Scenario, tokenizer: Tokenizer,
-             progress: Progress | None = None) -> RunResult:
-    """Run ``scenario`` with our generator on :class:`tritonllm.client.AsyncLLMClient`."""
+def _grpc_backend(scenario: Scenario, api_key: str | None
+                  ) -> AbstractAsyncContextManager[Backend]:
     from tritonllm.client import AsyncLLMClient, RetryPolicy
 
+    if api_key is not None:
+        raise ConfigError("an API key is for --endpoint openai (gRPC takes headers: -H)")
+    return AsyncLLMClient(scenario.grpc_address, model=scenario.model,
+                          headers=scenario.headers or None, timeout=scenario.timeout,
+                          retry=RetryPolicy(attempts=1))  # errors are data
+
+
+def _openai_backend(scenario: Scenario, api_key: str | None
+                    ) -> AbstractAsyncContextManager[Backend]:
+    from tritonllm.perf.openai_backend import OpenAIBackend, request_body
+
+    # fail before the first request on an option the API cannot express
+    request_body({**DEFAULT_SAMPLING, **scenario.sampling})
+    return OpenAIBackend(scenario.url, scenario.model, api_key=api_key,
+                         headers=scenario.headers, timeout=scenario.timeout)
+
+
+#: Scenario.endpoint -> (scenario, API key) -> its backend, an async context manager (made
+#: inside the running event loop).
+BACKENDS: dict[str, Callable[[Scenario, str | None], AbstractAsyncContextManager[Backend]]] = {
+    "grpc": _grpc_backend, "openai": _openai_backend}
+
+
+def run_ours(scenario: Scenario, tokenizer: Tokenizer, progress: Progress | None = None, *,
+             api_key: str | None = None) -> RunResult:
+    """Run ``scenario`` with our generator over its endpoint: Triton's gRPC API
+    (:class:`tritonllm.client.AsyncLLMClient`) or an OpenAI-compatible API
+    (:class:`tritonllm.perf.openai_backend.OpenAIBackend`, with ``api_key``; never recorded)."""
     plan = build_requests(scenario, tokenizer)
     meta = base_meta("ours", __version__)
     meta["tokenizer"] = str(tokenizer.path)
+    meta["endpoint"] = scenario.endpoint
 
     async def main() -> list[PointResult]:
-        async with AsyncLLMClient(scenario.grpc_address, model=scenario.model,
-                                  headers=scenario.headers or None,
-                                  timeout=scenario.timeout,
-                                  retry=RetryPolicy(attempts=1)) as client:  # errors are data
-            return await run_points(client, scenario, plan, tokenizer.count_many, progress)
+        # made in the loop that uses it: a gRPC asyncio channel belongs to its loop
+        async with BACKENDS[scenario.endpoint](scenario, api_key) as b:
+            return await run_points(b, scenario, plan, tokenizer.count_many, progress)
 
     points = asyncio.run(main())
     meta["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

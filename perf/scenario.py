@@ -22,14 +22,26 @@ from tritonllm.errors import ConfigError
 
 __all__ = [
     "DEFAULTS",
+    "ENDPOINTS",
     "LengthSpec",
     "LoadPoint",
     "Scenario",
+    "default_url",
     "parse_concurrency",
     "parse_length",
 ]
 
 TOOLS = ("ours", "genai-perf", "perf_analyzer")
+#: What our generator talks to: Triton's gRPC API (tritonllm.client.AsyncLLMClient) or an
+#: OpenAI-compatible API (tritonllm.perf.openai_backend, e.g. ``tritonllm openai``).
+ENDPOINTS = ("grpc", "openai")
+#: ``url`` per endpoint when none is given (``tritonllm openai`` listens on port 9000).
+DEFAULT_URLS = {"grpc": "localhost:8001", "openai": "http://localhost:9000/v1"}
+
+
+def default_url(endpoint: str) -> str:
+    """The server address a scenario of ``endpoint`` goes to by default."""
+    return DEFAULT_URLS[endpoint]
 
 
 @dataclass(frozen=True)
@@ -126,13 +138,17 @@ class Scenario:
     """A benchmark: where, what load, what requests, and how they are counted.
 
     Attributes:
-        url: gRPC address of the server (``host:port``; ``grpc://`` is accepted).
+        url: gRPC address of the server (``host:port``; ``grpc://`` is accepted), or with the
+            ``openai`` endpoint the API's base URL (``http://host:port/v1``).
         model: served model name (``ensemble`` or ``tensorrt_llm_bls``).
         concurrency: concurrency levels, one load point each (ignored with ``request_rate``).
         request_rate: requests per second with Poisson (exponential) inter-arrival times.
         input_tokens: prompt length in tokens of the tokenizer (synthetic prompts).
         output_tokens: requested output length (``max_tokens``; also ``min_tokens`` when
             ``exact_output`` so the server generates exactly that many).
+        endpoint: the API our generator speaks (:data:`ENDPOINTS`): ``grpc`` (Triton) or
+            ``openai`` (``/v1/completions``, streamed; only with ``tool="ours"``, and without
+            ``exact_output``: the OpenAI API has no ``min_tokens``).
         dataset: JSONL prompts instead of synthetic ones (see :mod:`tritonllm.perf.prompts`).
         requests: measured requests per load point (when ``duration`` is None).
         duration: seconds to keep sending per load point (instead of ``requests``).
@@ -147,10 +163,11 @@ class Scenario:
         timeout: seconds a single request may take.
         tool: who generates the load: ``ours`` (the asyncio client), ``genai-perf`` or
             ``perf_analyzer``.
-        headers: gRPC metadata sent with every request.
+        headers: gRPC metadata (HTTP headers with the ``openai`` endpoint) sent with every
+            request.
     """
 
-    url: str = "localhost:8001"
+    url: str = DEFAULT_URLS["grpc"]
     model: str = "ensemble"
     concurrency: tuple[int, ...] = (1,)
     request_rate: float | None = None
@@ -169,6 +186,7 @@ class Scenario:
     timeout: float = 120.0
     tool: str = "ours"
     headers: dict[str, str] = field(default_factory=dict)
+    endpoint: str = "grpc"
 
     def __post_init__(self) -> None:
         if not self.concurrency and self.request_rate is None:
@@ -190,6 +208,24 @@ class Scenario:
             raise ConfigError(f"--timeout: must be > 0, got {self.timeout}")
         if self.tool not in TOOLS:
             raise ConfigError(f"--tool: expected one of {', '.join(TOOLS)}, got {self.tool!r}")
+        if self.endpoint not in ENDPOINTS:
+            raise ConfigError(f"--endpoint: expected one of {', '.join(ENDPOINTS)}, got "
+                              f"{self.endpoint!r}")
+        if self.endpoint == "openai":
+            self._check_openai()
+
+    def _check_openai(self) -> None:
+        if self.tool != "ours":
+            raise ConfigError(f"--endpoint openai and --tool {self.tool}: only our generator "
+                              "(--tool ours) speaks the OpenAI API here; genai-perf and "
+                              "perf_analyzer are driven over Triton's gRPC")
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"--url: --endpoint openai takes the API's base URL "
+                              f"(http://HOST:PORT/v1), got {self.url!r}")
+        if self.exact_output:
+            raise ConfigError("--exact-output and --endpoint openai: the OpenAI API has no "
+                              "min_tokens, so output lengths cannot be forced (outputs end at "
+                              "--output-tokens or the model's end of text)")
 
     @property
     def grpc_address(self) -> str:

@@ -64,6 +64,7 @@ from typing import Any
 from tritonllm import supervision
 from tritonllm.errors import ConfigError, ServingError
 from tritonllm.http_guard import Head, HttpGuard, Refusal
+from tritonllm.security import auth_headers
 from tritonllm.triton_binary import (
     TritonInstall,
     find_tritonserver,
@@ -398,7 +399,12 @@ class TritonServer:
         if swept:
             self.say(f"removed {swept} shared-memory region(s) of dead tritonllm servers")
         shm_prefix = None if o.shm_prefix_given else supervision.new_shm_prefix()
-        admin_key = secrets.token_hex(16) if o.managed and o.model_control_mode == "none" else None
+        if o.access is not None and o.access.admin is not None:
+            admin_key: str | None = o.access.admin.reveal()
+        elif o.managed and o.model_control_mode == "none":
+            admin_key = secrets.token_hex(16)
+        else:
+            admin_key = None
         work_dir = Path(tempfile.mkdtemp(prefix="tritonllm-server-"))
         try:
             backend_dir = o.backend_dir
@@ -424,8 +430,10 @@ class TritonServer:
         self._run, self._last = run, None
         self.version, self.models, self.stop_report = None, [], None
         internal = f"http://127.0.0.1:{ports['triton_http']}" if o.managed else self.url_http
+        inference = o.access.inference_key if o.access is not None else None
         run.admin = supervision.TritonAdmin(
-            internal, self.url_metrics if o.metrics_enabled else None, admin_key)
+            internal, self.url_metrics if o.metrics_enabled else None, admin_key,
+            auth_headers("http", inference=inference))
         if o.managed:
             run.guard = HttpGuard(o.host, ports["http"], ("127.0.0.1", ports["triton_http"]),
                                   form_limit=o.http_form_limit, policy=self._guard_policy,

@@ -245,8 +245,13 @@ def remove_shm_regions(paths: Iterable[Path]) -> int:
 class TritonAdmin:
     """tritonserver's HTTP endpoint as the launcher uses it (with the admin header)."""
 
-    def __init__(self, base_url: str, metrics_url: str | None, key: str | None) -> None:
+    def __repr__(self) -> str:
+        return f"TritonAdmin({self.base_url}, key={'***' if self.key else None})"
+
+    def __init__(self, base_url: str, metrics_url: str | None, key: str | None,
+                 headers: Mapping[str, str] | None = None) -> None:
         self.base_url, self.metrics_url, self.key = base_url, metrics_url, key
+        self.headers = dict(headers or {})  # e.g. the inference key's (metadata, config)
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def request(self, path: str, body: Mapping[str, Any] | None = None, *,
@@ -257,6 +262,8 @@ class TritonAdmin:
                                      method="POST" if data is not None else "GET")
         if self.key:
             req.add_header(ADMIN_HEADER, self.key)
+        for name, value in self.headers.items():
+            req.add_header(name, value)
         try:
             with self._opener.open(req, timeout=timeout) as r:
                 return int(r.status), bytes(r.read())

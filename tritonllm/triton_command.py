@@ -13,6 +13,7 @@ from pathlib import Path
 from tritonllm import supervision
 from tritonllm.errors import ConfigError
 from tritonllm.http_guard import FORM_BODY_LIMIT
+from tritonllm.security import AccessPolicy, TlsSettings
 
 __all__ = [
     "MANAGED_EXIT_TIMEOUT_S",
@@ -72,6 +73,10 @@ class ServerOptions:
     managed: bool = False  # guard, stub watch, drain (see the module docstring)
     drain_timeout: float = 30.0  # managed: seconds a stop waits for requests in flight
     http_form_limit: int = FORM_BODY_LIMIT  # managed: form-encoded bodies from this size: 413
+    #: Who may call what (tritonllm.security); None: no restriction of ours (a managed server
+    #: still keeps its model-repository API to itself). ``tritonllm serve`` always sets one.
+    access: AccessPolicy | None = None
+    tls: TlsSettings | None = None  # gRPC TLS (and mutual TLS with a CA)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "repo", Path(self.repo))
@@ -98,6 +103,18 @@ class ServerOptions:
         if self.managed and self.model_control_mode == "poll":
             raise ConfigError("managed serving loads and unloads models itself (explicit model "
                               "control): it cannot run with model_control_mode 'poll'")
+        restricting = [f for f in ("--http-restricted-api", "--grpc-restricted-protocol")
+                       if _flag_value(self.extra_args, f) is not None]
+        if self.access is not None and restricting:
+            raise ConfigError(f"tritonserver argument {restricting[0]} is managed by tritonllm "
+                              "when keys are set (--admin-key-file, --inference-key-file, "
+                              "--no-auth): use those")
+        if self.tls is not None and any(a.startswith("--grpc-use-ssl") or
+                                        a.startswith("--grpc-server-") or
+                                        a.startswith("--grpc-root-cert")
+                                        for a in self.extra_args):
+            raise ConfigError("tritonserver's gRPC TLS arguments are managed by tritonllm when "
+                              "--tls-cert is given: use --tls-cert/--tls-key/--tls-ca")
         if self.managed and self.model_control_mode == "none" and any(
                 "model-repository" in (_flag_value(self.extra_args, f) or "")
                 for f in ("--http-restricted-api", "--grpc-restricted-protocol")):
@@ -138,6 +155,11 @@ def tritonserver_command(options: ServerOptions, executable: Path, *, ports: Map
     Managed (``ports`` then also has "triton_http"): tritonserver's HTTP endpoint listens on
     127.0.0.1 at that port (the guard has "http"), with explicit model control, every model
     loaded at start, and, given ``admin_key``, the model-repository API restricted to it.
+    With ``options.access`` the restrictions are the policy's (its admin key is then the one
+    the launcher uses); ``options.tls`` adds gRPC TLS.
+
+    The argv holds the keys' values (Triton takes them on its command line): it is never
+    logged; :func:`tritonllm.security.mask` it before showing it.
     """
     o = options
     http_host, http_port = o.host, ports["http"]
@@ -153,10 +175,14 @@ def tritonserver_command(options: ServerOptions, executable: Path, *, ports: Map
         argv.append("--load-model=*")
     if o.managed and _flag_value(o.extra_args, "--exit-timeout-secs") is None:
         argv.append(f"--exit-timeout-secs={MANAGED_EXIT_TIMEOUT_S}")
-    if o.managed and admin_key is not None:
+    if o.access is not None:
+        argv += o.access.tritonserver_args()
+    elif o.managed and admin_key is not None:
         restriction = f"model-repository:{supervision.ADMIN_HEADER}={admin_key}"
         argv += [f"--http-restricted-api={restriction}",
                  f"--grpc-restricted-protocol={restriction}"]
+    if o.tls is not None:
+        argv += o.tls.tritonserver_args()
     if shm_prefix is not None:
         argv.append(f"--backend-config=python,{SHM_PREFIX_FLAG}={shm_prefix}")
     if backend_dir is not None:

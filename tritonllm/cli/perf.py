@@ -1,7 +1,10 @@
 """``tritonllm perf``: load generation, perf_analyzer / genai-perf drivers, reports, SLO gates.
 
 ``tritonllm perf --url H:P --model ensemble --concurrency 1,4,16 ...`` runs a benchmark (the
-group runs it when no subcommand is named) and writes an artifact directory;
+group runs it when no subcommand is named) and writes an artifact directory; with
+``--endpoint openai --url http://H:P/v1`` our generator sends it through an OpenAI-compatible
+API (``tritonllm openai``) instead of Triton's gRPC, its key from ``--api-key-file`` or
+``$TRITONLLM_OPENAI_API_KEYS`` (the first key), never argv;
 ``tritonllm perf compare A B`` prints the deltas between two runs. Option defaults are
 :class:`tritonllm.perf.scenario.Scenario`'s.
 
@@ -30,6 +33,18 @@ def _defaults() -> Any:
     return DEFAULTS
 
 
+def _endpoints() -> tuple[str, ...]:
+    from tritonllm.perf.scenario import ENDPOINTS
+
+    return ENDPOINTS
+
+
+def _default_url(endpoint: str) -> str:
+    from tritonllm.perf.scenario import default_url
+
+    return default_url(endpoint)
+
+
 _D = _defaults()  # tritonllm.perf.scenario is standard library only: --help stays instant
 
 
@@ -55,7 +70,15 @@ def _pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
 
 @click.group("perf", invoke_without_command=True, no_args_is_help=True,
              context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--url", default=_D.url, show_default=True, help="Server gRPC address host:port.")
+@click.option("--url", help=f"Server gRPC address host:port; with --endpoint openai the API's "
+              f"base URL [default: {_D.url}; openai: {_default_url('openai')}].")
+@click.option("--endpoint", type=click.Choice(_endpoints()), default=_D.endpoint,
+              show_default=True,
+              help="What --tool ours talks to: Triton's gRPC, or an OpenAI-compatible API "
+                   "(/v1/completions, streamed).")
+@click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="--endpoint openai: a file of API keys, the first one is sent [default: "
+                   "$TRITONLLM_OPENAI_API_KEYS, comma-separated; none: no key].")
 @click.option("--model", default=_D.model, show_default=True,
               help="Served model (ensemble or tensorrt_llm_bls).")
 @click.option("--concurrency", default=",".join(map(str, _D.concurrency)), show_default=True,
@@ -75,8 +98,10 @@ def _pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
 @click.option("--warmup", type=click.IntRange(min=0), default=_D.warmup, show_default=True,
               help="Unmeasured requests before each load point.")
 @click.option("--streaming/--no-streaming", default=_D.streaming, show_default=True)
-@click.option("--exact-output/--no-exact-output", default=_D.exact_output, show_default=True,
-              help="Send min_tokens = max_tokens so outputs have the requested length.")
+@click.option("--exact-output/--no-exact-output", default=None,
+              help="Send min_tokens = max_tokens so outputs have the requested length "
+                   f"[default: {'on' if _D.exact_output else 'off'}; off with --endpoint "
+                   "openai, which has no min_tokens].")
 @click.option("--num-prompts", type=click.IntRange(min=1), default=_D.num_prompts,
               show_default=True, help="Distinct synthetic prompts, cycled.")
 @click.option("--tokenizer", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -86,7 +111,9 @@ def _pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
 @click.option("--sampling", "sampling", multiple=True, callback=_pairs, metavar="KEY=VALUE",
               help="Extra request input, e.g. temperature=0.7 (repeatable).")
 @click.option("-H", "--header", "headers", multiple=True, callback=_pairs,
-              metavar="KEY:VALUE", help="gRPC header sent with every request (repeatable).")
+              metavar="KEY:VALUE",
+              help="Header sent with every request: gRPC metadata, or HTTP with --endpoint "
+                   "openai (repeatable).")
 @click.option("--seed", type=int, default=_D.seed, show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=_D.timeout,
               show_default=True, help="Seconds one request may take.")
@@ -114,18 +141,45 @@ def perf_cmd(ctx: click.Context, /, **opts: Any) -> None:
         ctx.exit(code)
 
 
+def _check_endpoint(opts: dict[str, Any]) -> None:
+    """Usage errors of --endpoint (exit 2), naming both options."""
+    endpoint = opts["endpoint"]
+    if endpoint == "openai" and opts["tool"] != "ours":
+        raise click.UsageError(f"--endpoint openai and --tool {opts['tool']}: only --tool ours "
+                               "speaks the OpenAI API (genai-perf and perf_analyzer are driven "
+                               "over Triton's gRPC)")
+    if endpoint == "openai" and opts["exact_output"]:
+        raise click.UsageError("--endpoint openai and --exact-output: the OpenAI API has no "
+                               "min_tokens, so output lengths cannot be forced")
+    if endpoint != "openai" and opts["api_key_file"] is not None:
+        raise click.UsageError(f"--api-key-file and --endpoint {endpoint}: the key is sent to "
+                               "an OpenAI API only (--endpoint openai)")
+
+
+def _api_key(opts: dict[str, Any]) -> str | None:
+    """The first configured key (file, else environment), or None."""
+    if opts["endpoint"] != "openai":
+        return None
+    from tritonllm.openai.app import load_api_keys
+
+    keys = load_api_keys(opts["api_key_file"])
+    return keys[0].decode() if keys else None
+
+
 def _scenario(opts: dict[str, Any]) -> Any:
     from tritonllm.perf.scenario import Scenario, parse_concurrency, parse_length
 
     if opts["request_rate"] is not None and opts["request_rate"] <= 0:
         raise ConfigError(f"--request-rate: must be > 0, got {opts['request_rate']}")
+    endpoint = opts["endpoint"]
+    exact = opts["exact_output"] if opts["exact_output"] is not None else endpoint != "openai"
     return Scenario(
-        url=opts["url"], model=opts["model"],
+        url=opts["url"] or _default_url(endpoint), model=opts["model"], endpoint=endpoint,
         concurrency=parse_concurrency(opts["concurrency"]), request_rate=opts["request_rate"],
         input_tokens=parse_length(opts["input_tokens"], "--input-tokens"),
         output_tokens=parse_length(opts["output_tokens"], "--output-tokens"),
         dataset=opts["dataset"], requests=opts["requests"], duration=opts["duration"],
-        warmup=opts["warmup"], streaming=opts["streaming"], exact_output=opts["exact_output"],
+        warmup=opts["warmup"], streaming=opts["streaming"], exact_output=exact,
         num_prompts=opts["num_prompts"], tokenizer=opts["tokenizer"], seed=opts["seed"],
         sampling=opts["sampling"], timeout=opts["timeout"], tool=opts["tool"],
         headers=opts["headers"])
@@ -138,7 +192,9 @@ def run_benchmark(**opts: Any) -> int:
     from tritonllm.perf.run import default_out_dir
     from tritonllm.perf.slo import check, parse_slos
 
+    _check_endpoint(opts)
     scenario = _scenario(opts)
+    api_key = _api_key(opts)
     slos = parse_slos(opts["slo"]) if opts["slo"] else ()
     tok_dir = find_tokenizer(scenario.tokenizer, opts["repo"])
     scenario = scenario.replace(tokenizer=tok_dir)
@@ -149,13 +205,16 @@ def run_benchmark(**opts: Any) -> int:
             click.echo(msg, err=True)
 
     tokenizer = Tokenizer(tok_dir)
-    say(f"{scenario.tool}: {scenario.model} at {scenario.url}, "
+    say(f"{scenario.tool}: {scenario.model} at {scenario.url} ({scenario.endpoint}), "
         f"{', '.join(p.label for p in scenario.points)} -> {out}")
+    if scenario.endpoint == "openai":
+        say("note: the OpenAI API has no min_tokens: outputs end at --output-tokens or at the "
+            "model's end of text (lengths not forced)")
     if scenario.tool == "ours":
         from tritonllm.perf.run import run_ours
 
         with request_progress(not opts["quiet"]) as progress:
-            run = run_ours(scenario, tokenizer, progress)
+            run = run_ours(scenario, tokenizer, progress, api_key=api_key)
     else:
         from tritonllm.perf import drivers
         from tritonllm.perf.run import build_requests

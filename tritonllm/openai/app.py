@@ -89,19 +89,41 @@ def create_app(serving: Any, *, api_keys: tuple[bytes, ...] = (), ready: Any = N
     def error(e: OpenAIError) -> Any:
         return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        path = request.url.path
-        if api_keys and path not in OPEN_ROUTES and not _authorized(
-                request.headers.get("authorization"), api_keys):
-            response = error(OpenAIError(
-                401, "Incorrect or missing API key: send Authorization: Bearer <key>",
-                code="invalid_api_key"))
-        else:
-            response = await call_next(request)
-        if metrics is not None:
-            metrics.request(path, response.status_code)
-        return response
+    unauthorized = error(OpenAIError(
+        401, "Incorrect or missing API key: send Authorization: Bearer <key>",
+        code="invalid_api_key"))
+
+    class Guard:
+        """API keys and per-route counts, as plain ASGI (Starlette's BaseHTTPMiddleware costs
+        a task and a stream copy per request)."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await self.inner(scope, receive, send)
+                return
+            path = scope["path"]
+            status = 500
+
+            async def counted(message: Any) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = int(message["status"])
+                await send(message)
+
+            try:
+                if api_keys and path not in OPEN_ROUTES:
+                    header = next((v.decode("latin-1") for k, v in scope["headers"]
+                                   if k == b"authorization"), None)
+                    if not _authorized(header, api_keys):
+                        await unauthorized(scope, receive, counted)
+                        return
+                await self.inner(scope, receive, counted)
+            finally:
+                if metrics is not None:
+                    metrics.request(path, status)
 
     @app.exception_handler(OpenAIError)
     async def openai_error(_request: Request, e: OpenAIError) -> Any:
@@ -174,4 +196,15 @@ def create_app(serving: Any, *, api_keys: tuple[bytes, ...] = (), ready: Any = N
         data = metrics.exposition() if metrics is not None else b""
         return Response(data, media_type=CONTENT_TYPE)
 
+    app.add_middleware(_Outermost, guard=Guard)
     return app
+
+
+class _Outermost:
+    """Puts ``guard`` outside every other middleware (Starlette builds the stack lazily)."""
+
+    def __init__(self, app: Any, guard: Any) -> None:
+        self.app = guard(app)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)

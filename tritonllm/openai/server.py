@@ -108,7 +108,13 @@ def make_app(o: FrontOptions) -> Any:
 
 def run(o: FrontOptions, log_level: str = "warning") -> None:
     """Serve until Ctrl-C / SIGTERM (uvicorn's handling: in-flight requests finish)."""
+    import importlib.util
+
     import uvicorn
 
     app = make_app(o)
-    uvicorn.run(app, host=o.host, port=o.port, log_level=log_level, access_log=False)
+    # httptools (uvicorn[standard]) parses HTTP in C; the event loop stays asyncio's (gRPC's
+    # asyncio channel runs on it).
+    http = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+    uvicorn.run(app, host=o.host, port=o.port, log_level=log_level, access_log=False,
+                http=http, loop="asyncio")
