@@ -315,8 +315,10 @@ def read_genai_perf_summary(path: Path) -> dict[str, Any]:
 def _run(cmd: list[str], env: Mapping[str, str], log: Path, timeout: float) -> None:
     """Run a tool in its own process group (genai-perf starts perf_analyzer: a timeout ends
     both), output in ``log``; ToolError with the log's tail when it fails."""
-    with log.open("w", encoding="utf-8") as f:
-        f.write(" ".join(cmd) + "\n\n")
+    with log.open("w", encoding="utf-8") as f:  # header values (-H k:v) may be keys: ***
+        shown = [a.partition(":")[0] + ":***" if i and cmd[i - 1] == "-H" else a
+                 for i, a in enumerate(cmd)]
+        f.write(" ".join(shown) + "\n\n")
         f.flush()
         proc = subprocess.Popen(cmd, env=dict(env), stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True)

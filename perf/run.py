@@ -24,6 +24,7 @@ from tritonllm.perf.loadgen import Backend, Progress, RequestSpec, count_output_
 from tritonllm.perf.metrics import RequestRecord, Summary, summarize
 from tritonllm.perf.prompts import Prompt, Tokenizer, draw_lengths, load_dataset, make_prompts
 from tritonllm.perf.scenario import LoadPoint, Scenario
+from tritonllm.security import Secret
 
 __all__ = ["BACKENDS", "PointResult", "RequestPlan", "RunResult", "build_requests", "run_ours"]
 
@@ -66,7 +67,11 @@ class RunResult:
         return next((p for p in self.points if p.point.label == label), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "meta": self.meta, "scenario": self.scenario.to_dict(),
+        """What run.json holds: the scenario with its header values as ``***`` (a header may
+        carry a key; the names say what was sent)."""
+        scenario = self.scenario.to_dict()
+        scenario["headers"] = {name: "***" for name in scenario.get("headers") or {}}
+        return {"format": FORMAT, "meta": self.meta, "scenario": scenario,
                 "points": [p.to_dict() for p in self.points]}
 
     @classmethod
@@ -135,38 +140,47 @@ async def run_points(backend: Backend, scenario: Scenario, plan: RequestPlan,
     return results
 
 
-def _grpc_backend(scenario: Scenario, api_key: str | None
+def _grpc_backend(scenario: Scenario, api_key: str | None, inference_key: Secret | None
                   ) -> AbstractAsyncContextManager[Backend]:
     from tritonllm.client import AsyncLLMClient, RetryPolicy
 
     if api_key is not None:
-        raise ConfigError("an API key is for --endpoint openai (gRPC takes headers: -H)")
+        raise ConfigError("an API key is for --endpoint openai (Triton's gRPC takes the "
+                          "inference key: --inference-key-file)")
     return AsyncLLMClient(scenario.grpc_address, model=scenario.model,
-                          headers=scenario.headers or None, timeout=scenario.timeout,
+                          headers=scenario.headers or None, inference_key=inference_key,
+                          timeout=scenario.timeout,
                           retry=RetryPolicy(attempts=1))  # errors are data
 
 
-def _openai_backend(scenario: Scenario, api_key: str | None
+def _openai_backend(scenario: Scenario, api_key: str | None, inference_key: Secret | None
                     ) -> AbstractAsyncContextManager[Backend]:
     from tritonllm.perf.openai_backend import OpenAIBackend, request_body
 
+    if inference_key is not None:
+        raise ConfigError("an inference key is Triton's (--endpoint grpc); the OpenAI API "
+                          "takes an API key (--api-key-file)")
     # fail before the first request on an option the API cannot express
     request_body({**DEFAULT_SAMPLING, **scenario.sampling})
     return OpenAIBackend(scenario.url, scenario.model, api_key=api_key,
                          headers=scenario.headers, timeout=scenario.timeout)
 
 
-#: Scenario.endpoint -> (scenario, API key) -> its backend, an async context manager (made
-#: inside the running event loop).
-BACKENDS: dict[str, Callable[[Scenario, str | None], AbstractAsyncContextManager[Backend]]] = {
+#: Scenario.endpoint -> (scenario, API key, Triton's inference key) -> its backend, an async
+#: context manager (made inside the running event loop). The keys are not the scenario's: a
+#: run records its scenario, never a key.
+BACKENDS: dict[str, Callable[[Scenario, str | None, Secret | None],
+                             AbstractAsyncContextManager[Backend]]] = {
     "grpc": _grpc_backend, "openai": _openai_backend}
 
 
 def run_ours(scenario: Scenario, tokenizer: Tokenizer, progress: Progress | None = None, *,
-             api_key: str | None = None) -> RunResult:
+             api_key: str | None = None, inference_key: Secret | None = None) -> RunResult:
     """Run ``scenario`` with our generator over its endpoint: Triton's gRPC API
-    (:class:`tritonllm.client.AsyncLLMClient`) or an OpenAI-compatible API
-    (:class:`tritonllm.perf.openai_backend.OpenAIBackend`, with ``api_key``; never recorded)."""
+    (:class:`tritonllm.client.AsyncLLMClient`, with ``inference_key`` for a served repository
+    that restricts inference) or an OpenAI-compatible API
+    (:class:`tritonllm.perf.openai_backend.OpenAIBackend`, with ``api_key``). Neither key is
+    recorded."""
     plan = build_requests(scenario, tokenizer)
     meta = base_meta("ours", __version__)
     meta["tokenizer"] = str(tokenizer.path)
@@ -174,7 +188,7 @@ def run_ours(scenario: Scenario, tokenizer: Tokenizer, progress: Progress | None
 
     async def main() -> list[PointResult]:
         # made in the loop that uses it: a gRPC asyncio channel belongs to its loop
-        async with BACKENDS[scenario.endpoint](scenario, api_key) as b:
+        async with BACKENDS[scenario.endpoint](scenario, api_key, inference_key) as b:
             return await run_points(b, scenario, plan, tokenizer.count_many, progress)
 
     points = asyncio.run(main())

@@ -11,8 +11,9 @@ The file's sections map onto the settings objects that already own every default
 ============== ==================================================================================
 ``build:``      :class:`~tritonllm.builders.BuildSettings` (minus checkpoint, engine, out)
 ``repository:`` :class:`~tritonllm.settings.RepoSettings` (minus the paths launch sets)
-``server:``     :class:`ServerSection`: ports, managed serving, drain and exit timeouts
-``kubernetes:`` :class:`KubernetesSection`: image, replicas, GPUs, volumes, autoscaling
+``server:``     :class:`ServerSection`: address, ports, keys and TLS, managed serving, timeouts
+``kubernetes:`` :class:`KubernetesSection`: image, replicas, GPUs, volumes, Secrets, network
+                policy, autoscaling
 ============== ==================================================================================
 
 An unknown key anywhere is a ConfigError naming it (``server.htp_port: unknown key; known:
@@ -37,6 +38,7 @@ __all__ = [
     "Deployment",
     "KubernetesSection",
     "ServerSection",
+    "TlsSection",
     "load_deployment",
     "parse_deployment",
 ]
@@ -49,6 +51,36 @@ ENGINES = ("cpu", "trtllm", "trtllm-legacy")
 IMAGE_USER_ID = 10001
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")  # a DNS-1035 label, room for suffixes
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # RFC 1123 (a namespace)
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a Secret's name
+
+
+def _absolute(where: str, path: PurePosixPath | None) -> None:
+    if path is not None and not path.is_absolute():
+        raise ConfigError(f"{where}: must be an absolute path (in the container), got "
+                          f"{str(path)!r}")
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    """``server.tls``: gRPC TLS (:class:`tritonllm.security.TlsSettings`), paths in the container.
+
+    Attributes:
+        cert / key: the server's certificate and private key (PEM); both required.
+        ca: mutual TLS: clients must present a certificate this CA signed.
+    """
+
+    cert: PurePosixPath | None = None
+    key: PurePosixPath | None = None
+    ca: PurePosixPath | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("cert", "key"):
+            if getattr(self, name) is None:
+                raise ConfigError(f"server.tls.{name}: required with server.tls (cert and key "
+                                  "go together)")
+        for name in ("cert", "key", "ca"):
+            _absolute(f"server.tls.{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -56,8 +88,18 @@ class ServerSection:
     """How the container runs Triton.
 
     Attributes:
+        host: the address the endpoints listen on. ``tritonllm serve`` alone listens on
+            127.0.0.1; a container must listen beyond its loopback, hence 0.0.0.0.
         http_port / grpc_port / metrics_port: what the server listens on (and the probes,
-            Service, ServiceMonitor and KServe runtime use).
+            Service, ServiceMonitor, NetworkPolicy and KServe runtime use).
+        admin_key_file: the key of the admin endpoints (model control, shared memory,
+            statistics, trace, logging; :mod:`tritonllm.security`). None: not configured, the
+            admin endpoints stay closed (only the launcher holds a key). In a cluster the
+            rendering sets it to the keys Secret's file (``kubernetes.keys_secret``).
+        inference_key_file: a key for inference, metadata and model config too. None: open
+            (to whom the network lets in: the cluster's NetworkPolicy).
+        no_auth: open every endpoint; cannot go with a key file.
+        tls: gRPC TLS (:class:`TlsSection`); None: plaintext gRPC.
         managed: exec ``tritonllm serve`` (drain with readiness false, HTTP guard, stub
             recovery; see docs/serving.md) rather than a bare ``tritonserver``.
         model_control_mode: ``none`` (every model loaded at start) or ``explicit`` (models
@@ -69,9 +111,14 @@ class ServerSection:
         args: more tritonserver arguments, passed unchanged.
     """
 
+    host: str = "0.0.0.0"
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
+    admin_key_file: PurePosixPath | None = None
+    inference_key_file: PurePosixPath | None = None
+    no_auth: bool = False
+    tls: TlsSection | None = None
     managed: bool = True
     model_control_mode: str = "none"
     drain_timeout: float = 30.0
@@ -81,6 +128,16 @@ class ServerSection:
     args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if not self.host or any(c.isspace() for c in self.host):
+            raise ConfigError(f"server.host: an address to listen on, got {self.host!r}")
+        for name in ("admin_key_file", "inference_key_file"):
+            _absolute(f"server.{name}", getattr(self, name))
+        if self.no_auth and (self.admin_key_file or self.inference_key_file):
+            raise ConfigError("server.no_auth: opens every endpoint, it cannot go with "
+                              "server.admin_key_file or server.inference_key_file")
+        if self.admin_key_file is not None and self.admin_key_file == self.inference_key_file:
+            raise ConfigError("server.inference_key_file: the admin and the inference key "
+                              "must differ, got the same file")
         for name in ("http_port", "grpc_port", "metrics_port"):
             port = getattr(self, name)
             if not 1 <= port <= 65535:
@@ -127,6 +184,18 @@ class KubernetesSection:
             sending it traffic, before the drain starts.
         pdb_min_available: pods a voluntary disruption (node drain) must leave running.
         prometheus_url: where KEDA's trigger queries Prometheus.
+        keys_secret: a generic Secret holding ``admin-key`` (and ``inference-key``), mounted
+            read-only in /etc/tritonllm/keys; the rendering points ``server.admin_key_file`` /
+            ``inference_key_file`` there. "" mounts none (with ``server.no_auth``, it must be "").
+        inference_key: the keys Secret holds ``inference-key`` too and inference needs it;
+            false: inference and metadata are open to what the NetworkPolicy lets in.
+        tls_secret: a ``kubernetes.io/tls`` Secret (``tls.crt``, ``tls.key``; ``ca.crt`` for
+            mutual TLS, when ``server.tls.ca`` names it), mounted read-only in
+            /etc/tritonllm/tls; "" is plaintext gRPC.
+        inference_from: the labels of the pods the NetworkPolicy lets reach the HTTP and gRPC
+            ports ({}: every pod of the namespace; e.g. the OpenAI front's labels).
+        monitoring_namespace: the namespace whose pods (Prometheus) may reach the metrics
+            port; nothing else may.
     """
 
     namespace: str = "default"
@@ -150,8 +219,25 @@ class KubernetesSection:
     pre_stop_seconds: int = 10
     pdb_min_available: int = 1
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    keys_secret: str = "tritonllm-keys"
+    inference_key: bool = True
+    tls_secret: str = ""
+    inference_from: dict[str, str] = field(default_factory=dict)
+    monitoring_namespace: str = "monitoring"
 
     def __post_init__(self) -> None:
+        for name in ("keys_secret", "tls_secret"):
+            value = getattr(self, name)
+            if value and not _DNS_SUBDOMAIN.match(value):
+                raise ConfigError(f"kubernetes.{name}: a Secret's name (lower-case DNS "
+                                  f"subdomain) or \"\" for none, got {value!r}")
+        if not _DNS_LABEL.match(self.monitoring_namespace):
+            raise ConfigError("kubernetes.monitoring_namespace: a namespace's name, got "
+                              f"{self.monitoring_namespace!r}")
+        for key, value in self.inference_from.items():
+            if not isinstance(value, str) or not key:
+                raise ConfigError(f"kubernetes.inference_from.{key}: a label value (a "
+                                  f"string), got {value!r}")
         if not 1 <= self.min_replicas <= self.replicas <= self.max_replicas:
             raise ConfigError("kubernetes: need 1 <= min_replicas <= replicas <= max_replicas, "
                               f"got {self.min_replicas}, {self.replicas}, {self.max_replicas}")
@@ -233,7 +319,8 @@ def _check_keys(where: str, data: Mapping[str, Any], known: list[str]) -> None:
 
 
 def _coerce(where: str, value: Any, annotation: Any) -> Any:
-    """Check a YAML value against a field's type (int, float, bool, str, X | None, tuple, dict)."""
+    """Check a YAML value against a field's type (int, float, bool, str, a path, X | None, tuple,
+    dict, a nested section)."""
     args = typing.get_args(annotation)
     optional = type(None) in args
     if optional:
@@ -243,6 +330,12 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
             return None
         raise ConfigError(f"{where}: must not be empty")
     origin = typing.get_origin(annotation) or annotation
+    if dataclasses.is_dataclass(origin) and isinstance(origin, type):
+        return _section(origin, where, value)
+    if origin is PurePosixPath:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: expected a path, got {value!r}")
+        return PurePosixPath(value)
     if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

@@ -14,6 +14,12 @@ One start of a container, in order:
    managed (default) ``tritonllm serve`` — it drains with readiness false, then stops
    tritonserver; unmanaged, ``tritonserver`` itself with ``--exit-timeout-secs``.
 
+Keys and TLS (``server.admin_key_file``, ``inference_key_file``, ``no_auth``, ``tls``): a
+managed server gets the paths (``tritonllm serve --admin-key-file ...`` reads them); for a bare
+tritonserver, launch reads the keys itself (:func:`tritonllm.security.read_secret`) and puts the
+restrictions on its command line, as Triton takes them: that argv holds the keys' values, so
+:meth:`LaunchPlan.shown` masks them.
+
 Tests run this very function outside a container against the CPU target, with ``exec``
 replaced by a subprocess only where they must observe it (tests/integration/test_launch.py
 runs the real command and signals the process it became).
@@ -24,19 +30,30 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
-from tritonllm.deployment import Deployment
+from tritonllm.deployment import Deployment, ServerSection
 from tritonllm.errors import ConfigError, RepositoryError
+from tritonllm.security import (
+    ADMIN_KEY_ENV,
+    INFERENCE_KEY_ENV,
+    AccessPolicy,
+    TlsSettings,
+    read_secret,
+)
 
-__all__ = ["LaunchPlan", "exec_server", "launch", "prepare", "server_argv"]
+__all__ = ["LaunchPlan", "access_policy", "exec_server", "launch", "prepare", "server_argv",
+           "tls_settings"]
 
 Say = Callable[[str], None]
+# A restriction flag's key (``--http-restricted-api=GROUPS:HEADER=KEY``): what shown() masks.
+_RESTRICTION_KEY = re.compile(r"^(--(?:http-restricted-api|grpc-restricted-protocol)=[^=]*=).+$")
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,11 @@ class LaunchPlan:
     cached: bool
     argv: tuple[str, ...]
     env: dict[str, str]
+
+    def shown(self) -> str:
+        """The command as it may be printed or logged: the keys of tritonserver's restriction
+        flags (an unmanaged server's argv holds them) replaced by ``***``."""
+        return " ".join(_RESTRICTION_KEY.sub(r"\1***", a) for a in self.argv)
 
 
 @contextlib.contextmanager
@@ -66,14 +88,62 @@ def _build_lock(engine_dir: Path, say: Say) -> Iterator[None]:
             fcntl.lockf(f, fcntl.LOCK_UN)
 
 
+def access_policy(s: ServerSection, environ: Mapping[str, str] = os.environ) -> AccessPolicy:
+    """The server section's keys, read now (from the files, else ``$TRITONLLM_ADMIN_KEY`` /
+    ``$TRITONLLM_INFERENCE_KEY``, as ``tritonllm serve`` reads them)."""
+    if s.no_auth:
+        return AccessPolicy(no_auth=True)
+    return AccessPolicy(
+        admin_key=read_secret(_path(s.admin_key_file), ADMIN_KEY_ENV, "server.admin_key_file",
+                              environ),
+        inference_key=read_secret(_path(s.inference_key_file), INFERENCE_KEY_ENV,
+                                  "server.inference_key_file", environ))
+
+
+def tls_settings(s: ServerSection) -> TlsSettings | None:
+    """The server section's gRPC TLS; ConfigError naming the field whose file is missing."""
+    if s.tls is None:
+        return None
+    for name in ("cert", "key", "ca"):
+        path = getattr(s.tls, name)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"server.tls.{name}: {path} is not a file")
+    return TlsSettings(Path(str(s.tls.cert)), Path(str(s.tls.key)), _path(s.tls.ca))
+
+
+def _path(p: PurePosixPath | None) -> Path | None:
+    return None if p is None else Path(p)
+
+
+def _serve_security_args(s: ServerSection) -> list[str]:
+    """``tritonllm serve``'s options for the keys and TLS (paths only: serve reads them)."""
+    args = []
+    for flag, path in (("--admin-key-file", s.admin_key_file),
+                       ("--inference-key-file", s.inference_key_file)):
+        if path is not None:
+            args += [flag, str(path)]
+    if s.no_auth:
+        args.append("--no-auth")
+    if s.tls is not None:
+        for name in ("cert", "key", "ca"):
+            path = getattr(s.tls, name)
+            if path is not None:
+                args += [f"--tls-{name}", str(path)]
+    return args
+
+
 def server_argv(deployment: Deployment, repo_dir: Path,
                 work_dir: Path) -> tuple[list[str], dict[str, str]]:
-    """The command the container becomes, and its environment."""
+    """The command the container becomes, and its environment.
+
+    Managed, the keys and TLS go to ``tritonllm serve`` as paths; unmanaged, the argv holds
+    the keys' values (print it with :meth:`LaunchPlan.shown`)."""
     s = deployment.server
     if s.managed:
         argv = [sys.executable, "-m", "tritonllm", "serve", str(repo_dir),
+                "--host", s.host,
                 "--http-port", str(s.http_port), "--grpc-port", str(s.grpc_port),
-                "--metrics-port", str(s.metrics_port),
+                "--metrics-port", str(s.metrics_port), *_serve_security_args(s),
                 "--model-control-mode", s.model_control_mode,
                 "--timeout", f"{s.startup_timeout:g}", "--drain-timeout", f"{s.drain_timeout:g}",
                 "--log-verbose", str(s.log_verbose)]
@@ -83,11 +153,12 @@ def server_argv(deployment: Deployment, repo_dir: Path,
     from tritonllm.triton_binary import find_tritonserver, prepare_backend_dir, server_environment
     from tritonllm.triton_command import ServerOptions, tritonserver_command
 
+    options = ServerOptions(repo=repo_dir, host=s.host, http_port=s.http_port,
+                            grpc_port=s.grpc_port, metrics_port=s.metrics_port,
+                            log_verbose=s.log_verbose, model_control_mode=s.model_control_mode,
+                            extra_args=(f"--exit-timeout-secs={s.exit_timeout}", *s.args),
+                            access=access_policy(s), tls=tls_settings(s))
     install = find_tritonserver()
-    options = ServerOptions(repo=repo_dir, http_port=s.http_port, grpc_port=s.grpc_port,
-                            metrics_port=s.metrics_port, log_verbose=s.log_verbose,
-                            model_control_mode=s.model_control_mode,
-                            extra_args=(f"--exit-timeout-secs={s.exit_timeout}", *s.args))
     backend_dir = None
     if install.stubs_dir is not None:  # the nvidia-pytriton wheel (CPU image): prepare it
         backend_dir = prepare_backend_dir(install, work_dir / "backends")
@@ -143,5 +214,5 @@ def launch(deployment: Deployment, *, checkpoint: Path | None = None,
     """:func:`prepare`, then :func:`exec_server`: never returns."""
     plan = prepare(deployment, checkpoint=checkpoint, cache_dir=cache_dir, repo_dir=repo_dir,
                    force_build=force_build, say=say)
-    say(f"exec {' '.join(plan.argv[:4])} ...")
+    say(f"exec {' '.join(plan.shown().split()[:4])} ...")
     exec_server(plan.argv, plan.env)

@@ -459,8 +459,11 @@ class TritonServer:
         return None
 
     def _guard_headers(self, head: Head) -> list[tuple[str, str]]:
-        """The repository index stays readable over HTTP (the API is restricted otherwise)."""
+        """The repository index stays readable over HTTP (the API is restricted to the launcher
+        otherwise). Not with an access policy: there the index is an admin endpoint."""
         run = self._run
+        if self.options.access is not None:
+            return []
         key = run.admin.key if run and run.admin else None
         if key and head.method == "POST" and head.path == "/v2/repository/index":
             return [(supervision.ADMIN_HEADER, key)]

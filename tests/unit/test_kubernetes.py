@@ -21,11 +21,16 @@ import yaml
 from click.testing import CliRunner
 
 from tritonllm import contract as C
+from tritonllm import security
 from tritonllm.cli import main
 from tritonllm.deployment import IMAGE_USER_ID, load_deployment, parse_deployment
+from tritonllm.errors import ConfigError
 from tritonllm.kubernetes import (
     FILES,
+    KEYS_DIR,
     KUBERNETES_VERSION,
+    SECRET_FILE_MODE,
+    TLS_DIR,
     adapter_values,
     render_manifests,
     termination_grace_s,
@@ -35,7 +40,7 @@ from tritonllm.metrics_rules import QUEUE_COMPUTE_RATIO, alerts, records, rule_g
 ROOT = Path(__file__).resolve().parents[2]
 GPU_FILE = ROOT / "docker" / "tritonllm.yaml"
 CPU_FILE = ROOT / "docker" / "tritonllm.cpu.yaml"
-CORE_KINDS = {"ConfigMap", "PersistentVolumeClaim", "Deployment", "Service",
+CORE_KINDS = {"ConfigMap", "PersistentVolumeClaim", "Deployment", "Service", "NetworkPolicy",
               "PodDisruptionBudget", "HorizontalPodAutoscaler"}
 
 
@@ -97,9 +102,12 @@ KSERVE_RUNTIME_SPEC = {"supportedModelFormats", "protocolVersions", "multiModel"
                        "imagePullSecrets", "workerSpec", "hostIPC"}
 KSERVE_MODEL_FORMAT = {"name", "version", "autoSelect", "priority"}
 KSERVE_PROTOCOLS = {"v1", "v2", "grpc-v1", "grpc-v2"}
+# PredictorSpec inlines a PodSpec ("Members of PodSpec are embedded into this type"): its
+# securityContext is the pod's; the ServingRuntime's pod spec has none.
 KSERVE_PREDICTOR = {"model", "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric",
                     "containerConcurrency", "timeout", "serviceAccountName", "nodeSelector",
-                    "tolerations", "canaryTrafficPercent", "deploymentStrategy"}
+                    "tolerations", "canaryTrafficPercent", "deploymentStrategy",
+                    "securityContext"}
 KSERVE_MODEL = {"modelFormat", "runtime", "storageUri", "protocolVersion", "args", "env",
                 "resources", "ports", "volumeMounts"}
 # KEDA ScaledObject (keda.sh/docs/2.16/reference/scaledobject-spec) and its prometheus
@@ -188,7 +196,7 @@ def test_ports_paths_and_names_agree(manifests: dict[str, Any]) -> None:
     assert Path(d.checkpoint).parent == Path(mounts["checkpoint"])
     vols = {v["name"]: v for v in pod["volumes"]}
     assert vols["dshm"]["emptyDir"]["medium"] == "Memory"
-    assert vols["config"]["configMap"]["name"] == _by_kind(
+    assert vols["config"]["projected"]["sources"][0]["configMap"]["name"] == _by_kind(
         manifests, "ConfigMap")["metadata"]["name"]
     assert (vols["engine-cache"]["persistentVolumeClaim"]["claimName"]
             == _by_kind(manifests, "PersistentVolumeClaim")["metadata"]["name"])
@@ -220,6 +228,178 @@ def test_rollout_drain_and_security(manifests: dict[str, Any]) -> None:
         assert gpus is None and "nodeSelector" not in pod
     pdb = _by_kind(manifests, "PodDisruptionBudget")
     assert pdb["spec"]["selector"] == dep["spec"]["selector"]
+
+
+def _served_files(container: dict[str, Any], volumes: list[dict[str, Any]]
+                  ) -> dict[str, tuple[str, str]]:
+    """Path in the container -> (Secret, key) for every Secret file the container sees."""
+    by_name = {v["name"]: v for v in volumes}
+    out = {}
+    for m in container["volumeMounts"]:
+        projected = by_name[m["name"]].get("projected")
+        for source in (projected or {}).get("sources", []):
+            if "secret" in source:
+                for item in source["secret"]["items"]:
+                    out[f"{m['mountPath']}/{item['path']}"] = (source["secret"]["name"],
+                                                               item["key"])
+        if "secret" in by_name[m["name"]]:
+            raise AssertionError("a Secret is mounted outside the projected config volume")
+    return out
+
+
+def _server_key_paths(config_text: str) -> dict[str, str]:
+    d = parse_deployment(yaml.safe_load(config_text))
+    s = d.server
+    paths = {"admin_key_file": s.admin_key_file, "inference_key_file": s.inference_key_file}
+    if s.tls is not None:
+        paths |= {f"tls.{n}": getattr(s.tls, n) for n in ("cert", "key", "ca")}
+    return {k: str(v) for k, v in paths.items() if v is not None}
+
+
+def test_the_pods_read_their_keys_from_the_secret(manifests: dict[str, Any]) -> None:
+    """The ConfigMap's file names the files the keys Secret projects, mode 0440, group the
+    image's user: the server's user reads them, no one else; the KServe runtime likewise."""
+    conf = _by_kind(manifests, "ConfigMap")["data"]["tritonllm.yaml"]
+    d = parse_deployment(yaml.safe_load(conf))
+    paths = _server_key_paths(conf)
+    assert paths == {"admin_key_file": f"{KEYS_DIR}/admin-key",
+                     "inference_key_file": f"{KEYS_DIR}/inference-key"}
+    assert d.kubernetes.keys_secret == "tritonllm-keys" and not d.server.no_auth
+    pod = _by_kind(manifests, "Deployment")["spec"]["template"]["spec"]
+    rt = _by_kind(manifests, "ServingRuntime")["spec"]
+    kserve_conf = manifests["kserve/configmap.yaml"]["data"]["tritonllm.yaml"]
+    assert _server_key_paths(kserve_conf) == paths
+    for (c, *_), volumes in ((pod["containers"], pod["volumes"]),
+                             (rt["containers"], rt["volumes"])):
+        served = _served_files(c, volumes)
+        assert served == {paths["admin_key_file"]: ("tritonllm-keys", "admin-key"),
+                          paths["inference_key_file"]: ("tritonllm-keys", "inference-key")}
+        (config,) = [v for v in volumes if v["name"] == "config"]
+        assert config["projected"]["defaultMode"] == SECRET_FILE_MODE == 0o440
+        assert all("mode" not in i for src in config["projected"]["sources"]
+                   for i in src.get("secret", {}).get("items", []))
+        (mount,) = [m for m in c["volumeMounts"] if m["name"] == "config"]
+        assert mount["readOnly"] and mount["mountPath"] == str(KEYS_DIR.parent)
+        assert c["securityContext"]["runAsGroup"] == IMAGE_USER_ID
+    assert pod["securityContext"]["fsGroup"] == IMAGE_USER_ID
+    predictor = _by_kind(manifests, "InferenceService")["spec"]["predictor"]
+    assert predictor["securityContext"] == {"fsGroup": IMAGE_USER_ID}
+    # Health stays open: the probes need no key.
+    (c,) = pod["containers"]
+    assert {c[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe",
+                                              "livenessProbe")} <= {"/v2/health/ready",
+                                                                    "/v2/health/live"}
+
+
+def _render_with(kubernetes: dict[str, Any], server: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    data = yaml.safe_load(CPU_FILE.read_text("utf-8"))
+    data["kubernetes"] = {**data["kubernetes"], **kubernetes}
+    data["server"] = {**data["server"], **(server or {})}
+    text = yaml.safe_dump(data, sort_keys=False)
+    return render_manifests(parse_deployment(data), text)
+
+
+def test_tls_secret_and_mutual_tls() -> None:
+    m = _render_with({"tls_secret": "tritonllm-tls", "inference_key": False},
+                     {"tls": {"cert": f"{TLS_DIR}/tls.crt", "key": f"{TLS_DIR}/tls.key",
+                              "ca": f"{TLS_DIR}/ca.crt"}})
+    for rel in ("base/deployment.yaml", "base/configmap.yaml", "base/networkpolicy.yaml"):
+        kubernetes_validate.validate(m[rel], KUBERNETES_VERSION, strict=True)
+    conf = m["base/configmap.yaml"]["data"]["tritonllm.yaml"]
+    assert _server_key_paths(conf) == {"admin_key_file": f"{KEYS_DIR}/admin-key",
+                                       "tls.cert": f"{TLS_DIR}/tls.crt",
+                                       "tls.key": f"{TLS_DIR}/tls.key",
+                                       "tls.ca": f"{TLS_DIR}/ca.crt"}
+    pod = m["base/deployment.yaml"]["spec"]["template"]["spec"]
+    assert _served_files(pod["containers"][0], pod["volumes"]) == {
+        f"{KEYS_DIR}/admin-key": ("tritonllm-keys", "admin-key"),
+        f"{TLS_DIR}/tls.crt": ("tritonllm-tls", "tls.crt"),
+        f"{TLS_DIR}/tls.key": ("tritonllm-tls", "tls.key"),
+        f"{TLS_DIR}/ca.crt": ("tritonllm-tls", "ca.crt")}
+    # Without server.tls, the TLS Secret's certificate and key (no client CA: plain TLS).
+    plain = _render_with({"tls_secret": "tritonllm-tls"})
+    paths = _server_key_paths(plain["base/configmap.yaml"]["data"]["tritonllm.yaml"])
+    assert {k for k in paths if k.startswith("tls.")} == {"tls.cert", "tls.key"}
+
+
+def test_no_auth_and_no_secret() -> None:
+    m = _render_with({"keys_secret": ""}, {"no_auth": True})
+    pod = m["base/deployment.yaml"]["spec"]["template"]["spec"]
+    assert _served_files(pod["containers"][0], pod["volumes"]) == {}
+    assert _server_key_paths(m["base/configmap.yaml"]["data"]["tritonllm.yaml"]) == {}
+    kubernetes_validate.validate(m["base/deployment.yaml"], KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(("kubernetes", "server", "named"), [
+    ({}, {"no_auth": True}, "kubernetes.keys_secret: server.no_auth"),
+    ({}, {"admin_key_file": "/run/secrets/admin"}, "server.admin_key_file: /run/secrets/admin"),
+    ({"keys_secret": ""}, {"admin_key_file": f"{KEYS_DIR}/admin-key"},
+     "kubernetes.keys_secret is empty"),
+    ({}, {"tls": {"cert": f"{TLS_DIR}/tls.crt", "key": f"{TLS_DIR}/tls.key"}},
+     "server.tls.cert: .* kubernetes.tls_secret is empty"),
+    ({"tls_secret": "t"}, {"tls": {"cert": f"{KEYS_DIR}/tls.crt", "key": f"{TLS_DIR}/k"}},
+     "server.tls.cert: .* a file of the Secret kubernetes.tls_secret"),
+    ({"inference_key": False}, {"inference_key_file": f"{KEYS_DIR}/inference-key"},
+     "kubernetes.inference_key: false"),
+])
+def test_key_paths_no_secret_provides_are_named(kubernetes: dict[str, Any],
+                                                server: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        _render_with(kubernetes, server)
+
+
+def test_network_policy_lets_in_only_the_served_ports(manifests: dict[str, Any]) -> None:
+    conf = yaml.safe_load(_by_kind(manifests, "ConfigMap")["data"]["tritonllm.yaml"])
+    d = parse_deployment(conf)
+    netpol = _by_kind(manifests, "NetworkPolicy")
+    spec = netpol["spec"]
+    dep = _by_kind(manifests, "Deployment")
+    assert spec["podSelector"] == dep["spec"]["selector"]
+    assert spec["policyTypes"] == ["Ingress"]  # egress is not restricted
+    inference, metrics = spec["ingress"]
+    assert inference["from"] == [{"podSelector": {"matchLabels": {}}}]  # the namespace's pods
+    assert {(p["protocol"], p["port"]) for p in inference["ports"]} == {
+        ("TCP", d.server.http_port), ("TCP", d.server.grpc_port)}
+    assert metrics["from"] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": d.kubernetes.monitoring_namespace}}}]
+    assert [(p["protocol"], p["port"]) for p in metrics["ports"]] == [
+        ("TCP", d.server.metrics_port)]
+    # Every port the pod opens is in exactly one rule.
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert sorted(p["containerPort"] for p in c["ports"]) == sorted(
+        p["port"] for rule in spec["ingress"] for p in rule["ports"])
+    front = _render_with({"inference_from": {"app.kubernetes.io/name": "tritonllm-openai"},
+                          "monitoring_namespace": "observability"})
+    rules = front["base/networkpolicy.yaml"]["spec"]["ingress"]
+    assert rules[0]["from"] == [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "tritonllm-openai"}}}]
+    assert rules[1]["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "observability"}
+    kubernetes_validate.validate(front["base/networkpolicy.yaml"], KUBERNETES_VERSION,
+                                 strict=True)
+
+
+def test_no_secret_value_in_the_rendered_files(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keys exist where the render runs (the environment, a file): none reaches a file,
+    and no Secret object is rendered; the commands to make the Secrets are there instead."""
+    value = "s3cret-value-0123456789abcdef"
+    monkeypatch.setenv(security.ADMIN_KEY_ENV, value)
+    monkeypatch.setenv(security.INFERENCE_KEY_ENV, value[::-1])
+    (tmp_path / "admin-key").write_text(value)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["deploy", "k8s", "--config", str(GPU_FILE),
+                                  "--out", str(tmp_path / "k8s")])
+    assert r.exit_code == 0, r.output
+    for path in (tmp_path / "k8s").rglob("*.yaml"):
+        text = path.read_text()
+        assert value not in text and value[::-1] not in text, path
+        for obj in yaml.safe_load_all(text):
+            assert obj.get("kind") != "Secret", path
+    kust = (tmp_path / "k8s" / "base" / "kustomization.yaml").read_text()
+    assert "kubectl -n llm create secret generic tritonllm-keys" in kust
+    assert "--from-file=admin-key=./admin-key" in kust and "rollout restart" in kust
 
 
 def test_a_changed_deployment_file_rolls_the_pods() -> None:

@@ -3,22 +3,42 @@
 Readable output by default, one JSON object with ``--json``. tritonclient is imported inside
 the commands (through :mod:`tritonllm.client`'s clients), so ``tritonllm --help`` stays
 instant. Client errors are TritonLLMErrors: one line on stderr, exit code 1.
+
+Every command takes :func:`connection_options` and gets them as one :class:`Connection`. Keys
+come from files or the environment (:func:`tritonllm.security.read_secret`), never from argv:
+the inference key (generation, metadata) and the admin key (the model list, load, unload).
+No message, ``-v`` traceback included, holds a key: :meth:`Connection.errors` masks them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
 
 from tritonllm.cli._console import positive
 from tritonllm.contract import CONTRACT_AUTO, CONTRACT_CHOICES
+from tritonllm.errors import ConfigError, TritonLLMError
+from tritonllm.security import (
+    ADMIN_HEADER,
+    ADMIN_KEY_ENV,
+    INFERENCE_HEADER,
+    INFERENCE_KEY_ENV,
+    Secret,
+    mask,
+    read_secret,
+)
 
 DEFAULT_URL = "localhost:8001"
+_MIN_MASKED = 8
 
 
 def _headers(ctx: click.Context, param: click.Parameter,
@@ -32,36 +52,168 @@ def _headers(ctx: click.Context, param: click.Parameter,
     return out
 
 
+def tls_pair(cert: Path | None, key: Path | None, cert_option: str = "--tls-cert",
+             key_option: str = "--tls-key") -> None:
+    """A certificate and its private key come together: a usage error naming both otherwise."""
+    if (cert is None) != (key is None):
+        given, missing = (cert_option, key_option) if cert is not None else (key_option,
+                                                                              cert_option)
+        raise click.UsageError(f"{given} needs {missing}: a certificate and its private key "
+                               "go together")
+
+
+#: The key each header of :mod:`tritonllm.security` is read from, for the hint of an
+#: Unauthorized error.
+_KEY_OPTIONS = {ADMIN_HEADER: f"--admin-key-file FILE or ${ADMIN_KEY_ENV}",
+                INFERENCE_HEADER: f"--inference-key-file FILE or ${INFERENCE_KEY_ENV}"}
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where and how a command reaches Triton: what :func:`connection_options` collects into
+    the ``conn`` parameter. Keys are :class:`~tritonllm.security.Secret` s (repr: their
+    source); ``--tls-cert`` or ``--root-certificates`` turn TLS on."""
+
+    url: str = DEFAULT_URL
+    protocol: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    ssl: bool = False
+    root_certificates: str | None = None
+    certificate_chain: str | None = None
+    private_key: str | None = None
+    inference_key: Secret | None = None
+    admin_key: Secret | None = None
+    timeout: float = 60.0
+
+    @property
+    def secrets(self) -> tuple[Secret, ...]:
+        """The keys and the values of ``--header`` (all masked in messages)."""
+        keys = [k for k in (self.inference_key, self.admin_key) if k is not None]
+        # a header value short enough to be a word (x-debug=1) is no key, and masking it
+        # would garble messages
+        return (*keys, *(Secret(v, "--header") for v in self.headers.values()
+                         if len(v) >= _MIN_MASKED))
+
+    def client(self, model: str = "ensemble", contract: str = CONTRACT_AUTO) -> Any:
+        """An :class:`~tritonllm.client.LLMClient` on this connection."""
+        from tritonllm.client import LLMClient
+
+        try:
+            return LLMClient(self.url, model, protocol=self.protocol,
+                             headers=dict(self.headers) or None, ssl=self.ssl,
+                             root_certificates=self.root_certificates,
+                             certificate_chain=self.certificate_chain,
+                             private_key=self.private_key, inference_key=self.inference_key,
+                             admin_key=self.admin_key, timeout=self.timeout, contract=contract)
+        except ValueError as e:  # parse_url's: a malformed --url or --protocol
+            raise ConfigError(f"--url: {e}") from None
+
+    @contextmanager
+    def errors(self, need: str = INFERENCE_HEADER) -> Iterator[None]:
+        """Client errors leave with every secret masked out of their messages (and of the
+        exceptions they were raised from, which ``-v`` prints); an Unauthorized one says which
+        option gives the key the server asked for (``need``: the header the call needs, where
+        the server's message names none)."""
+        from tritonllm.client import Unauthorized
+
+        try:
+            yield
+        except TritonLLMError as e:
+            if isinstance(e, Unauthorized):
+                header = next((h for h in _KEY_OPTIONS if h in str(e)), need)
+                given = self.admin_key if header == ADMIN_HEADER else self.inference_key
+                what = "admin" if header == ADMIN_HEADER else "inference"
+                how = (f"the {what} key given ({given.source}) was refused" if given is not None
+                       else f"the {what} key comes from {_KEY_OPTIONS[header]}")
+                lines = str(e).splitlines() or ["unauthorized"]
+                _set_message(e, "\n".join([f"{lines[0]} ({how})", *lines[1:]]))
+            _mask_chain(e, self.secrets)
+            raise
+
+
+def _set_message(e: BaseException, message: str) -> None:
+    e.args = (message, *e.args[1:])
+    if isinstance(getattr(e, "message", None), str):
+        e.message = message  # type: ignore[attr-defined]
+
+
+def _mask_chain(e: BaseException | None, known: tuple[Secret, ...]) -> None:
+    """Mask ``known`` in ``e`` and the exceptions it came from (their string arguments and
+    tritonclient's ``_msg``)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        e.args = tuple(mask(a, known) if isinstance(a, str) else a for a in e.args)
+        for attr in ("message", "_msg"):
+            value = getattr(e, attr, None)
+            if isinstance(value, str):
+                with suppress(AttributeError, TypeError):
+                    setattr(e, attr, mask(value, known))
+        e = e.__cause__ or e.__context__
+
+
+def _connection(params: dict[str, Any]) -> Connection:
+    cert, key = params.pop("tls_cert"), params.pop("tls_key")
+    tls_pair(cert, key)
+    inference = read_secret(params.pop("inference_key_file"), INFERENCE_KEY_ENV,
+                            "--inference-key-file")
+    admin = read_secret(params.pop("admin_key_file"), ADMIN_KEY_ENV, "--admin-key-file")
+    if inference is not None and admin is not None and inference == admin:
+        raise ConfigError("--inference-key-file and --admin-key-file: the admin and the "
+                          "inference key must differ")
+    root = params.pop("root_certificates")
+    return Connection(
+        url=params.pop("url"), protocol=params.pop("protocol"), headers=params.pop("headers"),
+        ssl=params.pop("ssl") or cert is not None or root is not None,
+        root_certificates=str(root) if root is not None else None,
+        certificate_chain=str(cert) if cert is not None else None,
+        private_key=str(key) if key is not None else None,
+        inference_key=inference, admin_key=admin, timeout=params.pop("timeout"))
+
+
 def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--url, --protocol, --header, --ssl, --root-certificates, --timeout."""
+    """The connection options (--url, --protocol, --header, --ssl, --root-certificates,
+    --tls-cert/--tls-key, --inference-key-file, --admin-key-file, --timeout), passed to the
+    command as one :class:`Connection`, its ``conn`` parameter."""
+    file = click.Path(dir_okay=False, path_type=Path)
+    existing = click.Path(exists=True, dir_okay=False, path_type=Path)
     options = [
         click.option("--url", default=DEFAULT_URL, show_default=True, envvar="TRITONLLM_URL",
                      help="host:port or grpc://host:port (gRPC), http(s)://host:port (HTTP) "
                           "[env TRITONLLM_URL]."),
         click.option("--protocol", type=click.Choice(["grpc", "http"]),
                      help="Override the URL's scheme."),
+        click.option("--inference-key-file", type=file,
+                     help=f"File holding the inference key (its first line) [default: "
+                          f"${INFERENCE_KEY_ENV}]."),
+        click.option("--admin-key-file", type=file,
+                     help=f"File holding the admin key, for model control and the model list "
+                          f"[default: ${ADMIN_KEY_ENV}]."),
         click.option("--header", "headers", multiple=True, callback=_headers,
                      metavar="KEY=VALUE",
-                     help="Header sent with every call (repeatable), e.g. "
-                          "triton-grpc-protocol-apikey=SECRET for a restricted endpoint."),
-        click.option("--ssl", is_flag=True, help="Use TLS."),
-        click.option("--root-certificates", type=click.Path(exists=True, dir_okay=False),
-                     help="CA bundle for --ssl."),
+                     help="Extra header sent with every call (repeatable). Not for keys: a "
+                          "command line is visible to every user of the machine; use "
+                          "--inference-key-file / --admin-key-file."),
+        click.option("--ssl", is_flag=True,
+                     help="Use TLS (on by itself with --root-certificates or --tls-cert)."),
+        click.option("--root-certificates", type=existing,
+                     help="CA bundle the server's certificate is checked against."),
+        click.option("--tls-cert", type=existing,
+                     help="Client certificate (PEM), for a server that requires one (mutual "
+                          "TLS); with --tls-key."),
+        click.option("--tls-key", type=existing, help="The private key of --tls-cert (PEM)."),
         click.option("--timeout", type=float, default=60.0, show_default=True,
                      callback=positive, help="Deadline of the call, seconds."),
     ]
+
+    @functools.wraps(f)
+    def command(*args: Any, **params: Any) -> Any:
+        conn = _connection(params)
+        return f(*args, conn=conn, **params)
+
     for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def _client(url: str, model: str, protocol: str | None, headers: dict[str, str], ssl: bool,
-            root_certificates: str | None, timeout: float,
-            contract: str = CONTRACT_AUTO) -> Any:
-    from tritonllm.client import LLMClient
-
-    return LLMClient(url, model, protocol=protocol, headers=headers or None, ssl=ssl,
-                     root_certificates=root_certificates, timeout=timeout, contract=contract)
+        command = option(command)
+    return command
 
 
 def _echo_json(obj: Any) -> None:
@@ -111,10 +263,8 @@ def completion_json(c: Any) -> dict[str, Any]:
 @click.option("--request-id", help="Request id [default: a random one].")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: text, finish reason, token counts, timings.")
-def generate_cmd(prompt: str, url: str, protocol: str | None, headers: dict[str, str],
-                 ssl: bool, root_certificates: str | None, timeout: float, model: str,
-                 contract: str, stream: bool, max_tokens: int, as_json: bool,
-                 request_id: str | None,
+def generate_cmd(prompt: str, conn: Connection, model: str, contract: str, stream: bool,
+                 max_tokens: int, as_json: bool, request_id: str | None,
                  stop: tuple[str, ...], bad_words: tuple[str, ...], include_input: bool,
                  **sampling: Any) -> None:
     """Generate text for PROMPT on a running server."""
@@ -125,8 +275,7 @@ def generate_cmd(prompt: str, url: str, protocol: str | None, headers: dict[str,
         options["bad_words"] = list(bad_words)
     if include_input:
         options["exclude_input_in_output"] = False
-    with _client(url, model, protocol, headers, ssl, root_certificates, timeout,
-                 contract) as client:
+    with conn.errors(), conn.client(model, contract) as client:
         if not stream or as_json:
             completion = client.generate(prompt, max_tokens, request_id=request_id,
                                          stream=stream, **options)
@@ -151,15 +300,14 @@ def generate_cmd(prompt: str, url: str, protocol: str | None, headers: dict[str,
 @click.command("health")
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def health_cmd(url: str, protocol: str | None, headers: dict[str, str], ssl: bool,
-               root_certificates: str | None, timeout: float, as_json: bool) -> None:
+def health_cmd(conn: Connection, as_json: bool) -> None:
     """Is the server live and ready? Exit code 0 only when it is ready."""
-    with _client(url, "ensemble", protocol, headers, ssl, root_certificates, timeout) as client:
+    with conn.errors(), conn.client() as client:
         h = client.health()
     if as_json:
-        _echo_json({"url": url, "live": h.live, "ready": h.ready})
+        _echo_json({"url": conn.url, "live": h.live, "ready": h.ready})
     else:
-        click.echo(f"{url}: {'live' if h.live else 'not live'}, "
+        click.echo(f"{conn.url}: {'live' if h.live else 'not live'}, "
                    f"{'ready' if h.ready else 'not ready'}")
     if not h.ready:
         sys.exit(1)
@@ -182,22 +330,24 @@ def _list_models(client: Any, as_json: bool) -> None:
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
-def models_cmd(ctx: click.Context, url: str, protocol: str | None, headers: dict[str, str],
-               ssl: bool, root_certificates: str | None, timeout: float, as_json: bool) -> None:
-    """List the server's models and their states; `load` / `unload` them."""
+def models_cmd(ctx: click.Context, conn: Connection, as_json: bool) -> None:
+    """List the server's models and their states; `load` / `unload` them.
+
+    The model list and model control are admin endpoints on a secured server: they need the
+    admin key (--admin-key-file or $TRITONLLM_ADMIN_KEY).
+    """
     if ctx.invoked_subcommand is None:
-        with _client(url, "ensemble", protocol, headers, ssl, root_certificates,
-                     timeout) as client:
+        with conn.errors(ADMIN_HEADER), conn.client() as client:
             _list_models(client, as_json)
 
 
 @models_cmd.command("list")
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def models_list_cmd(url: str, protocol: str | None, headers: dict[str, str], ssl: bool,
-                    root_certificates: str | None, timeout: float, as_json: bool) -> None:
-    """List the server's models, their versions and states."""
-    with _client(url, "ensemble", protocol, headers, ssl, root_certificates, timeout) as client:
+def models_list_cmd(conn: Connection, as_json: bool) -> None:
+    """List the server's models, their versions and states (needs the admin key on a secured
+    server)."""
+    with conn.errors(ADMIN_HEADER), conn.client() as client:
         _list_models(client, as_json)
 
 
@@ -207,16 +357,14 @@ def _ready_versions(rows: list[Any], name: str) -> str:
     return ", ".join(ready) or "none"
 
 
-def _control(action: str, models: tuple[str, ...], url: str, protocol: str | None,
-             headers: dict[str, str], ssl: bool, root_certificates: str | None,
-             timeout: float) -> None:
+def _control(action: str, models: tuple[str, ...], conn: Connection) -> None:
     from tritonllm.client import ClientError
     from tritonllm.client._control import LoadStep, load_plan
 
-    with _client(url, "ensemble", protocol, headers, ssl, root_certificates, timeout) as client:
+    with conn.errors(ADMIN_HEADER), conn.client() as client:
         names = list(dict.fromkeys(models)) or sorted({m.name for m in client.models()})
         if not names:
-            raise ClientError(f"load: the repository of {url} has no models")
+            raise ClientError(f"load: the repository of {conn.url} has no models")
         plan = load_plan({n: client.config(n) for n in names}) if len(names) > 1 \
             else [LoadStep(names[0])]
         if action == "unload":  # callers first, so none is left calling an unloaded model
@@ -235,18 +383,20 @@ def _control(action: str, models: tuple[str, ...], url: str, protocol: str | Non
 @models_cmd.command("load")
 @click.argument("models", nargs=-1)
 @connection_options
-def models_load_cmd(models: tuple[str, ...], **conn: Any) -> None:
+def models_load_cmd(models: tuple[str, ...], conn: Connection) -> None:
     """Load (or reload: a new version replaces the served one) MODELS; none: all of them.
 
-    The server must run with --model-control-mode explicit. Models are loaded after the
-    models they call, so a version swap keeps every request answered.
+    The server must run with --model-control-mode explicit, and on a secured server the call
+    needs the admin key (--admin-key-file or $TRITONLLM_ADMIN_KEY). Models are loaded after
+    the models they call, so a version swap keeps every request answered.
     """
-    _control("load", models, **conn)
+    _control("load", models, conn)
 
 
 @models_cmd.command("unload")
 @click.argument("models", nargs=-1, required=True)
 @connection_options
-def models_unload_cmd(models: tuple[str, ...], **conn: Any) -> None:
-    """Unload MODELS (their requests in flight finish first)."""
-    _control("unload", models, **conn)
+def models_unload_cmd(models: tuple[str, ...], conn: Connection) -> None:
+    """Unload MODELS (their requests in flight finish first; needs the admin key on a secured
+    server)."""
+    _control("unload", models, conn)

@@ -48,7 +48,7 @@ def launch_cmd(config: Path, checkpoint: Path | None, cache_dir: Path | None,
                f"({'cache hit' if plan.cached else 'built'}), repository {plan.repo_dir}",
                err=True)
     if dry_run:
-        click.echo(" ".join(plan.argv))
+        click.echo(plan.shown())
         return
     click.echo(f"tritonllm launch: exec {plan.argv[0]}", err=True)
     exec_server(plan.argv, plan.env)

@@ -1,10 +1,13 @@
 """``tritonllm perf``: load generation, perf_analyzer / genai-perf drivers, reports, SLO gates.
 
 ``tritonllm perf --url H:P --model ensemble --concurrency 1,4,16 ...`` runs a benchmark (the
-group runs it when no subcommand is named) and writes an artifact directory; with
+group runs it when no subcommand is named) and writes an artifact directory; a served
+repository's inference key comes from ``--inference-key-file`` or ``$TRITONLLM_INFERENCE_KEY``
+(our generator only: genai-perf and perf_analyzer take headers on their command lines); with
 ``--endpoint openai --url http://H:P/v1`` our generator sends it through an OpenAI-compatible
 API (``tritonllm openai``) instead of Triton's gRPC, its key from ``--api-key-file`` or
-``$TRITONLLM_OPENAI_API_KEYS`` (the first key), never argv;
+``$TRITONLLM_OPENAI_API_KEYS`` (the first key). Keys never come from argv and are never
+recorded (run.json holds header names only);
 ``tritonllm perf compare A B`` prints the deltas between two runs. Option defaults are
 :class:`tritonllm.perf.scenario.Scenario`'s.
 
@@ -79,6 +82,9 @@ def _pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
 @click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="--endpoint openai: a file of API keys, the first one is sent [default: "
                    "$TRITONLLM_OPENAI_API_KEYS, comma-separated; none: no key].")
+@click.option("--inference-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Triton's gRPC endpoint: a file holding the served repository's inference "
+                   "key (--tool ours) [default: $TRITONLLM_INFERENCE_KEY].")
 @click.option("--model", default=_D.model, show_default=True,
               help="Served model (ensemble or tensorrt_llm_bls).")
 @click.option("--concurrency", default=",".join(map(str, _D.concurrency)), show_default=True,
@@ -113,7 +119,8 @@ def _pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
 @click.option("-H", "--header", "headers", multiple=True, callback=_pairs,
               metavar="KEY:VALUE",
               help="Header sent with every request: gRPC metadata, or HTTP with --endpoint "
-                   "openai (repeatable).")
+                   "openai (repeatable). Not for keys (argv is visible to every user): use "
+                   "--inference-key-file / --api-key-file.")
 @click.option("--seed", type=int, default=_D.seed, show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=_D.timeout,
               show_default=True, help="Seconds one request may take.")
@@ -154,6 +161,36 @@ def _check_endpoint(opts: dict[str, Any]) -> None:
     if endpoint != "openai" and opts["api_key_file"] is not None:
         raise click.UsageError(f"--api-key-file and --endpoint {endpoint}: the key is sent to "
                                "an OpenAI API only (--endpoint openai)")
+    if endpoint == "openai" and opts["inference_key_file"] is not None:
+        raise click.UsageError("--inference-key-file and --endpoint openai: the key is "
+                               "Triton's (--endpoint grpc); the OpenAI API takes --api-key-file")
+
+
+def _inference_key(opts: dict[str, Any]) -> Any:
+    """Triton's inference key (file, else environment) for --endpoint grpc, or None; refused
+    for genai-perf and perf_analyzer, which would put it on their command lines."""
+    from tritonllm.security import INFERENCE_KEY_ENV, read_secret
+
+    if opts["endpoint"] != "grpc":
+        return None
+    key = read_secret(opts["inference_key_file"], INFERENCE_KEY_ENV, "--inference-key-file")
+    if key is not None and opts["tool"] != "ours":
+        raise ConfigError(f"{key.source} and --tool {opts['tool']}: that tool takes headers "
+                          "only on its command line, which every user of the machine can "
+                          "read; use --tool ours (or unset the key and pass -H yourself)")
+    return key
+
+
+def _recorded_command(argv: list[str]) -> str | None:
+    """``tritonllm perf ...`` as run, for run.json, with every -H/--header value as ***."""
+    if len(argv) < 2 or argv[1] != "perf":
+        return None
+    out, hide = ["tritonllm", "perf"], False
+    for arg in argv[2:]:
+        inline = arg.startswith("--header=") or (arg.startswith("-H") and len(arg) > 2)
+        out.append(arg.partition(":")[0] + ":***" if hide or inline else arg)
+        hide = not hide and arg in ("-H", "--header")
+    return " ".join(out)
 
 
 def _api_key(opts: dict[str, Any]) -> str | None:
@@ -195,6 +232,7 @@ def run_benchmark(**opts: Any) -> int:
     _check_endpoint(opts)
     scenario = _scenario(opts)
     api_key = _api_key(opts)
+    inference_key = _inference_key(opts)
     slos = parse_slos(opts["slo"]) if opts["slo"] else ()
     tok_dir = find_tokenizer(scenario.tokenizer, opts["repo"])
     scenario = scenario.replace(tokenizer=tok_dir)
@@ -214,7 +252,9 @@ def run_benchmark(**opts: Any) -> int:
         from tritonllm.perf.run import run_ours
 
         with request_progress(not opts["quiet"]) as progress:
-            run = run_ours(scenario, tokenizer, progress, api_key=api_key)
+            key = ({"api_key": api_key} if scenario.endpoint == "openai"
+                   else {"inference_key": inference_key})
+            run = run_ours(scenario, tokenizer, progress, **key)
     else:
         from tritonllm.perf import drivers
         from tritonllm.perf.run import build_requests
@@ -223,8 +263,7 @@ def run_benchmark(**opts: Any) -> int:
         runner = (drivers.run_genai_perf if scenario.tool == "genai-perf"
                   else drivers.run_perf_analyzer)
         run = runner(scenario, plan, tokenizer, Path(out) / scenario.tool, say)
-    run.meta["command"] = " ".join(["tritonllm", "perf", *sys.argv[2:]]) \
-        if len(sys.argv) > 1 and sys.argv[1] == "perf" else None
+    run.meta["command"] = _recorded_command(sys.argv)
     results = check(slos, {p.point.label: p.summary for p in run.points}) if slos else []
     write_run(run, Path(out), results, plots=opts["plots"])
     click.echo(markdown_table(run))

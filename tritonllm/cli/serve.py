@@ -31,6 +31,13 @@ import click
 
 from tritonllm.cli._console import progress_line
 from tritonllm.errors import ServingError
+from tritonllm.security import (
+    ADMIN_KEY_ENV,
+    INFERENCE_KEY_ENV,
+    AccessPolicy,
+    TlsSettings,
+    read_secret,
+)
 from tritonllm.server import (
     MODEL_CONTROL_MODES,
     ServerOptions,
@@ -41,6 +48,7 @@ from tritonllm.server import (
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ServerOptions)}
 _PORT = click.IntRange(0, 65535)
+LOOPBACK = "127.0.0.1"
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -82,8 +90,23 @@ def _say(message: str) -> None:
               help="0 picks a free port.")
 @click.option("--metrics-port", type=_PORT, default=_DEFAULTS["metrics_port"],
               show_default=True, help="0 picks a free port.")
-@click.option("--host", default=_DEFAULTS["host"], show_default=True,
-              help="Address the endpoints listen on.")
+@click.option("--host", default=LOOPBACK, show_default=True,
+              help="Address the endpoints listen on (0.0.0.0: every interface; the container "
+                   "entrypoint says so).")
+@click.option("--admin-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The key of the admin endpoints (model control, shared memory, statistics, "
+                   f"trace, logging) [default: ${ADMIN_KEY_ENV}; none: they stay closed].")
+@click.option("--inference-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A key for inference and metadata too [default: ${INFERENCE_KEY_ENV}; "
+                   "none: open].")
+@click.option("--no-auth", is_flag=True,
+              help="Open every endpoint (no key anywhere).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="gRPC TLS: the server's certificate (PEM).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="gRPC TLS: the server's private key (PEM).")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="gRPC mutual TLS: clients must present a certificate this CA signed.")
 @click.option("--timeout", "startup_timeout", type=click.FloatRange(min=0, min_open=True),
               default=_DEFAULTS["startup_timeout"], show_default=True,
               help="Seconds until every model must be READY.")
@@ -105,13 +128,22 @@ def _say(message: str) -> None:
               default=_DEFAULTS["http_form_limit"], show_default=True,
               help="Managed: form-encoded HTTP bodies of this many bytes or more get 413 "
                    "(Triton 2.51 crashes on them from 4 MiB).")
-def serve_cmd(repo: Path, tritonserver_args: tuple[str, ...], **options: Any) -> None:
+def serve_cmd(repo: Path, tritonserver_args: tuple[str, ...], admin_key_file: Path | None,
+              inference_key_file: Path | None, no_auth: bool, tls_cert: Path | None,
+              tls_key: Path | None, tls_ca: Path | None, **options: Any) -> None:
     """Serve the Triton model repository REPO until Ctrl-C (SIGINT) or SIGTERM.
+
+    Secure by default: it listens on 127.0.0.1, and the admin endpoints need a key (with none
+    given, only this launcher holds one); --inference-key-file closes inference too; --no-auth
+    opens everything. Keys come from files or the environment, never the command line.
 
     Uses $TRITONSERVER, else tritonserver on PATH, else the one in the nvidia-pytriton wheel.
     Arguments after `--` go to tritonserver unchanged.
     """
-    settings = ServerOptions(repo=repo, extra_args=tritonserver_args, **options)
+    access = access_policy(admin_key_file, inference_key_file, no_auth)
+    tls = tls_settings(tls_cert, tls_key, tls_ca)
+    settings = ServerOptions(repo=repo, extra_args=tritonserver_args, access=access, tls=tls,
+                             **options)
     server = TritonServer(settings, say=_say)
     t0 = time.perf_counter()
     ready = False
@@ -139,6 +171,30 @@ def serve_cmd(repo: Path, tritonserver_args: tuple[str, ...], **options: Any) ->
             server.stop()
 
 
+def access_policy(admin_key_file: Path | None, inference_key_file: Path | None,
+                  no_auth: bool) -> AccessPolicy:
+    """The policy of the options (keys from the files, else the environment)."""
+    if no_auth:
+        if admin_key_file or inference_key_file:
+            raise click.UsageError("--no-auth opens every endpoint: it cannot go with "
+                                   "--admin-key-file / --inference-key-file")
+        return AccessPolicy(no_auth=True)
+    return AccessPolicy(
+        admin_key=read_secret(admin_key_file, ADMIN_KEY_ENV, "--admin-key-file"),
+        inference_key=read_secret(inference_key_file, INFERENCE_KEY_ENV,
+                                  "--inference-key-file"))
+
+
+def tls_settings(cert: Path | None, key: Path | None, ca: Path | None) -> TlsSettings | None:
+    if cert is None and key is None:
+        if ca is not None:
+            raise click.UsageError("--tls-ca needs --tls-cert and --tls-key")
+        return None
+    if cert is None or key is None:
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    return TlsSettings(cert, key, ca)
+
+
 def _report_stop(report: StopReport | None) -> None:
     """One line on how the stop went; a stop that was not clean is an error (exit 1)."""
     if report is None or report.clean:
@@ -158,4 +214,12 @@ def _print_endpoints(server: TritonServer, seconds: float) -> None:
     click.echo(f"  metrics  {metrics}")
     click.echo(f"  log      {server.log_path}")
     click.echo(f"  pid      {server.pid}")
+    o = server.options
+    if o.access is not None:
+        click.echo(f"  {o.access.describe()}")
+    if o.tls is not None:
+        click.echo(f"  gRPC TLS {'mutual (clients need a certificate)' if o.tls.mutual else 'on'};"
+                   " HTTP is plain: put a TLS proxy in front of it (docs/security.md)")
+    if o.host == LOOPBACK:
+        click.echo("  listening on loopback only (--host 0.0.0.0 for every interface)")
     click.echo("Ctrl-C (SIGINT) or SIGTERM stops it.")

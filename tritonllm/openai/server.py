@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FrontOptions", "make_app", "run"]
+from tritonllm.errors import ConfigError
+from tritonllm.security import Secret
+
+__all__ = ["FrontOptions", "make_app", "run", "uvicorn_options"]
 
 
 @dataclass(frozen=True)
@@ -18,8 +21,13 @@ class FrontOptions:
     ``tensorrt_llm_bls``, or an llmapi model); ``served_name``: the name clients use
     (default: ``model``); ``tokenizer``: the model's tokenizer directory (its chat template and
     special tokens); ``chat_template``: a Jinja file that replaces the tokenizer's;
-    ``api_keys``: accepted keys (empty: no key needed); ``timeout``: seconds one Triton request
-    may take.
+    ``api_keys``: accepted keys (empty: no key needed; never in ``repr``); ``timeout``: seconds
+    one Triton request may take.
+
+    TLS of the front itself (HTTPS): ``tls_cert`` and ``tls_key`` (PEM, both or neither);
+    ``tls_ca``: clients must then present a certificate this CA signed. Its connection to
+    Triton: ``triton_inference_key`` (for a repository that restricts inference) and
+    ``triton_ca`` (gRPC over TLS, the server's certificate checked against this CA).
     """
 
     url: str = "localhost:8001"
@@ -27,18 +35,38 @@ class FrontOptions:
     served_name: str | None = None
     tokenizer: Path | None = None
     chat_template: Path | None = None
-    api_keys: tuple[bytes, ...] = ()
+    api_keys: tuple[bytes, ...] = field(default=(), repr=False)
     host: str = "127.0.0.1"
     port: int = 9000
     timeout: float = 600.0
     default_max_tokens: int = 16  # OpenAI's completions default when max_tokens is omitted
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    triton_inference_key: Secret | None = None
+    triton_ca: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key: give both (the certificate and its "
+                              "private key) or neither")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ConfigError("--tls-ca needs --tls-cert and --tls-key: client certificates "
+                              "are checked over HTTPS only")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the front serves HTTPS."""
+        return self.tls_cert is not None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
 
 def _tokenizer_parts(o: FrontOptions) -> tuple[
         Callable[[list[dict[str, Any]]], str] | None, Callable[[str, bool], int] | None]:
     """``(render_chat, count_tokens)`` from the model's tokenizer (None without one)."""
-    from tritonllm.errors import ConfigError
-
     if o.tokenizer is None:
         if o.chat_template is not None:
             raise ConfigError("--chat-template needs the model's tokenizer too (--tokenizer or "
@@ -86,8 +114,10 @@ def make_app(o: FrontOptions) -> Any:
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         # One retry of a request refused before any text (a server restarting, a stub being
         # reloaded); the client never retries once text may have reached the caller.
-        serving.client = AsyncLLMClient(o.url, model=o.model, timeout=o.timeout,
-                                        retry=RetryPolicy(attempts=2))
+        serving.client = AsyncLLMClient(
+            o.url, model=o.model, timeout=o.timeout, retry=RetryPolicy(attempts=2),
+            inference_key=o.triton_inference_key, ssl=o.triton_ca is not None,
+            root_certificates=str(o.triton_ca) if o.triton_ca is not None else None)
         try:
             yield
         finally:
@@ -96,25 +126,54 @@ def make_app(o: FrontOptions) -> Any:
     async def ready() -> bool:
         if serving.client is None:
             return False
+        # Health and model metadata: what an inference client may read (the repository
+        # index is an admin endpoint on a secured server). Triton has metadata for a model
+        # only while a version of it is loaded.
         try:
-            statuses = await serving.client.models(timeout=5)
+            health = await serving.client.health(timeout=5)
+            await serving.client.metadata(o.model, timeout=5)
         except ClientError:
             return False
-        return any(s.name == o.model and s.state == "READY" for s in statuses)
+        return health.ready
 
     return create_app(serving, api_keys=o.api_keys, ready=ready, metrics=metrics,
                       lifespan=lifespan)
 
 
-def run(o: FrontOptions, log_level: str = "warning") -> None:
-    """Serve until Ctrl-C / SIGTERM (uvicorn's handling: in-flight requests finish)."""
+def uvicorn_options(o: FrontOptions, log_level: str = "warning") -> dict[str, Any]:
+    """``uvicorn.run`` / ``uvicorn.Config`` keywords for ``o``: its address and its TLS
+    (``tls_ca``: a client certificate is required). ConfigError naming the option for a
+    certificate, key or CA that does not load."""
     import importlib.util
+    import ssl
 
-    import uvicorn
-
-    app = make_app(o)
     # httptools (uvicorn[standard]) parses HTTP in C; the event loop stays asyncio's (gRPC's
     # asyncio channel runs on it).
     http = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
-    uvicorn.run(app, host=o.host, port=o.port, log_level=log_level, access_log=False,
-                http=http, loop="asyncio")
+    options: dict[str, Any] = {"host": o.host, "port": o.port, "log_level": log_level,
+                               "access_log": False, "http": http, "loop": "asyncio"}
+    if o.tls_cert is None:
+        return options
+    check = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # fail here, in one line
+    try:
+        check.load_cert_chain(o.tls_cert, o.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"--tls-cert {o.tls_cert} / --tls-key {o.tls_key}: "
+                          f"{getattr(e, 'strerror', None) or e}") from None
+    options |= {"ssl_certfile": str(o.tls_cert), "ssl_keyfile": str(o.tls_key)}
+    if o.tls_ca is not None:
+        try:
+            check.load_verify_locations(o.tls_ca)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"--tls-ca {o.tls_ca}: "
+                              f"{getattr(e, 'strerror', None) or e}") from None
+        options |= {"ssl_ca_certs": str(o.tls_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options
+
+
+def run(o: FrontOptions, log_level: str = "warning") -> None:
+    """Serve until Ctrl-C / SIGTERM (uvicorn's handling: in-flight requests finish)."""
+    import uvicorn
+
+    options = uvicorn_options(o, log_level)
+    uvicorn.run(make_app(o), **options)
