@@ -215,6 +215,16 @@ def _grpc_options(endpoint: Endpoint, tls: ClientTls | None) -> dict[str, Any]:
 
 # --- gRPC, sync -------------------------------------------------------------------------------
 
+_POLLER_STOP_WAIT_S = 2.0  # grpc's poller wakes every 0.2 s
+
+
+def _close_when_unpolled(client: Any, poller: Any) -> None:
+    deadline = time.monotonic() + _POLLER_STOP_WAIT_S
+    while getattr(poller, "polling", False) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.close()
+
+
 class _PooledStream:
     """One tritonclient.grpc client and its (lazily started, reusable) stream."""
 
@@ -223,6 +233,7 @@ class _PooledStream:
         self.headers = dict(headers) if headers else None
         self.responses: queue.SimpleQueue[tuple[Any, Any]] | None = None
         self.lock = threading.Lock()
+        self._changed: Callable[[Any], None] | None = None
 
     def watch(self, grpc: Any, on_lost: Callable[[_PooledStream], None]) -> None:
         """Call ``on_lost(self)`` (on a gRPC thread) each time the connection, once up, goes.
@@ -244,6 +255,28 @@ class _PooledStream:
                 on_lost(self)
 
         channel.subscribe(changed, try_to_connect=False)
+        self._changed = changed
+
+    def close(self) -> None:
+        """Stop the stream (cancelling what is in flight) and close the client's channel.
+
+        grpc's connectivity poller (started by ``subscribe``) wakes every 0.2 s and stops only
+        once it sees no subscriber; a channel closed while it is between two polls makes it
+        raise in its thread ("Cannot monitor channel state: Channel closed!"). So the channel
+        is closed once the poller has stopped: here when it is not running, else on a short
+        daemon thread, so that close() does not wait.
+        """
+        self.client.stop_stream(cancel_requests=True)
+        channel = getattr(self.client, "_channel", None)
+        if self._changed is not None and channel is not None:
+            channel.unsubscribe(self._changed)
+            self._changed = None
+        poller = getattr(channel, "_connectivity_state", None)  # grpc's; None if it changed
+        if poller is None or not getattr(poller, "polling", False):
+            self.client.close()
+            return
+        threading.Thread(target=_close_when_unpolled, args=(self.client, poller), daemon=True,
+                         name="tritonllm-channel-close").start()
 
     def connection_gone(self) -> None:
         """Tell the request reading this stream that its connection went."""
@@ -450,8 +483,7 @@ class GrpcTransport:
             self._closed = True
             streams, self._all, self._idle = self._all, [], []
         for s in streams:
-            s.client.stop_stream(cancel_requests=True)
-            s.client.close()
+            s.close()
         self._control.close()
 
 

@@ -122,10 +122,11 @@ def wait_engine_idle(server: Any, tokens_at_least: float = 0) -> None:
     assert metric(server, MC.REQUEST_METRICS, "active") == 0  # held: running or waiting
 
 
-def stop_by_id(server: Any, request_ids: list[str]) -> None:
+def stop_by_id(server: Any, request_ids: list[str], stream: Stream | None = None) -> None:
     """The contract's way to stop LLM requests: ``stop`` with the same request id (all sent
-    at once on one stream, then every final response collected)."""
-    s = Stream(server)
+    at once on one stream, then every final response collected). ``stream``: an open one to
+    send them on (its owner closes it), else one opened here."""
+    s = stream or Stream(server)
     try:
         for rid in request_ids:
             s.send(rid, "tensorrt_llm", [
@@ -137,7 +138,8 @@ def stop_by_id(server: Any, request_ids: list[str]) -> None:
             _, err = s.collect(rid)
             assert err is None
     finally:
-        s.close()
+        if stream is None:
+            s.close()
 
 
 def tensor(name: str, value: Any, dtype: str) -> Any:
