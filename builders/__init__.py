@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from tritonllm.builders import cpu, trtllm, trtllm_llmapi  # noqa: F401  (register engines)
+from tritonllm.builders import cpu, onnx, trtllm, trtllm_llmapi  # noqa: F401  (register engines)
 from tritonllm.builders.base import ENGINES, EngineBuilder, get_builder, register
 from tritonllm.builders.build import BuildResult, build
 from tritonllm.builders.checkpoint import CheckpointInfo, inspect_checkpoint

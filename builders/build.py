@@ -8,6 +8,7 @@ to ``out`` and swaps it into place, so a failed build never leaves half an engin
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -19,6 +20,7 @@ from tritonllm import __version__
 from tritonllm.builders.base import Progress, check_output_dir, get_builder
 from tritonllm.builders.checkpoint import CHAT_TEMPLATE_FILES, CheckpointInfo, inspect_checkpoint
 from tritonllm.builders.manifest import (
+    CHECKS_FILE,
     MANIFEST,
     Manifest,
     cache_key,
@@ -29,7 +31,7 @@ from tritonllm.builders.settings import BuildSettings
 from tritonllm.errors import RepositoryError
 
 TOKENIZER_EXTRA = ("tokenizer_config.json", "special_tokens_map.json", "merges.txt",
-                   "generation_config.json", "config.json", *CHAT_TEMPLATE_FILES)
+                   "vocab.txt", "generation_config.json", "config.json", *CHAT_TEMPLATE_FILES)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,10 @@ def build(settings: BuildSettings, progress: Progress | None = None) -> BuildRes
         t1 = time.perf_counter()
         commands = builder.build(settings, info, limits, work, log, say)
         t_build = time.perf_counter() - t1
+        checks = {}
+        if (work / CHECKS_FILE).is_file():
+            checks = json.loads((work / CHECKS_FILE).read_text(encoding="utf-8"))
+            (work / CHECKS_FILE).unlink()
         say("writing manifest")
         _copy_tokenizer(info, work / "tokenizer")
         manifest = Manifest(
@@ -105,6 +111,7 @@ def build(settings: BuildSettings, progress: Progress | None = None) -> BuildRes
             limits=limits,
             engine_files=list_files(work),
             commands=commands,
+            checks=checks,
             timings={"inspect_s": round(t_inspect, 3), "build_s": round(t_build, 3),
                      "total_s": round(time.perf_counter() - t0, 3)},
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

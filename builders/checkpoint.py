@@ -28,6 +28,16 @@ SUPPORTED_ARCHITECTURES: dict[str, str] = {
     "GemmaForCausalLM": "gemma",
 }
 
+#: Sentence encoders the onnx engine builds (the embeddings and encoder modules it wraps).
+ENCODER_ARCHITECTURES: dict[str, str] = {
+    "BertModel": "bert",
+}
+#: What sentence-transformers keeps beside the weights (pooling, normalization, max length):
+#: part of the checkpoint's digest, copied with the tokenizer.
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json",
+                               "config_sentence_transformers.json", "1_Pooling/config.json")
+_ALL_ARCHITECTURES = {**SUPPORTED_ARCHITECTURES, **ENCODER_ARCHITECTURES}
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 #: Where a tokenizer's chat template lives besides tokenizer_config.json: transformers 5 saves it
 #: as chat_template.jinja; chat_template.json is the processors' legacy file. Copied with the
@@ -191,10 +201,11 @@ def inspect_checkpoint(
             f"{root / 'config.json'}: auto_map asks for custom modeling code; "
             "pass --trust-remote-code only if you have read that code"
         )
-    if arch not in SUPPORTED_ARCHITECTURES:
+    if arch not in _ALL_ARCHITECTURES:
         raise UnsupportedArchitecture(
             f"{root / 'config.json'}: architecture {arch!r} is not supported; supported: "
-            + ", ".join(sorted(SUPPORTED_ARCHITECTURES))
+            + ", ".join(sorted(SUPPORTED_ARCHITECTURES)) + " (LLM engines); "
+            + ", ".join(sorted(ENCODER_ARCHITECTURES)) + " (the onnx engine)"
         )
 
     weights = _weight_files(root)
@@ -227,8 +238,9 @@ def inspect_checkpoint(
     inputs = sorted(
         {*weights, *tok_files, "config.json"}
         | {n for n in ("tokenizer_config.json", "generation_config.json",
-                       "special_tokens_map.json", "merges.txt", "model.safetensors.index.json",
-                       *CHAT_TEMPLATE_FILES)
+                       "special_tokens_map.json", "merges.txt", "vocab.txt",
+                       "model.safetensors.index.json", *CHAT_TEMPLATE_FILES,
+                       *SENTENCE_TRANSFORMERS_FILES)
            if (root / n).is_file()}
     )
     prev = previous_digests or {}
@@ -237,7 +249,7 @@ def inspect_checkpoint(
     return CheckpointInfo(
         path=root.resolve(),
         architecture=arch,
-        family=SUPPORTED_ARCHITECTURES[arch],
+        family=_ALL_ARCHITECTURES[arch],
         config=config,
         vocab_size=need_int("vocab_size"),
         hidden_size=hidden,

@@ -18,6 +18,8 @@ from tritonllm.builders.checkpoint import FileDigest
 from tritonllm.errors import RepositoryError
 
 MANIFEST = "manifest.json"
+#: A builder may leave the results of its own checks here (JSON); they go into the manifest.
+CHECKS_FILE = "checks.json"
 SCHEMA = 1
 
 
@@ -51,6 +53,8 @@ class Manifest:
     limits: EngineLimits
     engine_files: dict[str, int]
     commands: list[list[str]] = field(default_factory=list)
+    #: the builder's own checks of its output (onnx: ONNX Runtime against PyTorch)
+    checks: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     tokenizer_dir: str = "tokenizer"
     created_at: str = ""

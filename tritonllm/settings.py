@@ -311,6 +311,12 @@ class RepoSettings:
     cache_size_gb: float = 1.0
     num_threads: int | None = None
     max_stream_interval_ms: int = 250
+    # embedding models (an onnx engine; see tritonllm.ensembles.embedding)
+    embedding_instance_count: int = 1
+    embedding_max_queue_delay_microseconds: int = 500
+    embedding_max_batch_size: int | None = None
+    embedding_max_text_bytes: int = 1 << 20
+    embedding_num_threads: int | None = None
     # paths
     engine_path: str | None = None
     server_repo_path: str | None = None
@@ -338,7 +344,8 @@ class RepoSettings:
                      "max_beam_width", "default_priority_level", "max_tokens_in_paged_kv_cache",
                      "max_attention_window_size", "cancellation_check_period_ms",
                      "stats_check_period_ms", "num_threads", "max_prompt_bytes", "max_words",
-                     "max_word_bytes"):
+                     "max_word_bytes", "embedding_instance_count", "embedding_max_batch_size",
+                     "embedding_max_text_bytes", "embedding_num_threads"):
             at_least(name, 1)
         most = MAX_WORD_LIST_IDS // (2 * _IDS_PER_WORD_BYTE)  # room for the tokenizer's EOS ids
         if self.max_words * self.max_word_bytes > most:
@@ -349,7 +356,7 @@ class RepoSettings:
                      "postprocessing_max_queue_delay_microseconds", "max_queue_size",
                      "queue_timeout_microseconds", "priority_levels", "sink_token_length",
                      "kv_cache_host_memory_bytes", "cuda_graph_cache_size",
-                     "max_stream_interval_ms"):
+                     "max_stream_interval_ms", "embedding_max_queue_delay_microseconds"):
             at_least(name, 0)
         frac = self.kv_cache_free_gpu_mem_fraction
         if frac is not None and not 0 < frac <= 1:
@@ -611,12 +618,42 @@ class LLMAPIParams(TritonParams):
             self._check_min(key, 1)
 
 
+@dataclass(frozen=True)
+class EmbeddingParams(TritonParams):
+    """``embedding`` (CPU) and ``embedding_tokenizer`` (GPU): texts → vectors / token ids.
+
+    tokenizer_dir: the encoder's HF tokenizer (tokenizer.json). engine_dir: the onnx engine
+    (CPU: the model runs its model.onnx; GPU: unused). max_length: the engine's max tokens per
+    text. pad_id: the tokenizer's. max_text_bytes: a text's UTF-8 size bound, checked before
+    decoding. num_threads: ONNX Runtime's intra-op threads (None: its default, one per core).
+    pad_to_max_length: pad every text to max_length (GPU: the encoder's inputs batch).
+    """
+
+    MODEL: ClassVar[str] = "embedding"
+    PATH_FIELDS: ClassVar[frozenset[str]] = frozenset({"tokenizer_dir", "engine_dir"})
+
+    tokenizer_dir: Path
+    max_length: int
+    engine_dir: Path | None = None
+    pad_id: int = 0
+    max_text_bytes: int = RepoSettings.embedding_max_text_bytes
+    num_threads: int | None = None
+    pad_to_max_length: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("max_length", "max_text_bytes", "num_threads"):
+            self._check_min(key, 1)
+        self._check_min("pad_id", 0)
+
+
 PARAMS_BY_MODEL: dict[str, type[TritonParams]] = {
     "preprocessing": PreprocessingParams,
     "postprocessing": PostprocessingParams,
     "tensorrt_llm": CpuLLMParams,  # CPU target only; the GPU model is the tensorrtllm backend
     "tensorrt_llm_bls": BLSParams,
     "llmapi": LLMAPIParams,
+    "embedding": EmbeddingParams,
+    "embedding_tokenizer": EmbeddingParams,
 }
 #: The same, for the llmapi layout (tritonllm.contract.LAYOUTS) on CPU: the classic fronts take
 #: the BLS model's parameters and ``tensorrt_llm`` is the llmapi model on the engine.
@@ -635,6 +672,7 @@ __all__ = [
     "BLSParams",
     "CpuLLMAPIParams",
     "CpuLLMParams",
+    "EmbeddingParams",
     "LLMAPIParams",
     "PostprocessingParams",
     "PreprocessingParams",

@@ -78,15 +78,17 @@ class Stream:
 
 
 @contextmanager
-def served_repository(engine: Path, where: Path, settings: Any = None) -> Iterator[Any]:
-    """The engine's repository (default RepoSettings) rendered into ``where/repo`` and served
-    on free ports; the server has ``.repo``, its log is ``where/tritonserver.log``."""
+def served_repository(engine: Path, where: Path, settings: Any = None,
+                      embedding: Path | None = None) -> Iterator[Any]:
+    """The engine's repository (default RepoSettings; ``embedding``: an onnx engine whose
+    models go beside the LLM's) rendered into ``where/repo`` and served on free ports; the
+    server has ``.repo``, its log is ``where/tritonserver.log``."""
     from tritonllm.builders.repository import render_repository
     from tritonllm.server import ServerOptions, TritonServer
     from tritonllm.settings import RepoSettings
 
     repo = where / "repo"
-    render_repository(engine, repo, settings or RepoSettings())
+    render_repository(engine, repo, settings or RepoSettings(), embedding=embedding)
     with TritonServer(ServerOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0,
                                     startup_timeout=300,
                                     log_file=where / "tritonserver.log")) as srv:

@@ -11,7 +11,7 @@ from tritonllm.cli._console import positive, progress_line
 from tritonllm.trtllm_release import LEGACY_LAST_IMAGE
 
 #: --engine choices, and the registered engine each one builds (--legacy-engine: the other).
-ENGINE_CHOICES = ("cpu", "trtllm")
+ENGINE_CHOICES = ("cpu", "trtllm", "onnx")
 LEGACY_ENGINE = "trtllm-legacy"
 ENGINE_NAMES = (*ENGINE_CHOICES, LEGACY_ENGINE)  # = the builder registry (a unit test checks)
 
@@ -34,7 +34,8 @@ def make_tiny_model_cmd(out: Path, size: str, seed: int) -> None:
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--engine", type=click.Choice(ENGINE_CHOICES), required=True,
               help="cpu: OpenVINO (any host); trtllm: TensorRT-LLM (NVIDIA GPU), a deployment "
-                   "for its LLM API (PyTorch backend).")
+                   "for its LLM API (PyTorch backend); onnx: a sentence-embedding encoder "
+                   "(sentence-transformers checkpoint).")
 @click.option("--legacy-engine", is_flag=True,
               help="trtllm: build TensorRT engines with trtllm-build instead, for the "
                    f"tensorrtllm backend of pinned images (up to {LEGACY_LAST_IMAGE}).")
@@ -44,7 +45,7 @@ def make_tiny_model_cmd(out: Path, size: str, seed: int) -> None:
 @click.option("--quantization",
               type=click.Choice(["int8", "int4", "int8_wo", "int4_wo", "int4_awq", "fp8",
                                  "nvfp4", "w4a8_awq", "smoothquant"]),
-              help="cpu: int8|int4 weight compression; trtllm: ModelOpt fp8|nvfp4|int4_awq|"
+              help="cpu: int8|int4 weight compression; onnx: int8 (dynamic); trtllm: ModelOpt fp8|nvfp4|int4_awq|"
                    "w4a8_awq; --legacy-engine: int8_wo|int4_wo|int4_awq|fp8|smoothquant.")
 @click.option("--group-size", type=int, callback=positive, help="int4 group size (cpu).")
 @click.option("--tp", type=int, default=1, show_default=True, callback=positive,
@@ -81,5 +82,11 @@ def build_cmd(checkpoint: Path, engine: str, out: Path, legacy_engine: bool,
     else:
         click.echo(f"built {engine} engine in {out} in {result.seconds:.1f}s")
     lim = m.limits
+    if m.engine == "onnx":
+        c = m.checks
+        click.echo(f"  limits: batch {lim.max_batch_size}, max length {lim.max_input_len} tokens; "
+                   f"{c.get('format')} graph vs PyTorch: max |diff| {c.get('max_abs_diff', 0):.2e}, "
+                   f"min cosine {c.get('min_cosine', 0):.6f}")
+        return
     click.echo(f"  limits: batch {lim.max_batch_size}, input {lim.max_input_len}, "
                f"sequence {lim.max_seq_len}, vocab {lim.vocab_size}, eos {list(lim.eos_token_ids)}")

@@ -136,11 +136,23 @@ def _parse_kv(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
           "of copying it.")
 @_setting("server_repo_path", "Where tritonserver sees this repository, e.g. /models "
           "(GPU gpt_model_path is absolute).")
+@click.option("--embedding", "embedding", type=click.Path(file_okay=False, path_type=Path),
+              help="An onnx engine dir (tritonllm build --engine onnx): render its embedding "
+                   "models beside the LLM's. An onnx ENGINE_DIR alone renders them only.")
+@_setting("embedding_instance_count", "Instances of the embedding model (CPU) or its "
+          "tokenizer and encoder (GPU).", type=click.IntRange(min=1))
+@_setting("embedding_max_queue_delay_microseconds", "Dynamic-batching delay of the embedding "
+          "models.", type=click.IntRange(min=0))
+@_setting("embedding_max_batch_size", "max_batch_size of the embedding models [default: the "
+          "onnx engine's].", type=click.IntRange(min=1))
+@_setting("embedding_num_threads", "ONNX Runtime intra-op threads of the CPU embedding model "
+          "[default: one per core].", type=click.IntRange(min=1))
 @click.option("--version", "version", type=click.IntRange(min=1),
               help="Add version N of every model beside the versions in --out (a repository "
                    "rendered earlier; N above them) instead of replacing it; then "
                    "`tritonllm models load` swaps the served version.")
-def repo_cmd(engine_dir: Path, out: Path, version: int | None, **options: Any) -> None:
+def repo_cmd(engine_dir: Path, out: Path, version: int | None, embedding: Path | None,
+             **options: Any) -> None:
     """Render a Triton model repository for the engine in ENGINE_DIR into --out."""
     from tritonllm.builders.repository import render_repository
     from tritonllm.builders.validate import validate_repository
@@ -150,14 +162,21 @@ def repo_cmd(engine_dir: Path, out: Path, version: int | None, **options: Any) -
         chosen.pop("extra_llm_parameters", None)
     settings = RepoSettings(**chosen)
     with progress_line() as say:
-        render_repository(engine_dir, out, settings, progress=say, version=version)
+        render_repository(engine_dir, out, settings, progress=say, version=version,
+                          embedding=embedding)
     marker = json.loads((out / ".tritonllm-repo.json").read_text(encoding="utf-8"))
+    emb = marker.get("embedding")
     if version is not None:
         click.echo(f"added version {version} to {out} (versions: "
                    f"{', '.join(sorted(marker['versions'], key=int))}); load it: tritonllm "
                    "models load --url URL (the server needs --model-control-mode explicit)")
-    click.echo(f"rendered {marker['target']} {marker['layout']}-layout repository in {out} "
-               f"(engine {'copied' if marker['engine_copied'] else 'at ' + marker['engine_ref']})")
+    if marker["layout"] is None:
+        click.echo(f"rendered {marker['target']} embedding repository in {out} "
+                   f"(models: {', '.join(emb['models'])})")
+    else:
+        click.echo(f"rendered {marker['target']} {marker['layout']}-layout repository in {out} "
+                   f"(engine {'copied' if marker['engine_copied'] else 'at ' + marker['engine_ref']}"
+                   f"{'; embedding models: ' + ', '.join(emb['models']) if emb else ''})")
     problems = validate_repository(out)
     for p in problems:
         click.secho(f"warning: {p}", err=True, fg="yellow")
