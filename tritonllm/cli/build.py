@@ -45,8 +45,9 @@ def make_tiny_model_cmd(out: Path, size: str, seed: int) -> None:
 @click.option("--quantization",
               type=click.Choice(["int8", "int4", "int8_wo", "int4_wo", "int4_awq", "fp8",
                                  "nvfp4", "w4a8_awq", "smoothquant"]),
-              help="cpu: int8|int4 weight compression; onnx: int8 (dynamic); trtllm: ModelOpt fp8|nvfp4|int4_awq|"
-                   "w4a8_awq; --legacy-engine: int8_wo|int4_wo|int4_awq|fp8|smoothquant.")
+              help="cpu: int8|int4 weight compression; onnx: int8 (dynamic); trtllm: "
+                   "ModelOpt fp8|nvfp4|int4_awq|w4a8_awq; --legacy-engine: "
+                   "int8_wo|int4_wo|int4_awq|fp8|smoothquant.")
 @click.option("--group-size", type=int, callback=positive, help="int4 group size (cpu).")
 @click.option("--tp", type=int, default=1, show_default=True, callback=positive,
               help="Tensor parallel size (trtllm).")
@@ -84,9 +85,9 @@ def build_cmd(checkpoint: Path, engine: str, out: Path, legacy_engine: bool,
     lim = m.limits
     if m.engine == "onnx":
         c = m.checks
-        click.echo(f"  limits: batch {lim.max_batch_size}, max length {lim.max_input_len} tokens; "
-                   f"{c.get('format')} graph vs PyTorch: max |diff| {c.get('max_abs_diff', 0):.2e}, "
-                   f"min cosine {c.get('min_cosine', 0):.6f}")
+        click.echo(f"  limits: batch {lim.max_batch_size}, max length {lim.max_input_len} "
+                   f"tokens; {c.get('format')} graph vs PyTorch: max |diff| "
+                   f"{c.get('max_abs_diff', 0):.2e}, min cosine {c.get('min_cosine', 0):.6f}")
         return
     click.echo(f"  limits: batch {lim.max_batch_size}, input {lim.max_input_len}, "
                f"sequence {lim.max_seq_len}, vocab {lim.vocab_size}, eos {list(lim.eos_token_ids)}")

@@ -174,9 +174,10 @@ def repo_cmd(engine_dir: Path, out: Path, version: int | None, embedding: Path |
         click.echo(f"rendered {marker['target']} embedding repository in {out} "
                    f"(models: {', '.join(emb['models'])})")
     else:
+        where = "copied" if marker["engine_copied"] else "at " + marker["engine_ref"]
+        extra = "; embedding models: " + ", ".join(emb["models"]) if emb else ""
         click.echo(f"rendered {marker['target']} {marker['layout']}-layout repository in {out} "
-                   f"(engine {'copied' if marker['engine_copied'] else 'at ' + marker['engine_ref']}"
-                   f"{'; embedding models: ' + ', '.join(emb['models']) if emb else ''})")
+                   f"(engine {where}{extra})")
     problems = validate_repository(out)
     for p in problems:
         click.secho(f"warning: {p}", err=True, fg="yellow")
