@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tritonllm import contract as C
-from tritonllm.builders.onnx import CHECKS_FILE, EMBEDDING_INFO, ONNX_FILE, POOLING_MODES, TOLERANCE
+from tritonllm.builders.manifest import CHECKS_FILE
+from tritonllm.builders.onnx import EMBEDDING_INFO, ONNX_FILE, POOLING_MODES, TOLERANCE
 
 #: Texts the exported graph is compared on: short and long, multi-byte, one padded batch.
 SAMPLE_TEXTS = (

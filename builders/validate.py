@@ -115,6 +115,7 @@ class _Validator:
         self.models: dict[str, _Model] = {}
         self.unparsable: set[str] = set()  # folders whose config.pbtxt did not parse
         self.manifest: Manifest | None = None
+        self.embedding: dict[str, _Model] = {}  # the embedding models (tritonllm.contract)
 
     def add(self, model: str, file: str, field: str, message: str) -> None:
         p = Problem(model, file, field, message)
@@ -149,7 +150,13 @@ class _Validator:
             if config.name and config.name != d.name:
                 self.add(d.name, CONFIG, "name",
                          f"{config.name!r} does not match its folder {d.name!r}")
-            self.models[d.name] = _Model(d.name, d, config)
+            model = _Model(d.name, d, config)
+            if d.name in C.EMBEDDING_CONTRACTS:
+                self.embedding[d.name] = model
+            else:
+                self.models[d.name] = model
+        if self.embedding and not self.models:
+            return  # an embedding repository: no LLM models to expect
         needed = ((C.ENSEMBLE, C.LLM) if self.layout == C.LAYOUT_LLMAPI
                   else (C.ENSEMBLE, C.PREPROCESSING, C.LLM, C.POSTPROCESSING))
         for name in needed:
@@ -240,7 +247,8 @@ class _Validator:
                     self.add(m.name, CONFIG, f"parameters.{key}", str(e).split(": ", 1)[-1])
 
     def check_python_params(self, m: _Model) -> None:
-        table = LLMAPI_LAYOUT_PARAMS if self.layout == C.LAYOUT_LLMAPI else PARAMS_BY_MODEL
+        table = (LLMAPI_LAYOUT_PARAMS if self.layout == C.LAYOUT_LLMAPI
+                 and m.name not in C.EMBEDDING_CONTRACTS else PARAMS_BY_MODEL)
         cls = table.get(m.name)
         if self.layout == C.LAYOUT_LLMAPI and m.name == C.LLM and self.target == "gpu":
             cls = None  # NVIDIA's llmapi model reads model.yaml, not parameters
@@ -272,7 +280,10 @@ class _Validator:
         if m.name not in models.names:
             self.add(m.name, CONFIG, "name", f"not a model of the {self.layout} layout")
             return
-        want = models[m.name]
+        self.check_tensors(m, models[m.name])
+
+    def check_tensors(self, m: _Model, want: C.ModelContract) -> None:
+        """``m``'s inputs and outputs against the contract ``want``."""
         for kind, declared, expected in (("input", m.config.input, want.inputs),
                                          ("output", m.config.output, want.outputs)):
             have = {t.name: t for t in declared}
@@ -654,8 +665,111 @@ class _Validator:
                      f"{count} instances without dynamic batching's preserve_ordering reorder "
                      "a stream's responses; use 1")
 
+    # --- embedding models --------------------------------------------------------------------
+
+    @property
+    def embedding_target(self) -> str | None:
+        emb = self.embedding.get(C.EMBEDDING)
+        if emb is None:
+            return None
+        return "gpu" if emb.config.platform == "ensemble" else "cpu"
+
+    def check_embedding(self) -> None:
+        target = self.embedding_target
+        if not self.embedding:
+            return
+        if target is None:
+            self.add(C.EMBEDDING, CONFIG, "file",
+                     f"missing: {', '.join(sorted(self.embedding))} serve it")
+            return
+        if self.target is not None and target != self.target:
+            self.add(C.EMBEDDING, CONFIG, "platform",
+                     f"a {target} embedding model beside a {self.target} LLM; render both for "
+                     "one target")
+        expected = C.EMBEDDING_MODELS[target]
+        for name in sorted(set(self.embedding) - set(expected)):
+            self.add(name, CONFIG, "name", f"not an embedding model of the {target} target")
+        for name in expected:
+            m = self.embedding.get(name)
+            if m is None:
+                self.add(name, CONFIG, "file", f"missing: the {target} embedding model needs it")
+                continue
+            self.check_tensors(m, C.EMBEDDING_CONTRACTS[name])
+            if m.config.max_batch_size < 1:
+                self.add(name, CONFIG, "max_batch_size",
+                         f"{m.config.max_batch_size}: must be > 0 (texts are batch rows)")
+            if name == C.EMBEDDING and target == "gpu":
+                self.check_embedding_steps(m)
+                continue
+            if not m.config.HasField("dynamic_batching"):
+                self.add(name, CONFIG, "dynamic_batching",
+                         "missing: without it every text runs through the encoder alone")
+            if name == C.EMBEDDING_ENCODER:
+                self.check_embedding_encoder(m)
+            else:
+                self.check_embedding_python(m, target)
+
+    def check_embedding_python(self, m: _Model, target: str) -> None:
+        from tritonllm.builders.onnx import ONNX_FILE
+
+        if not m.is_python:
+            self.add(m.name, CONFIG, "backend", f"{m.config.backend!r}: expected \"python\"")
+            return
+        model_py = f"{_newest(m.path)}/model.py"
+        if not (m.path / model_py).is_file():
+            self.add(m.name, model_py, "file", "missing (a Python-backend model needs it)")
+        self.check_python_params(m)
+        params = m.params
+        tok = self._repo_path(m, params.get("tokenizer_dir", ""))
+        if tok is not None and not (tok / "tokenizer.json").is_file():
+            self.add(m.name, CONFIG, "parameters.tokenizer_dir",
+                     f"{params.get('tokenizer_dir')}: holds no tokenizer.json")
+        if target == "cpu":
+            engine = self._repo_path(m, params.get("engine_dir", ""))
+            if engine is None or not (engine / ONNX_FILE).is_file():
+                self.add(m.name, CONFIG, "parameters.engine_dir",
+                         f"{params.get('engine_dir')!r}: holds no {ONNX_FILE}")
+
+    def check_embedding_encoder(self, m: _Model) -> None:
+        from tritonllm.builders.onnx import ONNX_FILE
+
+        if m.config.platform != "onnxruntime_onnx" and m.config.backend != "onnxruntime":
+            self.add(m.name, CONFIG, "platform",
+                     f"{m.config.platform or m.config.backend!r}: expected \"onnxruntime_onnx\"")
+        name = m.config.default_model_filename or ONNX_FILE
+        rel = f"{_newest(m.path)}/{name}"
+        if not (m.path / rel).is_file():
+            self.add(m.name, rel, "file", "missing (the ONNX encoder)")
+        for acc in m.config.optimization.execution_accelerators.gpu_execution_accelerator:
+            if acc.name == "tensorrt":
+                mode = acc.parameters.get("precision_mode", "FP32")
+                if mode not in ("FP32", "FP16", "INT8"):
+                    self.add(m.name, CONFIG, "optimization.precision_mode",
+                             f"{mode!r}: expected FP32, FP16 or INT8")
+
+    def check_embedding_steps(self, m: _Model) -> None:
+        if not m.config.HasField("ensemble_scheduling"):
+            self.add(m.name, CONFIG, "ensemble_scheduling", "missing")
+            return
+        got = [(s.model_name, dict(s.input_map), dict(s.output_map))
+               for s in m.config.ensemble_scheduling.step]
+        want = [(name, dict(i), dict(o)) for name, i, o in C.EMBEDDING_STEPS]
+        if got != want:
+            self.add(m.name, CONFIG, "ensemble_scheduling",
+                     f"steps {[g[0] for g in got]} do not chain as the contract says "
+                     f"({' → '.join(w[0] for w in want)}, tritonllm.contract.EMBEDDING_STEPS)")
+        for name, _, _ in want:
+            step = self.embedding.get(name)
+            if step is not None and step.config.max_batch_size < m.config.max_batch_size:
+                self.add(m.name, CONFIG, "max_batch_size",
+                         f"{m.config.max_batch_size} exceeds {name}'s "
+                         f"{step.config.max_batch_size}")
+
     def run(self) -> list[Problem]:
         self.load()
+        self.check_embedding()
+        if self.embedding and not self.models:
+            return self.problems
         self.check_models()
         self.check_postprocessing_sees_cancels()
         self.check_ensemble_graph()

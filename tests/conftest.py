@@ -68,6 +68,10 @@ _FAKE_ENGINE_FILES = {
         "trust_remote_code": False, "enable_chunked_prefill": False}, indent=2) + "\n",
         "checkpoint/config.json": '{"fake": "FAKE Hugging Face config for tests"}\n',
         "checkpoint/model.safetensors": "FAKE WEIGHTS\n"},
+    # an embedding encoder: the files the renderer copies (embedding.json is read)
+    "onnx": {"model.onnx": "FAKE ONNX\n", "embedding.json": json.dumps({
+        "dimension": 384, "pooling": "mean", "normalize": True, "max_length": 128,
+        "format": "float32", "opset": 17, "file": "model.onnx"}) + "\n"},
     "cpu": {name: "FAKE\n" for name in (
         "openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml",
         "openvino_tokenizer.bin", "openvino_detokenizer.xml", "openvino_detokenizer.bin")},
@@ -79,8 +83,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 @pytest.fixture(scope="session")
 def fake_engine(tiny_model: Path) -> Callable[..., Path]:
     """``fake_engine(dest, engine="trtllm-legacy", limits=None)``: a FAKE engine dir for
-    ``engine`` (trtllm-legacy, trtllm or cpu) at ``dest``: a real manifest and the tiny model's
-    real tokenizer, with placeholder engine files (GPU engines cannot be built here).
+    ``engine`` (trtllm-legacy, trtllm, cpu or onnx) at ``dest``: a real manifest and the tiny
+    model's real tokenizer, with placeholder engine files (GPU engines cannot be built here).
     ``limits`` defaults to max_batch_size 8, max_input_len 255, max_seq_len 256,
     max_num_tokens 2048, vocabulary 1000, bos 1, eos 2, pad 3."""
     from tritonllm.builders.manifest import EngineLimits, Manifest, list_files
