@@ -6,15 +6,16 @@
         print(c.generate("The capital of France is", max_tokens=16, temperature=0.0).text)
         for delta in c.stream("Once upon a time", max_tokens=64):
             print(delta.text, end="", flush=True)
+        vectors = c.embed(["first text", "second text"])  # the "embedding" model
 
 The client speaks both request contracts of a repository: the classic ``ensemble`` /
 ``tensorrt_llm_bls`` one and NVIDIA's ``llmapi`` one, picked per model from its metadata
 (``contract="auto"``, the default) or forced (``"classic"``, ``"llmapi"``).
 :class:`AsyncLLMClient` is the asyncio twin. Errors form one tree under :class:`ClientError`
 (see :mod:`tritonllm.client._errors`). Layers: ``_types`` (results), ``_errors``, ``_logic``
-(sans-IO requests, responses, retries), ``_transport`` (tritonclient gRPC / gRPC aio / HTTP),
-``_sync`` and ``_async`` (the clients). Importing this package does not import tritonclient;
-creating a client does.
+(sans-IO requests, responses, retries) and ``_embed`` (sans-IO ``embed()`` requests),
+``_transport`` (tritonclient gRPC / gRPC aio / HTTP), ``_sync`` and ``_async`` (the clients).
+Importing this package does not import tritonclient; creating a client does.
 """
 
 from tritonllm.client._async import AsyncLLMClient, AsyncStream
@@ -31,7 +32,15 @@ from tritonllm.client._errors import (
 )
 from tritonllm.client._logic import CONTRACT_CHOICES, LLMAPI_SAMPLING_INPUTS, SAMPLING_INPUTS
 from tritonllm.client._sync import LLMClient, Stream
-from tritonllm.client._types import Completion, Delta, Health, ModelStatus, RetryPolicy, Timings
+from tritonllm.client._types import (
+    Completion,
+    Delta,
+    Embeddings,
+    Health,
+    ModelStatus,
+    RetryPolicy,
+    Timings,
+)
 
 __all__ = [
     "CONTRACT_CHOICES",
@@ -43,6 +52,7 @@ __all__ = [
     "ClientError",
     "Completion",
     "Delta",
+    "Embeddings",
     "Health",
     "InvalidRequest",
     "LLMClient",

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import EllipsisType, TracebackType
 from typing import Any
 
+from tritonllm.client._embed import (
+    DEFAULT_MODEL,
+    MAX_CHUNKS_IN_FLIGHT,
+    EmbedChunk,
+    EmbedPlan,
+    Part,
+    max_rows,
+    plan_embed,
+)
 from tritonllm.client._errors import Cancelled, ClientError, Timeout, Unauthorized
 from tritonllm.client._logic import (
     AUTO,
@@ -36,7 +45,14 @@ from tritonllm.client._transport import (
     make_async_transport,
     make_sync_transport,
 )
-from tritonllm.client._types import Completion, Delta, Health, ModelStatus, RetryPolicy
+from tritonllm.client._types import (
+    Completion,
+    Delta,
+    Embeddings,
+    Health,
+    ModelStatus,
+    RetryPolicy,
+)
 
 __all__ = ["AsyncLLMClient", "AsyncStream"]
 
@@ -210,6 +226,7 @@ class AsyncLLMClient:
                                                             conn.tls),
                                 owns_transport=True)
         self._inputs: dict[str, frozenset[str] | None] = {}
+        self._rows: dict[str, int] = {}  # embedding model -> texts per request
 
     def __repr__(self) -> str:
         e = self.endpoint
@@ -263,6 +280,53 @@ class AsyncLLMClient:
                 self._inputs[model] = None
         return self._inputs[model]
 
+    async def embed(self, texts: str | Sequence[str], *, model: str = DEFAULT_MODEL,
+                    truncate: bool = False, timeout: float | EllipsisType | None = DEFAULT,
+                    field: str = "texts") -> Embeddings:
+        """See :meth:`LLMClient.embed`; here the requests of one call go out concurrently
+        (at most :data:`~tritonllm.client._embed.MAX_CHUNKS_IN_FLIGHT` at once) and the first
+        error cancels the others."""
+        plan = plan_embed(self.timeout, texts, model=model, truncate=truncate,
+                          timeout=timeout, field=field)
+        start = time.perf_counter()
+        rows = await self._embed_rows(plan.model, plan.timeout)
+        gate = asyncio.Semaphore(MAX_CHUNKS_IN_FLIGHT)
+
+        async def one(chunk: EmbedChunk) -> Part:
+            async with gate:
+                return await self._embed_chunk(plan, chunk, start)
+
+        tasks = [asyncio.ensure_future(one(c)) for c in plan.chunks(rows)]
+        try:
+            parts = await asyncio.gather(*tasks)
+        finally:  # the first error (or our cancellation): the other requests are cancelled
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return plan.result(parts)
+
+    async def _embed_chunk(self, plan: EmbedPlan, chunk: EmbedChunk, start: float) -> Part:
+        ex = plan.exchange(chunk, self.retry, start)
+        while True:
+            try:
+                outputs = await self._transport.infer(chunk.spec,
+                                                      ex.begin_attempt(time.perf_counter()))
+            except ClientError as e:
+                await asyncio.sleep(ex.on_error(plan.error(chunk, e), time.perf_counter()))
+                continue
+            ex.finish(time.perf_counter())
+            return plan.read(chunk, outputs)
+
+    async def _embed_rows(self, model: str, timeout: float | None) -> int:
+        """See LLMClient._embed_rows."""
+        if model not in self._rows:
+            try:
+                config = await self._transport.config(model, timeout)
+                self._rows[model] = max_rows(config, model)
+            except Unauthorized:
+                self._rows[model] = 1
+        return self._rows[model]
+
     async def health(self, timeout: float | EllipsisType | None = DEFAULT) -> Health:
         return await self._transport.health(self._deadline(timeout))
 
@@ -273,6 +337,12 @@ class AsyncLLMClient:
                        timeout: float | EllipsisType | None = DEFAULT) -> dict[str, Any]:
         return dict(await self._transport.metadata(model or self.model,
                                                    self._deadline(timeout)))
+
+    async def config(self, model: str | None = None,
+                     timeout: float | EllipsisType | None = DEFAULT) -> dict[str, Any]:
+        """The model's configuration (Triton's ModelConfig) as JSON."""
+        return dict(await self._transport.config(model or self.model,
+                                                 self._deadline(timeout)))
 
     async def load_model(self, name: str,
                          timeout: float | EllipsisType | None = DEFAULT) -> None:

@@ -105,6 +105,7 @@ __all__ = [
     "connection",
     "contract_for",
     "detect_contract",
+    "json_outputs",
     "new_request_id",
     "parse_outputs",
     "parse_url",
@@ -270,10 +271,14 @@ class TensorValue:
     def wire_dtype(self) -> str:
         return wire_dtype(self.dtype)
 
+    def flat_json(self) -> list[Any]:
+        """Every value in row-major order as JSON takes it (strings decoded)."""
+        return [v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v
+                for v in self.value.reshape(-1)]
+
     def json_value(self) -> Any:
         """The value as the HTTP generate endpoint takes it: a list for ``[-1]`` dims."""
-        flat = [v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v
-                for v in self.value.reshape(-1)]
+        flat = self.flat_json()
         return flat if self.dims == (-1,) else flat[0]
 
 
@@ -292,6 +297,28 @@ class RequestSpec:
         body: dict[str, Any] = {t.name: t.json_value() for t in self.inputs}
         body["id"] = self.request_id
         return body
+
+    def infer_body(self) -> dict[str, Any]:
+        """The body of Triton's ``/v2/models/{model}/infer`` (KServe v2 JSON, every shape)."""
+        return {"id": self.request_id, "inputs": [
+            {"name": t.name, "shape": list(t.value.shape), "datatype": t.wire_dtype,
+             "data": t.flat_json()} for t in self.inputs]}
+
+
+def json_outputs(body: Mapping[str, Any]) -> dict[str, npt.NDArray[Any]]:
+    """The outputs of a KServe v2 JSON infer response as numpy arrays of their shapes
+    (``BYTES`` as UTF-8 bytes, as tritonclient gives them); ValueError for a malformed one."""
+    out: dict[str, npt.NDArray[Any]] = {}
+    for o in body.get("outputs", []):
+        dtype = "STRING" if o["datatype"] == "BYTES" else str(o["datatype"])
+        if dtype not in _NUMPY:
+            raise ValueError(f"output {o.get('name')!r}: datatype {o['datatype']!r} is not read")
+        data = o.get("data", [])
+        if dtype == "STRING":
+            data = [v.encode() if isinstance(v, str) else v for v in data]
+        out[str(o["name"])] = np.array(data, dtype=_NUMPY[dtype]).reshape(
+            [int(d) for d in o["shape"]])
+    return out
 
 
 def check_sampling(options: Mapping[str, Any], where: str = "generate") -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from types import EllipsisType, TracebackType
 from typing import Any
 
+from tritonllm.client._embed import DEFAULT_MODEL, EmbedChunk, EmbedPlan, Part, max_rows, plan_embed
 from tritonllm.client._errors import Cancelled, ClientError, Timeout, Unauthorized
 from tritonllm.client._logic import (
     AUTO,
@@ -30,7 +31,14 @@ from tritonllm.client._logic import (
 )
 from tritonllm.client._stop import Stopper
 from tritonllm.client._transport import SyncCall, SyncTransport, make_sync_transport
-from tritonllm.client._types import Completion, Delta, Health, ModelStatus, RetryPolicy
+from tritonllm.client._types import (
+    Completion,
+    Delta,
+    Embeddings,
+    Health,
+    ModelStatus,
+    RetryPolicy,
+)
 
 __all__ = ["LLMClient", "Stream"]
 
@@ -207,6 +215,7 @@ class LLMClient:
                                                              conn.tls)
         self._stopper = Stopper(lambda: self._transport)
         self._inputs: dict[str, frozenset[str] | None] = {}
+        self._rows: dict[str, int] = {}  # embedding model -> texts per request
 
     def __repr__(self) -> str:
         e = self.endpoint
@@ -265,6 +274,47 @@ class LLMClient:
             except Unauthorized:
                 self._inputs[model] = None
         return self._inputs[model]
+
+    # -- embeddings ----------------------------------------------------------------------------
+    def embed(self, texts: str | Sequence[str], *, model: str = DEFAULT_MODEL,
+              truncate: bool = False, timeout: float | EllipsisType | None = DEFAULT,
+              field: str = "texts") -> Embeddings:
+        """The vectors of ``texts`` (one str, or a sequence of str) from the embedding model
+        ``model`` (:data:`tritonllm.contract.EMBEDDING_CONTRACT`), in their order.
+
+        The texts go out in requests of at most the model's ``max_batch_size`` texts (read
+        from its config once), one after another; ``timeout`` bounds the whole call.
+        ``truncate``: cut a text longer than the model's max length instead of refusing it.
+        InvalidRequest, naming the text as ``field[i]`` (``texts[2]: empty text``), for an
+        empty list, a text that is not a str or is empty (refused before anything is sent), or
+        one the server refuses (over the max length). See :mod:`tritonllm.client._embed`.
+        """
+        plan = plan_embed(self.timeout, texts, model=model, truncate=truncate,
+                          timeout=timeout, field=field)
+        start = time.perf_counter()
+        rows = self._embed_rows(plan.model, plan.timeout)
+        return plan.result([self._embed_chunk(plan, c, start) for c in plan.chunks(rows)])
+
+    def _embed_chunk(self, plan: EmbedPlan, chunk: EmbedChunk, start: float) -> Part:
+        ex = plan.exchange(chunk, self.retry, start)
+        while True:
+            try:
+                outputs = self._transport.infer(chunk.spec, ex.begin_attempt(time.perf_counter()))
+            except ClientError as e:
+                time.sleep(ex.on_error(plan.error(chunk, e), time.perf_counter()))
+                continue
+            ex.finish(time.perf_counter())
+            return plan.read(chunk, outputs)
+
+    def _embed_rows(self, model: str, timeout: float | None) -> int:
+        """Texts per request to ``model``: its max_batch_size (cached); 1 where the config
+        is refused (a restricted model-config endpoint)."""
+        if model not in self._rows:
+            try:
+                self._rows[model] = max_rows(self._transport.config(model, timeout), model)
+            except Unauthorized:
+                self._rows[model] = 1
+        return self._rows[model]
 
     # -- server --------------------------------------------------------------------------------
     def health(self, timeout: float | EllipsisType | None = DEFAULT) -> Health:

@@ -23,7 +23,11 @@ about retries, deltas or completions (that is :mod:`._logic`).
   events). tritonclient.http cannot stream from decoupled models. Closing a stream closes its
   connection. The asyncio client runs it in worker threads (:class:`ThreadedTransport`).
 
-Every request asks for an empty final response (``triton_enable_empty_final_response``), so
+Unary requests (``infer``: one request, one response, for a model that is not decoupled, such
+as the embedding model) go over gRPC's ``ModelInfer`` and HTTP's ``/v2/models/{m}/infer``
+(KServe v2 JSON, any shape), with the call's deadline; they answer the outputs as numpy arrays.
+
+Every streamed request asks for an empty final response (``triton_enable_empty_final_response``), so
 the end of a decoupled model's stream is always seen. An error response ends the request
 whatever flags it carries (Triton's own errors inside a stream carry no
 ``triton_final_response``): the call is raised at once and its stream stopped, never left
@@ -61,7 +65,7 @@ from tritonllm.client._errors import (
     Unavailable,
     make_error,
 )
-from tritonllm.client._logic import Endpoint, RequestSpec
+from tritonllm.client._logic import Endpoint, RequestSpec, json_outputs
 from tritonllm.client._types import Health, ModelStatus
 
 __all__ = [
@@ -111,6 +115,7 @@ class SyncCall(Protocol):
 
 class SyncTransport(Protocol):
     def start(self, spec: RequestSpec, timeout: float | None) -> SyncCall: ...
+    def infer(self, spec: RequestSpec, timeout: float | None) -> dict[str, Any]: ...
     def health(self, timeout: float | None) -> Health: ...
     def models(self, timeout: float | None) -> list[ModelStatus]: ...
     def metadata(self, model: str, timeout: float | None) -> dict[str, Any]: ...
@@ -127,9 +132,11 @@ class AsyncCall(Protocol):
 
 class AsyncTransport(Protocol):
     async def start(self, spec: RequestSpec, timeout: float | None) -> AsyncCall: ...
+    async def infer(self, spec: RequestSpec, timeout: float | None) -> dict[str, Any]: ...
     async def health(self, timeout: float | None) -> Health: ...
     async def models(self, timeout: float | None) -> list[ModelStatus]: ...
     async def metadata(self, model: str, timeout: float | None) -> dict[str, Any]: ...
+    async def config(self, model: str, timeout: float | None) -> dict[str, Any]: ...
     async def control(self, model: str, action: str, timeout: float | None) -> None: ...
     async def close(self) -> None: ...
 
@@ -181,6 +188,11 @@ def _outputs(result: Any) -> Response:
     outputs = {o.name: result.as_numpy(o.name) for o in resp.outputs}
     final = resp.parameters[FINAL_PARAM].bool_param if FINAL_PARAM in resp.parameters else True
     return outputs, final
+
+
+def _result_outputs(result: Any) -> dict[str, Any]:
+    """A unary tritonclient InferResult → its outputs (name → numpy array)."""
+    return {o.name: result.as_numpy(o.name) for o in result.get_response().outputs}
 
 
 def _index_rows(rows: Any) -> list[ModelStatus]:
@@ -450,6 +462,11 @@ class GrpcTransport:
             raise
         return _GrpcCall(self, stream, spec, responses)
 
+    def infer(self, spec: RequestSpec, timeout: float | None) -> dict[str, Any]:
+        result = self._unary("infer", spec.model, _grpc_inputs(self._g, spec),
+                             request_id=spec.request_id, timeout=timeout)
+        return _result_outputs(result)
+
     def _unary(self, method: str, *args: Any, timeout: float | None, **kw: Any) -> Any:
         try:
             return getattr(self._control, method)(*args, headers=self._headers,
@@ -617,6 +634,11 @@ class AioGrpcTransport:
             raise _from_triton(e) from e
         return _AioCall(self._grpc, responses, spec, timeout, self._gone_event())
 
+    async def infer(self, spec: RequestSpec, timeout: float | None) -> dict[str, Any]:
+        result = await self._unary("infer", spec.model, _grpc_inputs(self._g, spec),
+                                   request_id=spec.request_id, timeout=timeout)
+        return _result_outputs(result)
+
     async def _unary(self, method: str, *args: Any, timeout: float | None, **kw: Any) -> Any:
         try:
             return await getattr(self._client, method)(*args, headers=self._headers,
@@ -635,6 +657,10 @@ class AioGrpcTransport:
 
     async def metadata(self, model: str, timeout: float | None) -> dict[str, Any]:
         return dict(await self._unary("get_model_metadata", model, as_json=True,
+                                      timeout=timeout))
+
+    async def config(self, model: str, timeout: float | None) -> dict[str, Any]:
+        return dict(await self._unary("get_model_config", model, as_json=True,
                                       timeout=timeout))
 
     async def control(self, model: str, action: str, timeout: float | None) -> None:
@@ -786,6 +812,15 @@ class HttpTransport:
         return _HttpCall(self._open(path + ("_stream" if spec.stream else ""),
                                     spec.json_body(), timeout), spec)
 
+    def infer(self, spec: RequestSpec, timeout: float | None) -> dict[str, Any]:
+        body = self._json(f"/v2/models/{urllib.parse.quote(spec.model)}/infer",
+                          spec.infer_body(), timeout)
+        try:
+            return json_outputs(body)
+        except (KeyError, TypeError, ValueError) as e:
+            raise Unavailable(f"bad response from the server: {e!r}",
+                              request_id=spec.request_id) from e
+
     def _probe(self, path: str, timeout: float | None) -> bool:
         try:
             with self._open(path, None, timeout):
@@ -842,6 +877,9 @@ class ThreadedTransport:
     async def start(self, spec: RequestSpec, timeout: float | None) -> AsyncCall:
         return _ThreadedCall(await asyncio.to_thread(self._sync.start, spec, timeout))
 
+    async def infer(self, spec: RequestSpec, timeout: float | None) -> dict[str, Any]:
+        return await asyncio.to_thread(self._sync.infer, spec, timeout)
+
     async def health(self, timeout: float | None) -> Health:
         return await asyncio.to_thread(self._sync.health, timeout)
 
@@ -850,6 +888,9 @@ class ThreadedTransport:
 
     async def metadata(self, model: str, timeout: float | None) -> dict[str, Any]:
         return await asyncio.to_thread(self._sync.metadata, model, timeout)
+
+    async def config(self, model: str, timeout: float | None) -> dict[str, Any]:
+        return await asyncio.to_thread(self._sync.config, model, timeout)
 
     async def control(self, model: str, action: str, timeout: float | None) -> None:
         await asyncio.to_thread(self._sync.control, model, action, timeout)

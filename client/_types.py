@@ -8,11 +8,14 @@ derived properties (``ttft``, ``e2e``, ``itl``) are in seconds. :class:`ModelSta
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, overload
 
 from tritonllm.triton_state import ModelStatus  # shared with the launcher (tritonllm.server)
 
-__all__ = ["Completion", "Delta", "Health", "ModelStatus", "RetryPolicy", "Timings"]
+__all__ = ["Completion", "Delta", "Embeddings", "Health", "ModelStatus", "RetryPolicy",
+           "Timings"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,54 @@ class Completion:
     request_id: str
     timings: Timings
     attempts: int = 1
+
+
+@dataclass(frozen=True)
+class Embeddings(Sequence[list[float]]):
+    """The vectors of ``embed(texts)``, one per text, in the order of the texts.
+
+    A sequence: ``len(e)``, ``e[i]`` (text ``i``'s vector, a ``list[float]``: the model's FP32
+    values as Python floats, exactly), iteration. :meth:`numpy` gives them as one float32
+    array of shape ``[len(e), dimension]``.
+
+    Attributes:
+        vectors: the vectors (what indexing reads).
+        num_tokens: each text's token count as the model saw it (after truncation).
+        model: the model that computed them.
+        dimension: the length of every vector.
+    """
+
+    vectors: list[list[float]]
+    num_tokens: list[int]
+    model: str
+    dimension: int
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The tokens of every text together (OpenAI's ``usage.prompt_tokens``)."""
+        return sum(self.num_tokens)
+
+    @overload
+    def __getitem__(self, index: int) -> list[float]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[list[float]]: ...
+
+    def __getitem__(self, index: int | slice) -> list[float] | list[list[float]]:
+        return self.vectors[index]
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def __iter__(self) -> Iterator[list[float]]:
+        return iter(self.vectors)
+
+    def numpy(self) -> Any:
+        """The vectors as a float32 ``numpy.ndarray`` of shape ``[len(self), dimension]``."""
+        import numpy as np
+
+        return np.asarray(self.vectors, dtype=np.float32).reshape(len(self.vectors),
+                                                                   self.dimension)
 
 
 @dataclass(frozen=True)
