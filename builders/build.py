@@ -122,6 +122,19 @@ def build(settings: BuildSettings, progress: Progress | None = None) -> BuildRes
             shutil.rmtree(out)
         work.rename(out)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        _discard_keeping_log(work, work / "build.log")
         raise
     return BuildResult(manifest, out, cached=False, seconds=time.perf_counter() - t0)
+
+
+def _discard_keeping_log(work: Path, log: Path) -> None:
+    """Remove a failed build's work directory, but keep its log (the error names it)."""
+    if not log.is_file():
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    for entry in work.iterdir():
+        if entry != log:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)

@@ -294,3 +294,28 @@ def test_llm_and_embedding_both_answer_under_load(server: Any, reference: Any) -
     for pieces, err in results:
         assert err is None and len(pieces) >= 1 and "".join(pieces)
     assert cosines(np.stack(vectors), want).min() >= COSINE
+
+
+@pytest.mark.parametrize("option", [{"dtype": "float16"}, {"quantization": "int8"}],
+                         ids=["float16", "int8"])
+def test_reduced_precision_builds_are_checked_and_recorded(
+        minilm: Path, reference: Any, tmp_path: Path, option: dict[str, str]) -> None:
+    """float16 and int8 engines: the build records ONNX Runtime vs PyTorch in the manifest,
+    and the ONNX file, run as the served model runs it, is that close to HF transformers."""
+    from tritonllm.builders import BuildSettings, build
+    from tritonllm.builders.onnx import ONNX_FILE, TOLERANCE, read_embedding_info
+    from tritonllm.ensembles.embedding import EmbeddingEncoder, EmbeddingTokenizer, Rows
+
+    fmt = next(iter(option.values()))
+    result = build(BuildSettings(checkpoint=minilm, engine="onnx", out=tmp_path / fmt,
+                                 **option))
+    checks = result.manifest.checks
+    abs_tol, cos_tol = TOLERANCE[fmt]
+    assert checks["format"] == fmt == read_embedding_info(result.engine_dir)["format"]
+    assert checks["max_abs_diff"] <= abs_tol and checks["min_cosine"] >= cos_tol
+
+    texts = ["word", "Москва — столица России", "a longer sentence about rivers and cities"]
+    tok = EmbeddingTokenizer(result.engine_dir / "tokenizer", MAX_TOKENS, 0)
+    got = EmbeddingEncoder(result.engine_dir / ONNX_FILE).run(*tok.pad(tok.ids(Rows(texts, False))))
+    assert got.dtype == np.float32
+    assert cosines(got, reference(texts)).min() >= cos_tol
