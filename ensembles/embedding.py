@@ -4,8 +4,9 @@
 gets several requests, each with one or more texts (rows). Every request is validated on its
 own, so a bad one gets an INVALID_ARG error naming the field (``text[2]: empty``) while the
 others in the batch are computed. The valid texts of the whole batch are tokenized together
-(the tokenizers library, as Hugging Face's fast tokenizer does), padded to the longest one and
-run through ONNX Runtime in one call; pooling and normalization are in the graph.
+(the tokenizers library, as Hugging Face's fast tokenizer does), sorted by length and run
+through ONNX Runtime in a few calls of similar lengths (:func:`length_groups`: bounded
+padding); pooling and normalization are in the graph.
 
 A text longer than the engine's max length is refused (``text[i]: N tokens, more than M``)
 unless the request sends ``truncate`` true, which cuts it to M tokens as sentence-transformers
@@ -28,7 +29,8 @@ import numpy.typing as npt
 from tritonllm.contract import EMB_IN, EMB_OUT, ONNX_ATTENTION_MASK, ONNX_EMBEDDING, ONNX_INPUT_IDS
 from tritonllm.ensembles.requests import RequestError
 
-__all__ = ["EmbeddingEncoder", "EmbeddingTokenizer", "Rows", "read_rows"]
+__all__ = ["EmbeddingEncoder", "EmbeddingTokenizer", "Rows", "encode", "length_groups",
+           "read_rows"]
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,44 @@ class EmbeddingEncoder:
         out = self.session.run([ONNX_EMBEDDING], {ONNX_INPUT_IDS: input_ids,
                                                   ONNX_ATTENTION_MASK: mask})[0]
         return np.ascontiguousarray(out, dtype=np.float32)
+
+
+#: A group of texts run in one ONNX Runtime call may hold at most this many padded cells per
+#: real token (see :func:`length_groups`).
+MAX_PADDING = 1.25
+
+
+def length_groups(lengths: Sequence[int], max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Indices of ``lengths`` in groups to run one call each: shortest first, a group grows
+    while ``rows x its longest`` stays within ``max_padding x its real tokens``.
+
+    One call for a whole batch pads every text to the batch's longest; on a CPU the padded
+    cells cost as much as real ones (attention more), so a dynamically batched mix of short
+    and long texts ran slower than one text at a time. Sorting and cutting keeps the padding
+    bounded and the calls few."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    real = 0
+    for i in order:
+        n = lengths[i]
+        if groups and (len(groups[-1]) + 1) * n <= max_padding * (real + n):
+            groups[-1].append(i)
+            real += n
+        else:
+            groups.append([i])
+            real = n
+    return groups
+
+
+def encode(tokenizer: EmbeddingTokenizer, encoder: EmbeddingEncoder,
+           ids: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
+    """The vectors of tokenized texts, in their order, in :func:`length_groups` calls."""
+    groups = length_groups([len(x) for x in ids])
+    parts = [encoder.run(*tokenizer.pad([ids[i] for i in g])) for g in groups]
+    out = np.empty((len(ids), parts[0].shape[1]), dtype=np.float32)
+    for g, vectors in zip(groups, parts, strict=True):
+        out[g] = vectors  # a group is in length order, not the batch's
+    return out
 
 
 def embedding_outputs(vectors: npt.NDArray[np.float32], counts: Sequence[int]

@@ -405,14 +405,14 @@ def in_process_path(repo: Path) -> tuple[Any, Any]:
 def in_process(tokenizer: Any, encoder: Any, texts: Sequence[str], count: int,
                batch: int) -> InProcess:
     """``count`` texts (cycling through ``texts``) in batches of ``batch``, as execute() does:
-    tokenize, pad to the longest, one ONNX Runtime call."""
-    from tritonllm.ensembles.embedding import Rows
+    tokenize, then :func:`~tritonllm.ensembles.embedding.encode`."""
+    from tritonllm.ensembles.embedding import Rows, encode
 
     done = 0
     t0 = time.perf_counter()
     while done < count:
         chunk = [texts[(done + i) % len(texts)] for i in range(min(batch, count - done))]
-        encoder.run(*tokenizer.pad(tokenizer.ids(Rows(chunk, False))))
+        encode(tokenizer, encoder, tokenizer.ids(Rows(chunk, False)))
         done += len(chunk)
     return InProcess(batch, done, time.perf_counter() - t0)
 

@@ -3,8 +3,8 @@
 Input: ``text`` STRING [rows, 1] (optional ``truncate`` BOOL); outputs: ``embedding`` FP32
 [rows, dim], ``num_tokens`` INT32 [rows, 1] (tritonllm.contract.EMBEDDING_CONTRACT). Every
 request of a batch is validated on its own (a bad one gets INVALID_ARG naming the field, the
-others are computed); the valid texts of the whole batch go through the ONNX encoder in one
-ONNX Runtime call. Logic: tritonllm.ensembles.embedding.
+others are computed); the valid texts of the whole batch go through the ONNX encoder together,
+in calls of similar lengths. Logic: tritonllm.ensembles.embedding.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tritonllm.ensembles.embedding import (
     EmbeddingEncoder,
     EmbeddingTokenizer,
     embedding_outputs,
+    encode,
     read_rows,
 )
 from tritonllm.ensembles.requests import RequestError, check_request_id
@@ -55,7 +56,7 @@ class TritonPythonModel:
             owners.append((n, len(ids), len(mine)))
             ids += mine
         if ids:
-            vectors = self.encoder.run(*self.tokenizer.pad(ids))
+            vectors = encode(self.tokenizer, self.encoder, ids)
             for n, first, count in owners:
                 outputs = embedding_outputs(vectors[first:first + count],
                                             [len(x) for x in ids[first:first + count]])
