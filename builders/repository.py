@@ -102,12 +102,12 @@ def pbtxt_string(value: object) -> str:
     return s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-@functools.lru_cache(maxsize=1)
-def _environment() -> Any:
+@functools.lru_cache(maxsize=2)
+def _environment(templates: Path) -> Any:
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        loader=jinja2.FileSystemLoader(str(templates)),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -463,7 +463,7 @@ def render_model(name: str, folder: str, target: str, model: Any,
 
     tname = template_name(folder, target)
     try:
-        text = _environment().get_template(tname).render(
+        text = _environment(TEMPLATES).get_template(tname).render(
             template=tname, name=name, model=model, target=target, **context)
     except jinja2.TemplateError as e:
         raise RepositoryError(f"model_repository/{tname}: {e}") from e
