@@ -279,8 +279,8 @@ CATALOG: tuple[Family, ...] = (
     Family(OPENAI_REQUESTS, "counter", "API requests answered by the OpenAI front", "requests",
            OURS, _FRONT, label="route", values=tuple(
                _v(r, f"requests to {r}", _FRONT) for r in (
-                   "/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
-                   "/metrics"))),
+                   "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                   "/v1/models", "/health", "/metrics"))),
     Family(REJECTED, "counter", "Requests the LLM model refused", "requests", OURS, _OURS,
            label=REJECT_REASON, values=(
                _v(REJECT_INVALID, "a bad input (INVALID_ARG, the field named)"),

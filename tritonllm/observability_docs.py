@@ -100,6 +100,15 @@ def openai_parameters_table() -> str:
     return "\n".join(rows)
 
 
+def openai_embedding_parameters_table() -> str:
+    from tritonllm.openai.protocol import EMBEDDING_PARAMETERS
+
+    rows = ["| parameter | here |", "|---|---|"]
+    rows += [f"| `{k}` | {_cell(v)} |" for k, v in EMBEDDING_PARAMETERS.items()]
+    rows += ["| anything else | **400** `unknown parameter`, naming it |"]
+    return "\n".join(rows)
+
+
 #: name -> renderer of one generated part of docs/observability.md.
 SECTIONS: dict[str, Callable[[], str]] = {
     "metrics": metrics_table,
@@ -110,7 +119,8 @@ SECTIONS: dict[str, Callable[[], str]] = {
 #: page (relative to the repository root) -> its generated parts.
 PAGES: dict[str, dict[str, Callable[[], str]]] = {
     "docs/observability.md": SECTIONS,
-    "docs/openai.md": {"parameters": openai_parameters_table},
+    "docs/openai.md": {"parameters": openai_parameters_table,
+                       "embedding-parameters": openai_embedding_parameters_table},
 }
 
 

@@ -18,6 +18,7 @@ from tritonllm.client import (
     Completion,
     Delta,
     InvalidRequest,
+    ModelNotFound,
     Overloaded,
     ServerError,
     Timeout,
@@ -78,6 +79,10 @@ class ScriptedClient:
                            self.counts)
         self.streams.append(s)
         return s
+
+    async def metadata(self, model: str, timeout: float | None = None) -> dict[str, Any]:
+        """A Triton that serves no embedding model (/v1/models probes for one)."""
+        raise ModelNotFound(f"Request for unknown model: '{model}' is not found")
 
 
 def make(client: ScriptedClient, keys: tuple[bytes, ...] = (), count: Any = None) -> Any:

@@ -17,7 +17,7 @@ import click
 
 from tritonllm.cli._console import positive
 from tritonllm.cli.client import tls_pair
-from tritonllm.contract import ENSEMBLE
+from tritonllm.contract import EMBEDDING, ENSEMBLE
 from tritonllm.openai.server import FrontOptions
 
 _D = FrontOptions()
@@ -29,6 +29,9 @@ _D = FrontOptions()
               help=f"The Triton model requests go to ({ENSEMBLE}, tensorrt_llm_bls, or an "
                    "llmapi model).")
 @click.option("--served-model-name", help="The model name clients send [default: --model].")
+@click.option("--embedding-model", metavar="NAME",
+              help=f"The Triton embedding model POST /v1/embeddings calls; /health then waits "
+                   f"for it too [default: {EMBEDDING}, served while Triton has it loaded].")
 @click.option("--repo", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A tritonllm repository: its tokenizer (chat template, special tokens).")
 @click.option("--tokenizer", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -57,15 +60,17 @@ _D = FrontOptions()
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info",
                                                 "debug"]), default="warning",
               show_default=True)
-def openai_cmd(url: str, model: str, served_model_name: str | None, repo: Path | None,
+def openai_cmd(url: str, model: str, served_model_name: str | None,
+               embedding_model: str | None, repo: Path | None,
                tokenizer: Path | None, chat_template: Path | None, host: str, port: int,
                api_key_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
                tls_ca: Path | None, triton_inference_key_file: Path | None,
                triton_ca: Path | None, timeout: float, log_level: str) -> None:
-    """Serve the OpenAI API (chat, completions, models) for a Triton model.
+    """Serve the OpenAI API (chat, completions, embeddings, models) for a Triton model.
 
-    POST /v1/chat/completions and /v1/completions (streaming as server-sent events), GET
-    /v1/models, GET /health (200 once the Triton model is ready; needs no key), GET /metrics.
+    POST /v1/chat/completions and /v1/completions (streaming as server-sent events), POST
+    /v1/embeddings (the embedding model), GET /v1/models, GET /health (200 once the Triton
+    model is ready; needs no key), GET /metrics.
     Unsupported parameters are a 400 naming them (docs/openai.md has the table).
     """
     from tritonllm.openai.app import API_KEYS_ENV, load_api_keys
@@ -86,7 +91,8 @@ def openai_cmd(url: str, model: str, served_model_name: str | None, repo: Path |
     triton_key = read_secret(triton_inference_key_file, INFERENCE_KEY_ENV,
                              "--triton-inference-key-file")
     options = FrontOptions(url=url, model=model, served_name=served_model_name,
-                           tokenizer=tokenizer, chat_template=chat_template, api_keys=keys,
+                           embedding_model=embedding_model, tokenizer=tokenizer,
+                           chat_template=chat_template, api_keys=keys,
                            host=host, port=port, timeout=timeout, tls_cert=tls_cert,
                            tls_key=tls_key, tls_ca=tls_ca, triton_inference_key=triton_key,
                            triton_ca=triton_ca)
@@ -98,6 +104,8 @@ def openai_cmd(url: str, model: str, served_model_name: str | None, repo: Path |
     triton = (url + (" over TLS" if triton_ca else "")
               + (f" with the inference key ({triton_key.source})" if triton_key else ""))
     chat = "chat template of " + str(chat_template or tokenizer) if tokenizer else "no chat"
-    click.echo(f"OpenAI API at {where} -> Triton {triton} model {model}; {chat}; {auth}",
-               err=True)
+    embeddings = (f"embeddings: {embedding_model}" if embedding_model else
+                  f"embeddings: {EMBEDDING} when Triton has it")
+    click.echo(f"OpenAI API at {where} -> Triton {triton} model {model}; {chat}; "
+               f"{embeddings}; {auth}", err=True)
     run(options, log_level=log_level)

@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP front: FastAPI routes over :class:`~tritonllm.openai.serving.
 OpenAIServing`.
 
-Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``,
+Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/embeddings``,
+``GET /v1/models`` (the served model, and the embedding model while Triton has it loaded),
 ``GET /v1/models/{id}``, ``GET /health`` (200 only while the Triton model is ready; open),
 ``GET /metrics`` (:mod:`tritonllm.openai.metrics`).
 
@@ -35,6 +36,7 @@ from tritonllm.openai.metrics import CONTENT_TYPE
 from tritonllm.openai.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
+    EmbeddingRequest,
     OpenAIError,
     error_body,
     now,
@@ -172,18 +174,27 @@ def create_app(serving: Any, *, api_keys: tuple[bytes, ...] = (), ready: Any = N
     async def completions(request: Request) -> Any:
         return await generate(request, chat=False)
 
-    def model_card() -> dict[str, Any]:
-        return {"id": serving.served_name, "object": "model", "created": now(),
-                "owned_by": "tritonllm"}
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Any:
+        req = parse_request(EmbeddingRequest, await body(request))
+        return JSONResponse(await serving.embeddings(req))
+
+    def model_card(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": now(), "owned_by": "tritonllm"}
 
     @app.get("/v1/models")
     async def models() -> Any:
-        return {"object": "list", "data": [model_card()]}
+        cards = [model_card(serving.served_name)]
+        if serving.embedding_model != serving.served_name and await serving.embedding_ready():
+            cards.append(model_card(serving.embedding_model))
+        return {"object": "list", "data": cards}
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str) -> Any:
+        if model_id == serving.embedding_model and await serving.embedding_ready():
+            return model_card(model_id)
         serving.check_model(model_id)
-        return model_card()
+        return model_card(model_id)
 
     @app.get("/health")
     async def health() -> Any:

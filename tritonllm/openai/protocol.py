@@ -1,12 +1,15 @@
 """The OpenAI API's wire types, as the front accepts and returns them (pydantic v2).
 
-One request model per route (:class:`ChatCompletionRequest`, :class:`CompletionRequest`), parsed
-once from the JSON body and converted by :meth:`_GenerationRequest.sampling` into the keyword
-options of :meth:`tritonllm.client.AsyncLLMClient.stream` — the one place where an OpenAI
-parameter becomes a request input. The parameters are data: :data:`SUPPORTED` (mapped),
-:data:`ACCEPTED` (taken with no effect on generation, and why), :data:`REFUSED` (known but not
-supported: a 400 naming it); anything else in the body is an unknown parameter, also a 400
-naming it. Nothing is ignored silently.
+One request model per route (:class:`ChatCompletionRequest`, :class:`CompletionRequest`,
+:class:`EmbeddingRequest`), parsed once from the JSON body and converted by
+:meth:`_GenerationRequest.sampling` into the keyword options of
+:meth:`tritonllm.client.AsyncLLMClient.stream` — the one place where an OpenAI parameter
+becomes a request input (an embedding request's ``input`` goes to
+:meth:`~tritonllm.client.AsyncLLMClient.embed` as it is, which checks the texts). The
+parameters are data: :data:`SUPPORTED` (mapped), :data:`ACCEPTED` (taken with no effect on
+generation, and why), :data:`REFUSED` (known but not supported: a 400 naming it), and
+:data:`EMBEDDING_PARAMETERS` for embeddings; anything else in the body is an unknown
+parameter, also a 400 naming it. Nothing is ignored silently.
 
 Errors keep OpenAI's JSON shape, ``{"error": {"message", "type", "param", "code"}}``
 (:class:`OpenAIError`), so the official SDK raises its own exception types.
@@ -14,8 +17,10 @@ Errors keep OpenAI's JSON shape, ``{"error": {"message", "type", "param", "code"
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,6 +29,7 @@ from tritonllm.errors import TritonLLMError
 
 __all__ = [
     "ACCEPTED",
+    "EMBEDDING_PARAMETERS",
     "MAX_N",
     "MAX_STOPS",
     "REFUSED",
@@ -31,8 +37,10 @@ __all__ = [
     "ChatCompletionRequest",
     "ChatMessage",
     "CompletionRequest",
+    "EmbeddingRequest",
     "OpenAIError",
     "Usage",
+    "encode_embedding",
     "error_body",
     "parse_request",
 ]
@@ -89,6 +97,21 @@ REFUSED: dict[str, str] = {
 }
 
 
+#: The most texts one embeddings request may carry (OpenAI's own limit).
+MAX_EMBEDDING_INPUTS = 2048
+#: ``POST /v1/embeddings``: parameter -> what it becomes (docs/openai.md's table is this table).
+EMBEDDING_PARAMETERS: dict[str, str] = {
+    "model": "must name the served embedding model (GET /v1/models lists it)",
+    "input": f"a string or a list of strings (at most {MAX_EMBEDDING_INPUTS}), one vector "
+             "each, in order; token arrays and empty texts are a 400, and so is a text over "
+             "the model's max length (not truncated)",
+    "encoding_format": '"float" (default) or "base64" (the little-endian float32 bytes)',
+    "dimensions": "only the model's own dimension (vectors are not shortened): any other "
+                  "is a 400",
+    "user": "accepted, no effect: an end-user id for the caller's own abuse tracking",
+}
+
+
 class OpenAIError(TritonLLMError):
     """An error the front answers with: HTTP ``status`` and OpenAI's error body."""
 
@@ -114,6 +137,13 @@ def error_body(message: str, type: str, param: str | None = None,
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _Request(_Strict):
+    """A route's request: parsed by :func:`parse_request`, then its cross-field :meth:`check`."""
+
+    def check(self) -> None:
+        """Cross-field rules (OpenAIError naming the parameter); none by default."""
 
 
 class StreamOptions(_Strict):
@@ -152,7 +182,7 @@ class ChatMessage(BaseModel):
         return out
 
 
-class _GenerationRequest(_Strict):
+class _GenerationRequest(_Request):
     model: str
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -255,7 +285,40 @@ class CompletionRequest(_GenerationRequest):
                                    f"{len(self.prompts)} x {self.n}", param="n")
 
 
-def parse_request(cls: type[_GenerationRequest], body: Any) -> Any:
+class EmbeddingRequest(_Request):
+    """``POST /v1/embeddings`` (see :data:`EMBEDDING_PARAMETERS`). Token arrays are refused
+    here; the texts themselves (none empty, every item a string) are checked once, by
+    :meth:`tritonllm.client.AsyncLLMClient.embed`, whose errors name ``input[i]``."""
+
+    model: str
+    input: str | list[Any]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_arrays(cls, v: Any) -> Any:
+        if isinstance(v, list) and v and all(
+                isinstance(x, int) or (isinstance(x, list) and all(isinstance(y, int)
+                                                                   for y in x)) for x in v):
+            raise ValueError("token arrays are not supported: send the text")
+        if isinstance(v, list) and len(v) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} texts, got {len(v)}")
+        return v
+
+
+def encode_embedding(vector: Sequence[float], encoding_format: str) -> list[float] | str:
+    """A vector as the response carries it: the floats, or ``"base64"``: its little-endian
+    float32 bytes in base64 (what the official SDK decodes)."""
+    if encoding_format == "base64":
+        import numpy as np
+
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return list(vector)
+
+
+def parse_request(cls: type[_Request], body: Any) -> Any:
     """The request of ``cls`` in ``body``, or OpenAIError(400) naming the first bad parameter."""
     if not isinstance(body, dict):
         raise OpenAIError(400, "the request body must be a JSON object")

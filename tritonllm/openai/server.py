@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tritonllm.contract import EMBEDDING
 from tritonllm.errors import ConfigError
 from tritonllm.security import Secret
 
@@ -21,6 +22,8 @@ class FrontOptions:
     ``tensorrt_llm_bls``, or an llmapi model); ``served_name``: the name clients use
     (default: ``model``); ``tokenizer``: the model's tokenizer directory (its chat template and
     special tokens); ``chat_template``: a Jinja file that replaces the tokenizer's;
+    ``embedding_model``: the Triton model ``/v1/embeddings`` calls, which ``/health`` then
+    waits for too (None: ``embedding``, served whenever Triton has it loaded);
     ``api_keys``: accepted keys (empty: no key needed; never in ``repr``); ``timeout``: seconds
     one Triton request may take.
 
@@ -35,6 +38,7 @@ class FrontOptions:
     served_name: str | None = None
     tokenizer: Path | None = None
     chat_template: Path | None = None
+    embedding_model: str | None = None
     api_keys: tuple[bytes, ...] = field(default=(), repr=False)
     host: str = "127.0.0.1"
     port: int = 9000
@@ -47,12 +51,21 @@ class FrontOptions:
     triton_ca: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.embedding_model is not None and self.embedding_model in (
+                "", self.served_name or self.model):
+            raise ConfigError(f"--embedding-model: {self.embedding_model!r} must name the "
+                              "embedding model, not be empty or the chat/completions model")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key: give both (the certificate and its "
                               "private key) or neither")
         if self.tls_ca is not None and self.tls_cert is None:
             raise ConfigError("--tls-ca needs --tls-cert and --tls-key: client certificates "
                               "are checked over HTTPS only")
+
+    @property
+    def embedding(self) -> str:
+        """The embedding model's name (Triton's, and the one clients send)."""
+        return self.embedding_model or EMBEDDING
 
     @property
     def tls(self) -> bool:
@@ -108,7 +121,8 @@ def make_app(o: FrontOptions) -> Any:
     served = o.served_name or o.model
     metrics = FrontMetrics(served)
     serving = OpenAIServing(None, served, render_chat=render, count_tokens=count,
-                            default_max_tokens=o.default_max_tokens, observe=metrics)
+                            default_max_tokens=o.default_max_tokens, observe=metrics,
+                            embedding_model=o.embedding)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -132,6 +146,8 @@ def make_app(o: FrontOptions) -> Any:
         try:
             health = await serving.client.health(timeout=5)
             await serving.client.metadata(o.model, timeout=5)
+            if o.embedding_model is not None:  # named: the front serves it, so waits for it
+                await serving.client.metadata(o.embedding_model, timeout=5)
         except ClientError:
             return False
         return health.ready

@@ -16,6 +16,11 @@ client, :class:`tritonllm.client.AsyncLLMClient`. A choice:
   ``finish_reason``: the server's ``stop`` / ``length``, or ``stop``
   when a stop string ended it here.
 
+Embeddings (``POST /v1/embeddings``) are one :meth:`tritonllm.client.AsyncLLMClient.embed`
+call to the embedding model (``embedding`` unless ``tritonllm openai --embedding-model`` names
+another): the texts in the client's requests of at most its ``max_batch_size``, the vectors
+back in order, ``usage`` from the model's ``num_tokens``. The texts' errors name ``input[i]``.
+
 Leaving a stream (the HTTP client went away: Starlette cancels the response's task) leaves every
 choice's ``async with`` block, which cancels its request on the server and frees its engine
 slot. Errors are :class:`tritonllm.client.ClientError` s, mapped onto OpenAI's status codes by
@@ -40,18 +45,20 @@ from tritonllm.client import (
     Timeout,
     Unavailable,
 )
-from tritonllm.contract import ENSEMBLE_IN, FINISH_LENGTH, FINISH_STOP
+from tritonllm.contract import EMBEDDING, ENSEMBLE_IN, FINISH_LENGTH, FINISH_STOP
 from tritonllm.ensembles.stops import StopStrings
 from tritonllm.errors import TritonLLMError
 from tritonllm.openai.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
+    EmbeddingRequest,
     OpenAIError,
+    encode_embedding,
     new_id,
     now,
 )
 
-__all__ = ["ChoiceResult", "OpenAIServing", "api_error"]
+__all__ = ["EMBEDDING_INPUT", "ChoiceResult", "OpenAIServing", "api_error"]
 
 #: A tensor name in a server message -> the OpenAI parameter it came from.
 _PARAMS = {
@@ -61,13 +68,20 @@ _PARAMS = {
     ENSEMBLE_IN.frequency_penalty: "frequency_penalty", ENSEMBLE_IN.text_input: "prompt",
 }
 RETRY_AFTER_S = 1
+#: The embedding request's parameter the texts' errors name (``input[2]: empty text``).
+EMBEDDING_INPUT = "input"
+PROBE_TIMEOUT_S = 5.0  # a metadata probe: is the embedding model loaded?
 
 
-def api_error(e: ClientError, *, chat: bool = False) -> OpenAIError:
-    """The OpenAI error for a client error; the server's message is kept."""
+def api_error(e: ClientError, *, chat: bool = False, embedding: bool = False) -> OpenAIError:
+    """The OpenAI error for a client error; the server's message is kept. ``embedding``: of
+    an embeddings request (the bad parameter is ``input``)."""
     message = str(e)
     if isinstance(e, ModelNotFound):
         return OpenAIError(404, message, type="not_found_error", code="model_not_found")
+    if isinstance(e, InvalidRequest) and embedding:
+        named = message.startswith((f"{EMBEDDING_INPUT}:", f"{EMBEDDING_INPUT}["))
+        return OpenAIError(400, message, param=EMBEDDING_INPUT if named else None)
     if isinstance(e, InvalidRequest):
         param = next((p for t, p in _PARAMS.items() if f"{t}:" in message or f"{t} " in
                       message), None)
@@ -115,8 +129,11 @@ class OpenAIServing:
     def __init__(self, client: AsyncLLMClient | None, served_name: str, *,
                  render_chat: Callable[[list[dict[str, Any]]], str] | None,
                  default_max_tokens: int = 16, observe: Any = None,
-                 count_tokens: Callable[[str, bool], int] | None = None) -> None:
+                 count_tokens: Callable[[str, bool], int] | None = None,
+                 embedding_model: str = EMBEDDING) -> None:
         self.client = client
+        self.embedding_model = embedding_model
+        self.embedding_dimension: int | None = None  # learnt from the first answer
         self.count_tokens = count_tokens
         self.served_name = served_name
         self.render_chat = render_chat
@@ -135,6 +152,50 @@ class OpenAIServing:
             raise OpenAIError(404, f"The model '{model}' does not exist: this server serves "
                                    f"'{self.served_name}' (GET /v1/models)",
                               type="not_found_error", param="model", code="model_not_found")
+
+    async def embedding_ready(self) -> bool:
+        """Whether Triton has the embedding model loaded (its metadata is readable)."""
+        if self.client is None:
+            return False
+        try:
+            await self.client.metadata(self.embedding_model, timeout=PROBE_TIMEOUT_S)
+        except ClientError:
+            return False
+        return True
+
+    async def embeddings(self, req: EmbeddingRequest) -> dict[str, Any]:
+        """The response body of ``POST /v1/embeddings``."""
+        name = self.embedding_model
+        if req.model != name:
+            what = "is the chat/completions model" if req.model == self.served_name \
+                else "does not exist"
+            raise OpenAIError(404, f"The model '{req.model}' {what}: this server embeds with "
+                                   f"'{name}' (GET /v1/models)", type="not_found_error",
+                              param="model", code="model_not_found")
+        self._check_dimensions(req.dimensions)
+        if self.client is None:
+            raise OpenAIError(503, "the front is starting: no Triton client yet",
+                              type="service_unavailable")
+        try:
+            e = await self.client.embed(req.input, model=name, field=EMBEDDING_INPUT)
+        except ClientError as err:
+            raise api_error(err, embedding=True) from err
+        self.embedding_dimension = e.dimension
+        self._check_dimensions(req.dimensions)
+        data = [{"object": "embedding", "index": i,
+                 "embedding": encode_embedding(v, req.encoding_format)}
+                for i, v in enumerate(e)]
+        return {"object": "list", "data": data, "model": name,
+                "usage": {"prompt_tokens": e.prompt_tokens, "total_tokens": e.prompt_tokens}}
+
+    def _check_dimensions(self, dimensions: int | None) -> None:
+        """``dimensions`` must be the model's own (once known): vectors are not shortened."""
+        native = self.embedding_dimension
+        if dimensions is not None and native is not None and dimensions != native:
+            raise OpenAIError(400, f"dimensions: {dimensions} is not supported: "
+                                   f"'{self.embedding_model}' makes vectors of {native} "
+                                   "(leave dimensions out, or send that)",
+                              param="dimensions")
 
     # ---- one choice ---------------------------------------------------------------------
 
