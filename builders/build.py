@@ -20,6 +20,7 @@ from tritonllm import __version__
 from tritonllm.builders.base import Progress, check_output_dir, get_builder
 from tritonllm.builders.checkpoint import CHAT_TEMPLATE_FILES, CheckpointInfo, inspect_checkpoint
 from tritonllm.builders.manifest import (
+    BUILD_LOG,
     CHECKS_FILE,
     MANIFEST,
     Manifest,
@@ -85,11 +86,16 @@ def build(settings: BuildSettings, progress: Progress | None = None) -> BuildRes
     t_inspect = time.perf_counter() - t0
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    # The log is written beside ``out`` (the errors name it) and moves into the engine dir
+    # when the build succeeds; a failed build leaves only it.
+    log = out.parent / f"{out.name}.build-failed.log"
+    log.unlink(missing_ok=True)
     try:
-        log = work / "build.log"
         t1 = time.perf_counter()
         commands = builder.build(settings, info, limits, work, log, say)
         t_build = time.perf_counter() - t1
+        if log.is_file():
+            shutil.move(log, work / BUILD_LOG)
         checks = {}
         if (work / CHECKS_FILE).is_file():
             checks = json.loads((work / CHECKS_FILE).read_text(encoding="utf-8"))
@@ -122,19 +128,7 @@ def build(settings: BuildSettings, progress: Progress | None = None) -> BuildRes
             shutil.rmtree(out)
         work.rename(out)
     except BaseException:
-        _discard_keeping_log(work, work / "build.log")
+        shutil.rmtree(work, ignore_errors=True)
         raise
     return BuildResult(manifest, out, cached=False, seconds=time.perf_counter() - t0)
 
-
-def _discard_keeping_log(work: Path, log: Path) -> None:
-    """Remove a failed build's work directory, but keep its log (the error names it)."""
-    if not log.is_file():
-        shutil.rmtree(work, ignore_errors=True)
-        return
-    for entry in work.iterdir():
-        if entry != log:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)

@@ -20,6 +20,8 @@ from tritonllm.errors import RepositoryError
 MANIFEST = "manifest.json"
 #: A builder may leave the results of its own checks here (JSON); they go into the manifest.
 CHECKS_FILE = "checks.json"
+#: The log of the commands a build ran (in the engine dir; beside it if the build failed).
+BUILD_LOG = "build.log"
 SCHEMA = 1
 
 
@@ -114,7 +116,7 @@ def cache_key(engine: str, content_hash: str, build_args: dict[str, Any],
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def list_files(root: Path, skip: tuple[str, ...] = (MANIFEST, "build.log")) -> dict[str, int]:
+def list_files(root: Path, skip: tuple[str, ...] = (MANIFEST, BUILD_LOG)) -> dict[str, int]:
     """Relative path → size of every file under ``root``."""
     return {
         p.relative_to(root).as_posix(): p.stat().st_size

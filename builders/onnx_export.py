@@ -85,8 +85,8 @@ def compare(onnx_path: Path, module: Any, tokenizer: Any, max_length: int) -> di
     for texts in batches:
         enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length,
                         return_tensors="np")
-        feed = {C.ONNX_INPUT_IDS: enc["input_ids"].astype(np.int64),
-                C.ONNX_ATTENTION_MASK: enc["attention_mask"].astype(np.int64)}
+        feed = {C.ONNX_INPUT_IDS: enc.input_ids.astype(np.int64),
+                C.ONNX_ATTENTION_MASK: enc.attention_mask.astype(np.int64)}
         got = session.run([C.ONNX_EMBEDDING], feed)[0].astype(np.float64)
         with torch.no_grad():
             want = module(*(torch.from_numpy(feed[k]) for k in feed)).double().numpy()
@@ -115,7 +115,7 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
         fp32 = out / "model.fp32.onnx"
     batch_seq = {0: "batch", 1: "sequence"}
     torch.onnx.export(
-        module, (sample["input_ids"], sample["attention_mask"]), str(fp32),
+        module, (sample.input_ids, sample.attention_mask), str(fp32),
         input_names=[C.ONNX_INPUT_IDS, C.ONNX_ATTENTION_MASK], output_names=[C.ONNX_EMBEDDING],
         dynamic_axes={C.ONNX_INPUT_IDS: batch_seq, C.ONNX_ATTENTION_MASK: batch_seq,
                       C.ONNX_EMBEDDING: {0: "batch"}},

@@ -411,6 +411,9 @@ def test_failed_trtllm_build_leaves_nothing_behind(tiny_model: Path, tmp_path: P
     assert "simulated failure" in str(exc.value)  # the log's tail comes with the error
     assert not (tmp_path / "engine").exists()
     assert _leftovers(tmp_path) == []  # neither the work dir nor the checkpoint dir
+    log = tmp_path / "engine.build-failed.log"  # only the full log the error names
+    assert f"full log: {log}" in str(exc.value) and "simulated failure" in log.read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("engine") and p != log]
 
 
 def test_failed_conversion_stops_before_trtllm_build(tiny_model: Path, tmp_path: Path,
