@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import ClassVar, TypeVar
@@ -162,6 +164,26 @@ def run_logged(argv: Sequence[str], log: Path, env: dict[str, str] | None = None
             f"{what or argv[0]} failed with exit code {proc.returncode} (full log: {log}):\n"
             + "\n".join("    " + line for line in tail)
         )
+
+
+@contextmanager
+def staged(out: Path, kind: str) -> Iterator[Path]:
+    """A new hidden directory beside ``out`` (``.<name>.<kind>-*``) to write the result into.
+
+    When the block ends it replaces ``out`` (unless the block moved it away itself); if the
+    block, or the swap, raises, it is removed and ``out`` is left as it was, so a reader never
+    sees half a result."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-", dir=out.parent))
+    try:
+        yield work
+        if work.exists():
+            if out.exists():
+                shutil.rmtree(out)
+            work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def check_output_dir(out: Path, marker: str, what: str) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tritonllm import __version__
-from tritonllm.builders.base import Progress, check_output_dir, get_builder
+from tritonllm.builders.base import Progress, check_output_dir, get_builder, staged
 from tritonllm.builders.checkpoint import CHAT_TEMPLATE_FILES, CheckpointInfo, inspect_checkpoint
 from tritonllm.builders.manifest import (
     BUILD_LOG,
@@ -84,13 +83,11 @@ def build(settings: BuildSettings, progress: Progress | None = None) -> BuildRes
 
     builder.ensure_available()
     t_inspect = time.perf_counter() - t0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     # The log is written beside ``out`` (the errors name it) and moves into the engine dir
     # when the build succeeds; a failed build leaves only it.
     log = out.parent / f"{out.name}.build-failed.log"
     log.unlink(missing_ok=True)
-    try:
+    with staged(out, "building") as work:
         t1 = time.perf_counter()
         commands = builder.build(settings, info, limits, work, log, say)
         t_build = time.perf_counter() - t1
@@ -124,11 +121,5 @@ def build(settings: BuildSettings, progress: Progress | None = None) -> BuildRes
             tritonllm_version=__version__,
         )
         manifest.write(work)
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return BuildResult(manifest, out, cached=False, seconds=time.perf_counter() - t0)
 

@@ -39,14 +39,13 @@ import functools
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tritonllm import contract as C
-from tritonllm.builders.base import check_output_dir
+from tritonllm.builders.base import check_output_dir, staged
 from tritonllm.builders.manifest import MANIFEST, Manifest, read_manifest
 from tritonllm.errors import ConfigError, RepositoryError
 from tritonllm.settings import (
@@ -589,9 +588,7 @@ def render_repository(
     rendered = render_configs(manifest, plan, settings)
     old_marker = _check_add_version(out, plan, rendered) if adding else None
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.rendering-", dir=out.parent))
-    try:
+    with staged(out, "rendering") as work:
         code: list[str] = []
         vdir = str(n)
         for r in rendered:
@@ -638,14 +635,7 @@ def render_repository(
         (work / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n",
                                    encoding="utf-8")
         if adding:
-            _add_version(work, out, [r.name for r in rendered], vdir)
-        else:
-            if out.exists():
-                shutil.rmtree(out)
-            work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+            _add_version(work, out, [r.name for r in rendered], vdir)  # consumes ``work``
     say(f"wrote {out}" + (f" (version {n} added)" if adding else ""))
     return out
 
@@ -677,9 +667,7 @@ def _render_embedding_only(engine_dir: Path, manifest: Manifest, out: Path,
     plan = E.plan_embedding(manifest, engine_dir, target, settings)
     say(f"rendering {target} embedding repository")
     rendered = E.render_embedding_configs(plan, settings)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.rendering-", dir=out.parent))
-    try:
+    with staged(out, "rendering") as work:
         code = E.write_embedding(work, engine_dir, manifest, plan, rendered)
         marker = {"target": target, "layout": None, "engine": manifest.engine,
                   "engine_cache_key": manifest.cache_key, "model_code": code, "version": 1,
@@ -688,12 +676,6 @@ def _render_embedding_only(engine_dir: Path, manifest: Manifest, out: Path,
                   "settings": _marker_settings(settings)}
         (work / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n",
                                    encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     say(f"wrote {out}")
     return out
 
