@@ -50,12 +50,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tritonllm.perf import targets
+
 __all__ = ["TARGETS", "InProcess", "Numbers", "Point", "Round", "main", "make_texts", "meets",
            "parser", "render_plot", "report", "table"]
 
 PROG = "python -m tritonllm.perf.bench_embeddings"
 #: name -> (comparison, bound)
-TARGETS: dict[str, tuple[str, float]] = {
+TARGETS: targets.Targets = {
     "concurrent_over_single": (">=", 4.0),
     "served_over_inprocess": (">=", 0.7),
 }
@@ -221,20 +223,19 @@ class Numbers:
         for p, pd in zip(self.sweep, d["sweep"], strict=True):
             pd |= {"texts_per_s": p.texts_per_s, "mean_batch": p.mean_batch}
         d["values"] = self.values()
-        d["targets"] = {k: {"op": op, "bound": b} for k, (op, b) in TARGETS.items()}
+        d["targets"] = targets.targets_doc(TARGETS)
         d["missed"] = self.missed()
         return d
 
 
 def meets(name: str, value: float) -> bool:
     """Whether ``value`` meets target ``name`` (see :data:`TARGETS`)."""
-    op, bound = TARGETS[name]
-    return value >= bound if op == ">=" else value <= bound
+    return targets.meets(TARGETS, name, value)
 
 
 def missed(values: dict[str, float]) -> list[str]:
     """The targets among ``values`` that are missed (targets with no value are not judged)."""
-    return [name for name in TARGETS if name in values and not meets(name, values[name])]
+    return targets.missed(TARGETS, values)
 
 
 def table(n: Numbers) -> str:

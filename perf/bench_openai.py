@@ -53,11 +53,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tritonllm.perf import targets
+
 __all__ = ["TARGETS", "Numbers", "Round", "main", "missed", "parser", "table"]
 
 PROG = "python -m tritonllm.perf.bench_openai"
 #: name -> (comparison, bound): ">=" / "<=" a bound, or "within" a relative distance of 1.
-TARGETS: dict[str, tuple[str, float]] = {
+TARGETS: targets.Targets = {
     "front_over_grpc_tps": (">=", 0.9),
     "added_ttft_p50_ms": ("<=", 3.0),
     "added_ttft_p50_idle_ms": ("<=", 3.0),
@@ -168,24 +170,19 @@ class Numbers:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["values"] = self.values()
-        d["targets"] = {k: {"op": op, "bound": b} for k, (op, b) in TARGETS.items()}
+        d["targets"] = targets.targets_doc(TARGETS)
         d["missed"] = self.missed()
         return d
 
 
 def meets(name: str, value: float) -> bool:
     """Whether ``value`` meets target ``name`` (see :data:`TARGETS`)."""
-    op, bound = TARGETS[name]
-    if op == ">=":
-        return value >= bound
-    if op == "<=":
-        return value <= bound
-    return abs(value - 1.0) <= bound
+    return targets.meets(TARGETS, name, value)
 
 
 def missed(values: dict[str, float]) -> list[str]:
     """The targets among ``values`` that are missed (targets with no value are not judged)."""
-    return [name for name in TARGETS if name in values and not meets(name, values[name])]
+    return targets.missed(TARGETS, values)
 
 
 def _target_text(name: str) -> str:
