@@ -167,23 +167,26 @@ def run_logged(argv: Sequence[str], log: Path, env: dict[str, str] | None = None
 
 
 @contextmanager
-def staged(out: Path, kind: str) -> Iterator[Path]:
+def staged(out: Path, kind: str, replace: bool = True) -> Iterator[Path]:
     """A new hidden directory beside ``out`` (``.<name>.<kind>-*``) to write the result into.
 
-    When the block ends it replaces ``out`` (unless the block moved it away itself); if the
-    block, or the swap, raises, it is removed and ``out`` is left as it was, so a reader never
-    sees half a result."""
+    ``replace``: when the block ends the directory replaces ``out``; else the block has moved
+    what it wanted into ``out`` itself and the rest is removed (``out`` is never replaced).
+    If the block, or the swap, raises, the directory is removed and ``out`` is left as it
+    was, so a reader never sees half a result."""
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-", dir=out.parent))
     try:
         yield work
-        if work.exists():
+        if replace:
             if out.exists():
                 shutil.rmtree(out)
             work.rename(out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    if not replace:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def check_output_dir(out: Path, marker: str, what: str) -> None:

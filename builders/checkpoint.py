@@ -33,7 +33,7 @@ ENCODER_ARCHITECTURES: dict[str, str] = {
     "BertModel": "bert",
 }
 #: What sentence-transformers keeps beside the weights (pooling, normalization, max length):
-#: part of the checkpoint's digest, copied with the tokenizer.
+#: part of the checkpoint's digest (the export reads them; embedding.json records the result).
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json",
                                "config_sentence_transformers.json", "1_Pooling/config.json")
 _ALL_ARCHITECTURES = {**SUPPORTED_ARCHITECTURES, **ENCODER_ARCHITECTURES}

@@ -45,6 +45,8 @@ class EmbeddingPlan:
     pad_id: int
     info: dict[str, Any]
     version: int = 1
+    engine_key: str = ""  # the onnx engine's cache key (names its TensorRT engine cache)
+    dtype: str = "auto"  # the build's --dtype
 
 
 def folder(model: str, version: int, sub: str = "") -> str:
@@ -78,7 +80,26 @@ def plan_embedding(manifest: Manifest, engine_dir: Path, target: str, settings: 
                           f"{lim.max_batch_size}")
     return EmbeddingPlan(target, mbs, preferred_batch_sizes(mbs),
                          settings.embedding_max_queue_delay_microseconds, lim.max_input_len,
-                         lim.pad_token_id or 0, read_embedding_info(engine_dir), version)
+                         lim.pad_token_id or 0, read_embedding_info(engine_dir), version,
+                         manifest.cache_key, str(manifest.build_args.get("dtype", "auto")))
+
+
+def trt_precision(plan: EmbeddingPlan) -> str:
+    """TensorRT's precision_mode for the encoder: FP16 unless the build asked for float32
+    explicitly (``--dtype float32``: served as checked; ``auto`` and ``float16``: FP16)."""
+    return "FP32" if plan.dtype == "float32" else "FP16"
+
+
+def trt_cache_path(plan: EmbeddingPlan, model: str) -> str:
+    """The encoder's TensorRT engine cache: one folder per engine build and profile.
+
+    ONNX Runtime names a cached engine after the graph's structure, not its weights, so two
+    checkpoints of one architecture would share an engine in a common folder (and answer
+    with the first one's weights); a re-render with other profile shapes would find a stale
+    one. The engine's cache key, the max batch size and the max length make it unique."""
+    key = plan.engine_key[:16] or "unkeyed"
+    return (f"{TRT_CACHE_DIR}/{model}-{key}-b{plan.max_batch_size}-l{plan.max_length}-"
+            f"{trt_precision(plan).lower()}")
 
 
 def _params(plan: EmbeddingPlan, settings: RepoSettings) -> dict[str, str]:
@@ -120,9 +141,9 @@ def render_embedding_configs(plan: EmbeddingPlan, settings: RepoSettings) -> lis
                 # int8 graphs hold ONNX Runtime's integer ops, which TensorRT does not take:
                 # they run on the CUDA provider, in the precision they were quantized to.
                 "tensorrt": fmt != "int8",
-                "precision": "FP16",
+                "precision": trt_precision(plan),
                 "workspace_bytes": TRT_WORKSPACE_BYTES,
-                "cache_path": f"{TRT_CACHE_DIR}/{name}",
+                "cache_path": trt_cache_path(plan, name),
                 "profile_min": _profile(plan, 1),
                 "profile_opt": _profile(plan, plan.preferred[min(2, len(plan.preferred) - 1)]),
                 "profile_max": _profile(plan, plan.max_batch_size),

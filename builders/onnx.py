@@ -44,6 +44,10 @@ POOLING_MODES = {
 _UNSUPPORTED_POOLING = ("pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken")
 _ST_POOLING = "sentence_transformers.models.Pooling"
 _ST_NORMALIZE = "sentence_transformers.models.Normalize"
+_ST_TRANSFORMER = "sentence_transformers.models.Transformer"
+#: The modules the export reproduces; any other (Dense, LayerNorm, WordWeights, ...) would be
+#: dropped from the vectors, so a checkpoint that has one is refused.
+_ST_SUPPORTED = (_ST_TRANSFORMER, _ST_POOLING, _ST_NORMALIZE)
 #: The largest difference to PyTorch's fp32 vectors a build may show, per weight format:
 #: (max absolute difference of any component, min cosine of any sample).
 TOLERANCE: dict[str, tuple[float, float]] = {
@@ -80,7 +84,16 @@ def read_sentence_embedder(root: Path, hidden_size: int) -> SentenceEmbedder:
     modules = _json(root / "modules.json")
     if not isinstance(modules, list):
         raise ConfigError(f"{root / 'modules.json'}: expected a list of modules")
-    kinds = {m.get("type"): m for m in modules if isinstance(m, dict)}
+    if not all(isinstance(m, dict) for m in modules):
+        raise ConfigError(f"{root / 'modules.json'}: expected a list of objects")
+    for m in modules:
+        if m.get("type") not in _ST_SUPPORTED:
+            raise ConfigError(
+                f"{root / 'modules.json'}: module {m.get('name', '?')!r} is "
+                f"{m.get('type')!r}, which the onnx engine does not export (supported: "
+                f"{', '.join(t.rsplit('.', 1)[1] for t in _ST_SUPPORTED)}); its vectors would "
+                "be wrong")
+    kinds = {m.get("type"): m for m in modules}
     if _ST_POOLING not in kinds:
         raise ConfigError(f"{root / 'modules.json'}: lists no {_ST_POOLING} module")
     pool_dir = root / str(kinds[_ST_POOLING].get("path") or "1_Pooling")

@@ -588,7 +588,7 @@ def render_repository(
     rendered = render_configs(manifest, plan, settings)
     old_marker = _check_add_version(out, plan, rendered) if adding else None
 
-    with staged(out, "rendering") as work:
+    with staged(out, "rendering", replace=not adding) as work:
         code: list[str] = []
         vdir = str(n)
         for r in rendered:
@@ -635,7 +635,7 @@ def render_repository(
         (work / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n",
                                    encoding="utf-8")
         if adding:
-            _add_version(work, out, [r.name for r in rendered], vdir)  # consumes ``work``
+            _add_version(work, out, [r.name for r in rendered], vdir)
     say(f"wrote {out}" + (f" (version {n} added)" if adding else ""))
     return out
 
@@ -706,4 +706,3 @@ def _add_version(work: Path, out: Path, models: list[str], vdir: str) -> None:
         for t in moved:
             shutil.rmtree(t, ignore_errors=True)
         raise
-    shutil.rmtree(work, ignore_errors=True)

@@ -87,6 +87,11 @@ def check_texts(texts: Any, field: str = "texts") -> list[str]:
             raise InvalidRequest(f"{name}: expected str, got {type(item).__name__}")
         if not item:
             raise InvalidRequest(f"{name}: empty text")
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: no UTF-8 for it
+            raise InvalidRequest(f"{name}: not encodable as UTF-8 (a lone surrogate at "
+                                 f"character {e.start})") from None
     return items
 
 

@@ -60,6 +60,7 @@ from tritonllm.client._errors import (
     Cancelled,
     ClientError,
     ErrorInfo,
+    ServerError,
     Timeout,
     Unauthorized,
     Unavailable,
@@ -818,7 +819,7 @@ class HttpTransport:
         try:
             return json_outputs(body)
         except (KeyError, TypeError, ValueError) as e:
-            raise Unavailable(f"bad response from the server: {e!r}",
+            raise ServerError(f"bad response from the server: {e!r}",
                               request_id=spec.request_id) from e
 
     def _probe(self, path: str, timeout: float | None) -> bool:

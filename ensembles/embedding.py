@@ -29,8 +29,8 @@ import numpy.typing as npt
 from tritonllm.contract import EMB_IN, EMB_OUT, ONNX_ATTENTION_MASK, ONNX_EMBEDDING, ONNX_INPUT_IDS
 from tritonllm.ensembles.requests import RequestError
 
-__all__ = ["EmbeddingEncoder", "EmbeddingTokenizer", "Rows", "encode", "length_groups",
-           "read_rows"]
+__all__ = ["EmbeddingEncoder", "EmbeddingTokenizer", "Rows", "embedding_outputs", "encode",
+           "length_groups", "read_rows", "token_counts"]
 
 
 @dataclass(frozen=True)
@@ -178,9 +178,13 @@ def encode(tokenizer: EmbeddingTokenizer, encoder: EmbeddingEncoder,
     return out
 
 
-def embedding_outputs(vectors: npt.NDArray[np.float32], counts: Sequence[int]
+def token_counts(ids: Sequence[Sequence[int]]) -> npt.NDArray[np.int32]:
+    """``num_tokens`` of tokenized texts: [rows, 1] INT32."""
+    return np.asarray([len(x) for x in ids], dtype=np.int32).reshape(-1, 1)
+
+
+def embedding_outputs(vectors: npt.NDArray[np.float32], ids: Sequence[Sequence[int]]
                       ) -> dict[str, npt.NDArray[Any]]:
-    """One request's output tensors."""
-    return {EMB_OUT.embedding: vectors,
-            EMB_OUT.num_tokens: np.asarray(counts, dtype=np.int32).reshape(-1, 1)}
+    """One request's output tensors: its vectors and its texts' token counts."""
+    return {EMB_OUT.embedding: vectors, EMB_OUT.num_tokens: token_counts(ids)}
 

@@ -115,3 +115,20 @@ def test_bad_input_is_a_400_naming_it(sdk: Any) -> None:
         assert e.value.body["message"].startswith(message)
     with pytest.raises(openai.NotFoundError):
         sdk.embeddings.create(model="ensemble", input="x")
+
+
+def test_truncate_extension_cuts_an_over_length_text(sdk: Any, server: Any) -> None:
+    """Ours, not OpenAI's (sent with the SDK's extra_body): the text cut to the max length,
+    the same vector Triton gives it with truncate=true, usage counting 256 tokens."""
+    import tritonclient.grpc as grpcclient
+    from served import tensor
+
+    long = "word " * 300
+    r = sdk.embeddings.create(model=EMBEDDING, input=[long, "a"], encoding_format="float",
+                              extra_body={"truncate": True})
+    assert r.usage.prompt_tokens == 256 + 3  # [CLS] a [SEP]
+    text = tensor(EMB_IN.text, np.array([[long.encode()]], dtype=object), "BYTES")
+    cut = tensor(EMB_IN.truncate, np.array([[True]]), "BOOL")
+    with grpcclient.InferenceServerClient(server.grpc_address) as c:
+        want = c.infer(EMBEDDING, [text, cut]).as_numpy(EMB_OUT.embedding)[0]
+    assert np.allclose(vectors(r)[0], want, atol=1e-6, rtol=0)

@@ -25,6 +25,7 @@ def plan(texts: object, truncate: bool = False, field: str = "texts") -> EmbedPl
     (["a", b"b"], "texts[1]: expected str, got bytes"),
     (["a", "b", ""], "texts[2]: empty text"),
     ("", "texts: empty text"),
+    (["ok", "ab\ud800"], "texts[1]: not encodable as UTF-8 (a lone surrogate at character 2)"),
     (7, "texts: expected a str or a sequence of str, got int"),
     (b"abc", "texts: expected a str or a sequence of str, got bytes"),
     ({"a": 1}, "texts: expected a str or a sequence of str, got dict"),

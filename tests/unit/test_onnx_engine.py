@@ -77,6 +77,11 @@ def _copy(minilm: Path, dest: Path) -> Path:
      "word_embedding_dimension 768 is not the encoder's hidden_size 384"),
     (lambda d: (d / "sentence_bert_config.json").write_text('{"max_seq_length": "long"}'),
      "max_seq_length must be an integer"),
+    (lambda d: (d / "modules.json").write_text(json.dumps(
+        [*json.loads((d / "modules.json").read_text()),
+         {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+         ])), r"module '3' is 'sentence_transformers.models.Dense', which the onnx engine does "
+              r"not export \(supported: Transformer, Pooling, Normalize\)"),
 ])
 def test_bad_sentence_transformers_files_are_named(minilm: Path, tmp_path: Path,
                                                    edit: Callable[[Path], object],
@@ -98,6 +103,28 @@ def test_cls_pooling_without_normalize_is_read(minilm: Path, tmp_path: Path) -> 
 
 
 # --- rendering and validating -------------------------------------------------------------------
+
+def test_trt_cache_is_per_engine_and_profile_precision_from_the_build(
+        fake_engine: Callable[..., Path], tmp_path: Path) -> None:
+    """ONNX Runtime names a cached TensorRT engine after the graph, not its weights: two
+    builds of one architecture must not share a cache folder, nor two profiles."""
+    import dataclasses
+
+    from tritonllm.builders import embedding_repository as E
+    from tritonllm.builders.manifest import read_manifest
+
+    emb = fake_engine(tmp_path / "emb", engine="onnx")
+    m = read_manifest(emb)
+    other = dataclasses.replace(m, cache_key="f" * 64)
+    fp32 = dataclasses.replace(m, build_args={**m.build_args, "dtype": "float32"})
+    plan = E.plan_embedding(m, emb, "gpu", RepoSettings())
+    paths = {E.trt_cache_path(p, C.EMBEDDING_ENCODER) for p in (
+        plan, E.plan_embedding(other, emb, "gpu", RepoSettings()),
+        E.plan_embedding(m, emb, "gpu", RepoSettings(embedding_max_batch_size=4)))}
+    assert len(paths) == 3 and all(p.startswith(E.TRT_CACHE_DIR + "/") for p in paths)
+    assert E.trt_precision(plan) == "FP16"
+    assert E.trt_precision(E.plan_embedding(fp32, emb, "gpu", RepoSettings())) == "FP32"
+
 
 def _config(repo: Path, model: str) -> object:
     return parse_config((repo / model / "config.pbtxt").read_text(), model)

@@ -36,7 +36,9 @@ def parse(**body: Any) -> EmbeddingRequest:
      f"input: at most {MAX_EMBEDDING_INPUTS} texts, got {MAX_EMBEDDING_INPUTS + 1}"),
     ({"input": "x", "encoding_format": "int8"}, "encoding_format", "encoding_format: "),
     ({"input": "x", "dimensions": 0}, "dimensions", "dimensions: "),
-    ({"input": "x", "truncate": True}, "truncate", "truncate: unknown parameter"),
+    ({"input": "x", "truncate": [1]}, "truncate", "truncate: "),
+    ({"input": "x", "truncate_prompt_tokens": 8}, "truncate_prompt_tokens",
+     "truncate_prompt_tokens: unknown parameter"),
     ({}, "input", "input: Field required"),
 ])
 def test_bad_bodies_are_400s_naming_the_parameter(body: dict[str, Any], param: str,
@@ -53,7 +55,8 @@ def test_good_bodies_parse_as_sent() -> None:
     r = parse(input=["a", "b"], encoding_format="base64", dimensions=384)
     assert r.input == ["a", "b"] and r.encoding_format == "base64" and r.dimensions == 384
     assert list(EMBEDDING_PARAMETERS) == ["model", "input", "encoding_format", "dimensions",
-                                          "user"]
+                                          "user", "truncate"]
+    assert parse(input="x").truncate is False and parse(input="x", truncate=True).truncate
 
 
 def test_base64_is_what_the_sdk_decodes() -> None:

@@ -104,11 +104,14 @@ EMBEDDING_PARAMETERS: dict[str, str] = {
     "model": "must name the served embedding model (GET /v1/models lists it)",
     "input": f"a string or a list of strings (at most {MAX_EMBEDDING_INPUTS}), one vector "
              "each, in order; token arrays and empty texts are a 400, and so is a text over "
-             "the model's max length (not truncated)",
+             "the model's max length unless `truncate` is true",
     "encoding_format": '"float" (default) or "base64" (the little-endian float32 bytes)',
     "dimensions": "only the model's own dimension (vectors are not shortened): any other "
                   "is a 400",
     "user": "accepted, no effect: an end-user id for the caller's own abuse tracking",
+    "truncate": "ours (not OpenAI's; default false): true cuts a text over the model's max "
+                "length to it, as sentence-transformers does, instead of a 400; "
+                "`usage` counts the tokens embedded",
 }
 
 
@@ -295,6 +298,7 @@ class EmbeddingRequest(_Request):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     user: str | None = None
+    truncate: bool = False
 
     @field_validator("input", mode="before")
     @classmethod

@@ -80,7 +80,8 @@ def api_error(e: ClientError, *, chat: bool = False, embedding: bool = False) ->
     if isinstance(e, ModelNotFound):
         return OpenAIError(404, message, type="not_found_error", code="model_not_found")
     if isinstance(e, InvalidRequest) and embedding:
-        named = message.startswith((f"{EMBEDDING_INPUT}:", f"{EMBEDDING_INPUT}["))
+        # On GPU Triton prefixes a step's error with "in ensemble 'embedding', ".
+        named = message.startswith(f"{EMBEDDING_INPUT}:") or f"{EMBEDDING_INPUT}[" in message
         return OpenAIError(400, message, param=EMBEDDING_INPUT if named else None)
     if isinstance(e, InvalidRequest):
         param = next((p for t, p in _PARAMS.items() if f"{t}:" in message or f"{t} " in
@@ -177,7 +178,8 @@ class OpenAIServing:
             raise OpenAIError(503, "the front is starting: no Triton client yet",
                               type="service_unavailable")
         try:
-            e = await self.client.embed(req.input, model=name, field=EMBEDDING_INPUT)
+            e = await self.client.embed(req.input, model=name, truncate=req.truncate,
+                                        field=EMBEDDING_INPUT)
         except ClientError as err:
             raise api_error(err, embedding=True) from err
         self.embedding_dimension = e.dimension

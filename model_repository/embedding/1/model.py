@@ -59,7 +59,7 @@ class TritonPythonModel:
             vectors = encode(self.tokenizer, self.encoder, ids)
             for n, first, count in owners:
                 outputs = embedding_outputs(vectors[first:first + count],
-                                            [len(x) for x in ids[first:first + count]])
+                                            ids[first:first + count])
                 responses[n] = pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor(k, np.ascontiguousarray(v)) for k, v in outputs.items()])
         return responses

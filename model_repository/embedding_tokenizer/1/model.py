@@ -16,7 +16,7 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 from tritonllm.contract import EMB_OUT, ONNX_ATTENTION_MASK, ONNX_INPUT_IDS
-from tritonllm.ensembles.embedding import EmbeddingTokenizer, read_rows
+from tritonllm.ensembles.embedding import EmbeddingTokenizer, read_rows, token_counts
 from tritonllm.ensembles.requests import RequestError, check_request_id
 from tritonllm.settings import EmbeddingParams
 
@@ -30,7 +30,6 @@ class TritonPythonModel:
                                             self.p.pad_id)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        import numpy as np
 
         responses = []
         width = self.p.max_length if self.p.pad_to_max_length else None
@@ -45,9 +44,8 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(error=err))
                 continue
             input_ids, mask = self.tokenizer.pad(ids, width)
-            counts = np.asarray([len(x) for x in ids], dtype=np.int32).reshape(-1, 1)
             responses.append(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor(ONNX_INPUT_IDS, input_ids),
                 pb_utils.Tensor(ONNX_ATTENTION_MASK, mask),
-                pb_utils.Tensor(EMB_OUT.num_tokens, counts)]))
+                pb_utils.Tensor(EMB_OUT.num_tokens, token_counts(ids))]))
         return responses
