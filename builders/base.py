@@ -78,8 +78,8 @@ class EngineBuilder(ABC):
               workdir: Path, log: Path, progress: Progress) -> list[list[str]]:
         """Write the engine into ``workdir``; return the commands that were run."""
 
-    def check(self, settings: BuildSettings, info: CheckpointInfo) -> EngineLimits:
-        """Validate the settings for this checkpoint and resolve the engine limits."""
+    def check_common(self, settings: BuildSettings, info: CheckpointInfo) -> None:
+        """The checks every engine makes: dtype, quantization, architecture, counts, devices."""
         if settings.dtype not in self.dtypes:
             raise ConfigError(
                 f"dtype: {settings.dtype!r} is not supported by the {self.name} engine; "
@@ -104,6 +104,10 @@ class EngineBuilder(ABC):
                               f"API), not of {self.name}")
         if not self.parallel and (settings.tp, settings.pp) != (1, 1):
             raise ConfigError(f"tp/pp: the {self.name} engine runs on one device; use tp=1 pp=1")
+
+    def check(self, settings: BuildSettings, info: CheckpointInfo) -> EngineLimits:
+        """Validate the settings for this checkpoint and resolve the engine limits."""
+        self.check_common(settings, info)
         if info.num_heads % settings.tp or info.num_kv_heads % settings.tp:
             raise ConfigError(
                 f"tp: {settings.tp} does not divide the attention heads "

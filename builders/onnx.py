@@ -147,25 +147,10 @@ class OnnxBuilder(EngineBuilder):
                 "pip install 'tritonllm[onnx]'")
 
     def check(self, settings: BuildSettings, info: CheckpointInfo) -> EngineLimits:
-        if settings.dtype not in self.dtypes:
-            raise ConfigError(f"dtype: {settings.dtype!r} is not supported by the onnx engine; "
-                              f"choose one of {', '.join(self.dtypes)}")
-        if settings.quantization is not None and settings.quantization not in self.quantizations:
-            raise ConfigError(f"quantization: the onnx engine cannot do "
-                              f"{settings.quantization!r}; it supports: int8")
         if settings.quantization and settings.dtype == "float16":
             raise ConfigError("dtype: --quantization int8 quantizes the float32 graph; drop "
                               "--dtype float16")
-        if info.architecture not in self.architectures:
-            raise ConfigError(
-                f"architecture: the onnx engine builds sentence encoders "
-                f"({', '.join(sorted(self.architectures))}), not {info.architecture}")
-        for key in ("tp", "pp", "ep"):
-            if getattr(settings, key) != 1:
-                raise ConfigError(f"{key}: the onnx engine runs on one device; use {key}=1")
-        for key in ("max_batch_size", "max_num_tokens"):
-            if getattr(settings, key) < 1:
-                raise ConfigError(f"{key}: must be at least 1, got {getattr(settings, key)}")
+        self.check_common(settings, info)
         if settings.group_size is not None:
             raise ConfigError("group_size: only applies to the cpu engine's int4")
         st = read_sentence_embedder(info.path, info.hidden_size)

@@ -39,7 +39,7 @@ def test_minilm_limits_come_from_its_sentence_transformers_files(minilm: Path) -
     ({"dtype": "bfloat16"}, "dtype"),
     ({"quantization": "int4"}, "quantization"),
     ({"quantization": "int8", "dtype": "float16"}, "dtype"),
-    ({"tp": 2}, "tp"),
+    ({"tp": 2}, "tp/pp"),
     ({"max_input_len": 513}, "max_input_len"),
     ({"max_input_len": 64, "max_seq_len": 128}, "max_input_len / max_seq_len"),
     ({"group_size": 32}, "group_size"),
@@ -55,7 +55,8 @@ def test_engines_refuse_the_other_kind_of_checkpoint(minilm: Path, tiny_model: P
     with pytest.raises(ConfigError, match="architecture: the cpu engine cannot build BertModel"):
         get_builder("cpu").check(BuildSettings(checkpoint=minilm, engine="cpu",
                                                out=Path("x")), inspect_checkpoint(minilm))
-    with pytest.raises(ConfigError, match="architecture: the onnx engine builds sentence"):
+    with pytest.raises(ConfigError, match="architecture: the onnx engine cannot build "
+                                          "LlamaForCausalLM; it supports: BertModel"):
         get_builder("onnx").check(_settings(tiny_model), inspect_checkpoint(tiny_model))
 
 
